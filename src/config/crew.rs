@@ -1,0 +1,616 @@
+//! One crew's runtime file (`<name>.runtime.yaml` or `runtime.yaml`), raw and checked.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{ConfigIssue, GlobalConfig, yaml_issue};
+use crate::model::{check_crew_name, check_kind};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCrew {
+    crew: String,
+    triggers: Vec<String>,
+    #[serde(default)]
+    needs: Vec<RawNeed>,
+    wait_policy: Option<String>,
+    slice_stride: Option<u64>,
+    backlog_policy: Option<BacklogPolicy>,
+    timeout_ms: Option<u64>,
+    max_errors: Option<u32>,
+    runner: serde_json::Map<String, Value>,
+    #[serde(default)]
+    sandbox: RawSandbox,
+    context: Option<RawContextAcl>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    env_passthrough: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum RawNeed {
+    Crew { crew: String, offset: i64 },
+    Event { event: String, offset: i64 },
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSandbox {
+    memory_mb: Option<u64>,
+    cpu_s: Option<u64>,
+    open_files: Option<u64>,
+    processes: Option<u64>,
+    network: Option<bool>,
+    user: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContextAcl {
+    #[serde(default = "all_keys")]
+    read: Vec<String>,
+    #[serde(default = "all_keys")]
+    write: Vec<String>,
+}
+
+fn all_keys() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+/// Event kinds that wake a crew.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Triggers {
+    /// `"*"`: any kind.
+    Any,
+    Kinds(Vec<String>),
+}
+
+impl Triggers {
+    pub fn matches(&self, kind: &str) -> bool {
+        match self {
+            Triggers::Any => true,
+            Triggers::Kinds(kinds) => kinds.iter().any(|k| k == kind),
+        }
+    }
+}
+
+/// A dependency of a crew run in slice `m`, relative to `m`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need {
+    Crew { crew: String, offset: i64 },
+    Event { kind: String, offset: i64 },
+}
+
+impl Need {
+    /// The key under which the dependency's data reaches the call (`deps`).
+    pub fn deps_key(&self) -> String {
+        match self {
+            Need::Crew { crew, offset } => format!("crew:{crew}@{offset}"),
+            Need::Event { kind, offset } => format!("event:{kind}@{offset}"),
+        }
+    }
+
+    pub fn offset(&self) -> i64 {
+        match self {
+            Need::Crew { offset, .. } | Need::Event { offset, .. } => *offset,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitPolicy {
+    All,
+    Any,
+    None,
+    /// Wait at most this many milliseconds after the trigger slice closed.
+    Timeout(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BacklogPolicy {
+    Fifo,
+    Latest,
+}
+
+/// How the crew's process is started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunnerSpec {
+    /// The bundled Python runner; `kind` is `python`, `crewai` or `prompt`, and the
+    /// runner reads its own settings from the runtime file.
+    BundledPython {
+        kind: String,
+        /// `runner.python`, if set; else `$LIVE_CREW_PYTHON`, else `python3`.
+        python: Option<String>,
+    },
+    /// Any executable that speaks the protocol. `program` is resolved already.
+    Command { program: PathBuf, args: Vec<String> },
+}
+
+/// A set of top-level context keys; `"*"` means all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySet {
+    All,
+    Keys(Vec<String>),
+}
+
+impl KeySet {
+    fn from_list(list: Vec<String>) -> Self {
+        if list.iter().any(|k| k == "*") {
+            KeySet::All
+        } else {
+            KeySet::Keys(list)
+        }
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        match self {
+            KeySet::All => true,
+            KeySet::Keys(keys) => keys.iter().any(|k| k == key),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextAcl {
+    pub read: KeySet,
+    pub write: KeySet,
+}
+
+/// The crew's sandbox, with the global defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxSettings {
+    pub memory_mb: u64,
+    pub cpu_s: u64,
+    pub open_files: u64,
+    pub processes: u64,
+    pub network: bool,
+    pub user: Option<live_crew_sandbox::User>,
+}
+
+/// A validated crew.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrewSpec {
+    pub name: String,
+    /// The crew folder (absolute).
+    pub dir: PathBuf,
+    /// The runtime file it was loaded from.
+    pub file: PathBuf,
+    pub triggers: Triggers,
+    pub needs: Vec<Need>,
+    pub wait_policy: WaitPolicy,
+    pub slice_stride: u64,
+    pub backlog_policy: BacklogPolicy,
+    pub timeout_ms: u64,
+    pub max_errors: u32,
+    pub runner: RunnerSpec,
+    pub sandbox: SandboxSettings,
+    pub context: ContextAcl,
+    pub env: BTreeMap<String, String>,
+    pub env_passthrough: Vec<String>,
+    /// The runtime file as JSON, sent to the runner in `hello`.
+    pub document: Value,
+}
+
+const BUNDLED_KINDS: [&str; 3] = ["python", "crewai", "prompt"];
+
+impl CrewSpec {
+    /// Loads and validates one runtime file. Returns every problem found.
+    pub fn load(file: &Path, global: &GlobalConfig) -> Result<CrewSpec, Vec<ConfigIssue>> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|err| vec![ConfigIssue::new(file, "", format!("cannot read: {err}"))])?;
+        let raw: RawCrew =
+            serde_saphyr::from_str(&text).map_err(|err| vec![yaml_issue(file, &err)])?;
+        let document: Value =
+            serde_saphyr::from_str(&text).map_err(|err| vec![yaml_issue(file, &err)])?;
+        let dir = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        Checker::new(file).check(raw, dir, document, global)
+    }
+}
+
+/// Collects issues while turning a raw crew into a checked one.
+struct Checker<'a> {
+    file: &'a Path,
+    issues: Vec<ConfigIssue>,
+}
+
+impl<'a> Checker<'a> {
+    fn new(file: &'a Path) -> Self {
+        Checker {
+            file,
+            issues: Vec::new(),
+        }
+    }
+
+    fn issue(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.issues
+            .push(ConfigIssue::new(self.file, field, message));
+    }
+
+    fn check(
+        mut self,
+        raw: RawCrew,
+        dir: PathBuf,
+        document: Value,
+        global: &GlobalConfig,
+    ) -> Result<CrewSpec, Vec<ConfigIssue>> {
+        if let Err(why) = check_crew_name(&raw.crew) {
+            self.issue("crew", why);
+        }
+        let triggers = self.triggers(raw.triggers);
+        let needs = raw
+            .needs
+            .into_iter()
+            .enumerate()
+            .map(|(i, need)| self.need(i, need))
+            .collect();
+        let wait_policy = self.wait_policy(raw.wait_policy.as_deref());
+        let slice_stride = raw.slice_stride.unwrap_or(1);
+        if slice_stride == 0 {
+            self.issue("slice_stride", "must be at least 1");
+        }
+        let timeout_ms = raw.timeout_ms.unwrap_or(30_000);
+        if timeout_ms == 0 {
+            self.issue("timeout_ms", "must be at least 1");
+        }
+        let max_errors = raw.max_errors.unwrap_or(3);
+        if max_errors == 0 {
+            self.issue("max_errors", "must be at least 1");
+        }
+        let runner = self.runner(&raw.runner, &dir);
+        let sandbox = self.sandbox(raw.sandbox, global);
+        let context = raw.context.map_or(
+            ContextAcl {
+                read: KeySet::All,
+                write: KeySet::All,
+            },
+            |acl| ContextAcl {
+                read: KeySet::from_list(acl.read),
+                write: KeySet::from_list(acl.write),
+            },
+        );
+        for (i, name) in raw.env_passthrough.iter().enumerate() {
+            if name.is_empty() || name.contains('=') {
+                self.issue(
+                    format!("env_passthrough[{i}]"),
+                    format!("'{name}' is not a variable name"),
+                );
+            }
+        }
+        if !self.issues.is_empty() {
+            return Err(self.issues);
+        }
+        Ok(CrewSpec {
+            name: raw.crew,
+            dir,
+            file: self.file.to_path_buf(),
+            triggers,
+            needs,
+            wait_policy,
+            slice_stride,
+            backlog_policy: raw.backlog_policy.unwrap_or(BacklogPolicy::Fifo),
+            timeout_ms,
+            max_errors,
+            runner: runner.expect("no issues means the runner was valid"),
+            sandbox,
+            context,
+            env: raw.env,
+            env_passthrough: raw.env_passthrough,
+            document,
+        })
+    }
+
+    fn triggers(&mut self, triggers: Vec<String>) -> Triggers {
+        if triggers.is_empty() {
+            self.issue("triggers", "needs at least one event kind, or \"*\"");
+        }
+        if triggers.iter().any(|t| t == "*") {
+            return Triggers::Any;
+        }
+        for (i, kind) in triggers.iter().enumerate() {
+            if let Err(why) = check_kind(kind) {
+                self.issue(format!("triggers[{i}]"), why);
+            }
+        }
+        Triggers::Kinds(triggers)
+    }
+
+    fn need(&mut self, index: usize, need: RawNeed) -> Need {
+        match need {
+            RawNeed::Crew { crew, offset } => {
+                if let Err(why) = check_crew_name(&crew) {
+                    self.issue(format!("needs[{index}].crew"), why);
+                }
+                Need::Crew { crew, offset }
+            }
+            RawNeed::Event { event, offset } => {
+                if let Err(why) = check_kind(&event) {
+                    self.issue(format!("needs[{index}].event"), why);
+                }
+                Need::Event {
+                    kind: event,
+                    offset,
+                }
+            }
+        }
+    }
+
+    fn wait_policy(&mut self, text: Option<&str>) -> WaitPolicy {
+        match text.unwrap_or("all") {
+            "all" => WaitPolicy::All,
+            "any" => WaitPolicy::Any,
+            "none" => WaitPolicy::None,
+            other => match other.strip_prefix("timeout:").map(str::parse::<u64>) {
+                Some(Ok(ms)) => WaitPolicy::Timeout(ms),
+                _ => {
+                    self.issue(
+                        "wait_policy",
+                        format!("'{other}' is not one of all, any, none, timeout:<ms>"),
+                    );
+                    WaitPolicy::All
+                }
+            },
+        }
+    }
+
+    fn runner(
+        &mut self,
+        runner: &serde_json::Map<String, Value>,
+        dir: &Path,
+    ) -> Option<RunnerSpec> {
+        let Some(kind) = runner.get("kind").and_then(Value::as_str) else {
+            self.issue(
+                "runner.kind",
+                "missing; use one of crewai, python, prompt, command",
+            );
+            return None;
+        };
+        if BUNDLED_KINDS.contains(&kind) {
+            let python = match runner.get("python") {
+                None => None,
+                Some(Value::String(python)) => Some(python.clone()),
+                Some(_) => {
+                    self.issue("runner.python", "must be a string");
+                    None
+                }
+            };
+            if kind == "python" {
+                self.python_module(runner.get("module"), dir);
+            }
+            return Some(RunnerSpec::BundledPython {
+                kind: kind.to_owned(),
+                python,
+            });
+        }
+        if kind != "command" {
+            self.issue(
+                "runner.kind",
+                format!("'{kind}' is not one of crewai, python, prompt, command"),
+            );
+            return None;
+        }
+        let argv: Option<Vec<String>> =
+            runner
+                .get("command")
+                .and_then(Value::as_array)
+                .and_then(|items| {
+                    items
+                        .iter()
+                        .map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                });
+        let Some((first, args)) = argv.as_deref().and_then(<[String]>::split_first) else {
+            self.issue(
+                "runner.command",
+                "must be a non-empty list of strings, e.g. [\"./my-runner\", \"--flag\"]",
+            );
+            return None;
+        };
+        let program = if first.contains('/') {
+            self.path_inside(dir, first, "runner.command[0]")?
+        } else {
+            PathBuf::from(first)
+        };
+        Some(RunnerSpec::Command {
+            program,
+            args: args.to_vec(),
+        })
+    }
+
+    /// `runner.module` is `module` or `module:function`, a Python file in the crew folder.
+    fn python_module(&mut self, module: Option<&Value>, dir: &Path) {
+        let Some(spec) = module.and_then(Value::as_str) else {
+            self.issue(
+                "runner.module",
+                "missing; name the module and function, e.g. \"handlers:react\"",
+            );
+            return;
+        };
+        let module = spec.split(':').next().unwrap_or_default();
+        let valid = !module.is_empty()
+            && module.split('.').all(|part| {
+                !part.is_empty() && part.chars().all(|c| c.is_alphanumeric() || c == '_')
+            });
+        if !valid {
+            self.issue(
+                "runner.module",
+                format!("'{spec}' is not a dotted Python module name"),
+            );
+            return;
+        }
+        let relative = module.replace('.', "/");
+        let candidates = [
+            dir.join(format!("{relative}.py")),
+            dir.join(&relative).join("__init__.py"),
+        ];
+        if !candidates.iter().any(|path| path.is_file()) {
+            self.issue(
+                "runner.module",
+                format!("module '{module}' not found: expected {relative}.py in the crew folder"),
+            );
+        }
+    }
+
+    /// Resolves `relative` against the crew folder and refuses paths that leave it.
+    fn path_inside(&mut self, dir: &Path, relative: &str, field: &str) -> Option<PathBuf> {
+        let path = Path::new(relative);
+        if path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
+            self.issue(
+                field,
+                format!("'{relative}' leaves the crew folder; use a path inside it"),
+            );
+            return None;
+        }
+        let joined = dir.join(path);
+        let resolved = match joined.canonicalize() {
+            Ok(resolved) => resolved,
+            Err(_) => {
+                self.issue(
+                    field,
+                    format!("'{relative}' does not exist in the crew folder"),
+                );
+                return None;
+            }
+        };
+        let root = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        if !resolved.starts_with(&root) {
+            self.issue(
+                field,
+                format!("'{relative}' resolves outside the crew folder (through a link)"),
+            );
+            return None;
+        }
+        Some(resolved)
+    }
+
+    fn sandbox(&mut self, raw: RawSandbox, global: &GlobalConfig) -> SandboxSettings {
+        let defaults = &global.sandbox;
+        let user = raw.user.as_deref().and_then(|text| match parse_user(text) {
+            Ok(user) => Some(user),
+            Err(why) => {
+                self.issue("sandbox.user", why);
+                None
+            }
+        });
+        SandboxSettings {
+            memory_mb: raw.memory_mb.unwrap_or(defaults.memory_mb),
+            cpu_s: raw.cpu_s.unwrap_or(defaults.cpu_s),
+            open_files: raw.open_files.unwrap_or(defaults.open_files),
+            processes: raw.processes.unwrap_or(defaults.processes),
+            network: raw.network.unwrap_or(defaults.network),
+            user,
+        }
+    }
+}
+
+/// `sandbox.user`: a user name, or `uid[:gid]`.
+fn parse_user(text: &str) -> Result<live_crew_sandbox::User, String> {
+    let numeric = |part: &str| part.parse::<u32>().ok();
+    if let Some((uid, gid)) = text.split_once(':') {
+        if let (Some(uid), Some(gid)) = (numeric(uid), numeric(gid)) {
+            return Ok(live_crew_sandbox::User { uid, gid });
+        }
+        return Err(format!("'{text}' is not uid:gid"));
+    }
+    if let Some(uid) = numeric(text) {
+        return Ok(live_crew_sandbox::User { uid, gid: uid });
+    }
+    match nix::unistd::User::from_name(text) {
+        Ok(Some(user)) => Ok(live_crew_sandbox::User {
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        }),
+        _ => Err(format!("no user named '{text}' on this host")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str, files: &[&str]) -> Result<CrewSpec, Vec<ConfigIssue>> {
+        let dir = tempfile::tempdir().unwrap();
+        for name in files {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        let file = dir.path().join("runtime.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        CrewSpec::load(&file, &GlobalConfig::default())
+    }
+
+    fn fields(issues: Vec<ConfigIssue>) -> Vec<String> {
+        issues.into_iter().map(|issue| issue.field).collect()
+    }
+
+    #[test]
+    fn a_python_crew_loads_with_defaults() {
+        let spec = load(
+            "crew: scorer\ntriggers: [goal]\nrunner: {kind: python, module: \"handlers:react\"}\n",
+            &["handlers.py"],
+        )
+        .unwrap();
+        assert_eq!(spec.name, "scorer");
+        assert_eq!(spec.wait_policy, WaitPolicy::All);
+        assert_eq!(spec.timeout_ms, 30_000);
+        assert_eq!(spec.sandbox.processes, 64);
+        assert_eq!(spec.document["runner"]["module"], "handlers:react");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_field() {
+        let yaml = "crew: bad name\ntriggers: [ok, \"no way\"]\nwait_policy: sometimes\n\
+                    slice_stride: 0\nneeds: [{type: crew, crew: \"x y\", offset: -1}]\n\
+                    runner: {kind: python, module: \"missing:react\"}\n";
+        let got = fields(load(yaml, &[]).unwrap_err());
+        assert_eq!(
+            got,
+            [
+                "crew",
+                "triggers[1]",
+                "needs[0].crew",
+                "wait_policy",
+                "slice_stride",
+                "runner.module"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_schema_errors() {
+        let issues = load(
+            "crew: a\ntriggers: [x]\nrunner: {kind: python}\ncolour: red\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(issues[0].message.contains("colour"), "{:?}", issues);
+    }
+
+    #[test]
+    fn command_paths_stay_inside_the_crew_folder() {
+        let yaml = "crew: a\ntriggers: [x]\nrunner: {kind: command, command: [\"../escape\"]}\n";
+        assert_eq!(fields(load(yaml, &[]).unwrap_err()), ["runner.command[0]"]);
+        let yaml =
+            "crew: a\ntriggers: [x]\nrunner: {kind: command, command: [\"./run\", \"-v\"]}\n";
+        let spec = load(yaml, &["run"]).unwrap();
+        assert!(matches!(spec.runner, RunnerSpec::Command { ref args, .. } if args == &["-v"]));
+        let yaml = "crew: a\ntriggers: [x]\nrunner: {kind: command, command: [\"cat\"]}\n";
+        assert!(load(yaml, &[]).is_ok());
+    }
+
+    #[test]
+    fn wait_policies_parse() {
+        let yaml = "crew: a\ntriggers: ['*']\nwait_policy: timeout:250\nrunner: {kind: crewai}\n";
+        let spec = load(yaml, &[]).unwrap();
+        assert_eq!(spec.wait_policy, WaitPolicy::Timeout(250));
+        assert_eq!(spec.triggers, Triggers::Any);
+    }
+}

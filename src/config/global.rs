@@ -1,0 +1,221 @@
+//! The global configuration: `live-config.yaml`, then `LIVE_CREW_*` environment
+//! variables, then command-line flags, each overriding the one before.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{ConfigErrors, ConfigIssue, yaml_issue};
+
+/// What happens to an event whose slice has already closed (live mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LatePolicy {
+    Next,
+    Drop,
+}
+
+/// Sandbox limits that apply to every crew unless its runtime file says otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxDefaults {
+    pub memory_mb: u64,
+    pub cpu_s: u64,
+    pub open_files: u64,
+    pub processes: u64,
+    pub network: bool,
+}
+
+impl Default for SandboxDefaults {
+    fn default() -> Self {
+        SandboxDefaults {
+            memory_mb: 1024,
+            cpu_s: 3600,
+            open_files: 256,
+            processes: 64,
+            network: false,
+        }
+    }
+}
+
+/// The validated global configuration. Every field has a default, so an empty or missing
+/// file is a complete configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GlobalConfig {
+    pub slice_ms: u64,
+    pub heartbeat_ms: u64,
+    pub grace_ms: u64,
+    pub late_policy: LatePolicy,
+    pub reorder_slices: u64,
+    pub max_wait_slices: u64,
+    pub context_max_bytes: usize,
+    pub kv_backend: String,
+    /// How long a runner has to answer `hello` with `ready`.
+    pub startup_timeout_ms: u64,
+    /// Grace between SIGTERM and SIGKILL, and after `shutdown` before SIGTERM.
+    pub kill_grace_ms: u64,
+    /// Maximum length of one protocol line from a runner.
+    pub max_line_bytes: usize,
+    /// First restart delay after a failure; doubles per consecutive failure.
+    pub restart_backoff_ms: u64,
+    /// Upper bound of the restart delay.
+    pub restart_backoff_max_ms: u64,
+    /// Maximum stderr lines per second relayed into the log for each crew.
+    pub stderr_lines_per_s: u32,
+    pub sandbox: SandboxDefaults,
+    pub metrics_addr: Option<String>,
+    pub control_socket: Option<PathBuf>,
+}
+
+impl Default for GlobalConfig {
+    fn default() -> Self {
+        GlobalConfig {
+            slice_ms: 500,
+            heartbeat_ms: 1000,
+            grace_ms: 50,
+            late_policy: LatePolicy::Next,
+            reorder_slices: 0,
+            max_wait_slices: 8,
+            context_max_bytes: 4096,
+            kv_backend: "memory".into(),
+            startup_timeout_ms: 10_000,
+            kill_grace_ms: 2000,
+            max_line_bytes: crate::protocol::DEFAULT_MAX_LINE_BYTES,
+            restart_backoff_ms: 100,
+            restart_backoff_max_ms: 10_000,
+            stderr_lines_per_s: 200,
+            sandbox: SandboxDefaults::default(),
+            metrics_addr: None,
+            control_socket: None,
+        }
+    }
+}
+
+/// Scalar knobs that `LIVE_CREW_<NAME>` may override.
+const ENV_KNOBS: &[&str] = &[
+    "slice_ms",
+    "heartbeat_ms",
+    "grace_ms",
+    "late_policy",
+    "reorder_slices",
+    "max_wait_slices",
+    "context_max_bytes",
+    "kv_backend",
+    "startup_timeout_ms",
+    "kill_grace_ms",
+    "max_line_bytes",
+    "restart_backoff_ms",
+    "restart_backoff_max_ms",
+    "stderr_lines_per_s",
+    "metrics_addr",
+    "control_socket",
+];
+
+impl GlobalConfig {
+    /// Loads the file (if any), then applies `LIVE_CREW_*` overrides from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigErrors> {
+        let (origin, text) = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|err| {
+                    ConfigErrors(vec![ConfigIssue::new(
+                        path,
+                        "",
+                        format!("cannot read: {err}"),
+                    )])
+                })?;
+                (path.to_path_buf(), text)
+            }
+            None => (PathBuf::from("<defaults>"), String::new()),
+        };
+        let mut document: serde_json::Map<String, serde_json::Value> = if text.trim().is_empty() {
+            serde_json::Map::new()
+        } else {
+            serde_saphyr::from_str(&text)
+                .map_err(|err| ConfigErrors(vec![yaml_issue(&origin, &err)]))?
+        };
+        let mut issues = Vec::new();
+        for knob in ENV_KNOBS {
+            let var = format!("LIVE_CREW_{}", knob.to_ascii_uppercase());
+            if let Some(value) = env(&var) {
+                // Numbers stay numbers; anything else is taken as a string.
+                let parsed = value
+                    .parse::<u64>()
+                    .map(serde_json::Value::from)
+                    .unwrap_or(serde_json::Value::String(value));
+                document.insert((*knob).to_owned(), parsed);
+            }
+        }
+        let config: GlobalConfig = serde_json::from_value(serde_json::Value::Object(document))
+            .map_err(|err| ConfigErrors(vec![ConfigIssue::new(&origin, "", err.to_string())]))?;
+        for (field, value) in [
+            ("slice_ms", config.slice_ms),
+            ("heartbeat_ms", config.heartbeat_ms),
+            ("startup_timeout_ms", config.startup_timeout_ms),
+            ("max_wait_slices", config.max_wait_slices),
+        ] {
+            if value == 0 {
+                issues.push(ConfigIssue::new(&origin, field, "must be at least 1"));
+            }
+        }
+        if config.kv_backend != "memory" {
+            issues.push(ConfigIssue::new(
+                &origin,
+                "kv_backend",
+                format!(
+                    "'{}' is not available in this build; use 'memory'",
+                    config.kv_backend
+                ),
+            ));
+        }
+        if issues.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(issues))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_file() {
+        let config = GlobalConfig::load(None, |_| None).unwrap();
+        assert_eq!(config, GlobalConfig::default());
+        assert_eq!(config.context_max_bytes, 4096);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("live-config.yaml");
+        std::fs::write(
+            &file,
+            "slice_ms: 250\nheartbeat_ms: 300\nsandbox: {processes: 8}\n",
+        )
+        .unwrap();
+        let env = |name: &str| (name == "LIVE_CREW_SLICE_MS").then(|| "100".to_owned());
+        let config = GlobalConfig::load(Some(&file), env).unwrap();
+        assert_eq!(config.slice_ms, 100);
+        assert_eq!(config.heartbeat_ms, 300);
+        assert_eq!(config.sandbox.processes, 8);
+        assert_eq!(config.sandbox.memory_mb, 1024);
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("live-config.yaml");
+        std::fs::write(&file, "slice_ms: 0\n").unwrap();
+        let err = GlobalConfig::load(Some(&file), |_| None).unwrap_err();
+        assert_eq!(err.0[0].field, "slice_ms");
+        std::fs::write(&file, "slice_mss: 10\n").unwrap();
+        let err = GlobalConfig::load(Some(&file), |_| None).unwrap_err();
+        assert!(err.to_string().contains("slice_mss"), "{err}");
+    }
+}

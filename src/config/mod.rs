@@ -1,0 +1,74 @@
+//! Configuration: the global `live-config.yaml` and each crew's runtime file (SPEC §3).
+//!
+//! Files parse into raw serde types first, then validate into typed structs, so a
+//! checked value cannot be invalid. Every problem is reported with its file and field.
+
+mod crew;
+mod global;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use crew::{
+    BacklogPolicy, ContextAcl, CrewSpec, KeySet, Need, RunnerSpec, SandboxSettings, Triggers,
+    WaitPolicy,
+};
+pub use global::{GlobalConfig, LatePolicy, SandboxDefaults};
+
+/// One problem in a configuration file, located by file and field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub file: PathBuf,
+    /// Dotted path of the field (`runner.module`, `needs[1].offset`), or empty for the
+    /// file as a whole.
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigIssue {
+    pub fn new(file: &Path, field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigIssue {
+            file: file.to_path_buf(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(
+                f,
+                "{}: {}: {}",
+                self.file.display(),
+                self.field,
+                self.message
+            )
+        }
+    }
+}
+
+/// Several configuration problems, reported together.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigIssue>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{issue}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Turns a YAML parse error into an issue that carries its line and column.
+fn yaml_issue(file: &Path, err: &serde_saphyr::Error) -> ConfigIssue {
+    let message = err.to_string();
+    ConfigIssue::new(file, "", message)
+}

@@ -1,0 +1,9 @@
+//! live-crew: a low-latency, time-sliced orchestration host for CrewAI crews over
+//! real-time event streams.
+//!
+//! The modules follow an event's path: input → slicer → scheduler → supervisor →
+//! runner process → context merge → output.
+
+pub mod config;
+pub mod model;
+pub mod protocol;

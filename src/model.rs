@@ -1,0 +1,372 @@
+//! The data that crosses every stage: events in, actions out (SPEC §1).
+//!
+//! Payloads stay as raw JSON text (`RawValue`): the host validates them once on input and
+//! then only copies bytes, which keeps JSON work off the hot path.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+/// Default `ttl_ms` of an action.
+pub const DEFAULT_TTL_MS: u32 = 5000;
+/// Largest accepted `ttl_ms`.
+pub const MAX_TTL_MS: u32 = 300_000;
+
+/// A UTC instant with microsecond precision, stored as microseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    pub const fn from_micros(micros: i64) -> Self {
+        Timestamp(micros)
+    }
+
+    pub const fn as_micros(self) -> i64 {
+        self.0
+    }
+
+    /// Parses an RFC 3339 timestamp that carries an offset (`Z` or `±hh:mm`). Digits past
+    /// microseconds are truncated.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let parsed = chrono::DateTime::parse_from_rfc3339(text).map_err(|err| {
+            format!("'{text}' is not an RFC 3339 timestamp with an offset ({err})")
+        })?;
+        Ok(Timestamp(parsed.timestamp_micros()))
+    }
+
+    /// Current wall-clock time.
+    pub fn now() -> Self {
+        Timestamp(chrono::Utc::now().timestamp_micros())
+    }
+}
+
+impl fmt::Display for Timestamp {
+    /// Formats as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match chrono::DateTime::from_timestamp_micros(self.0) {
+            Some(utc) => write!(f, "{}", utc.format("%Y-%m-%dT%H:%M:%S%.6fZ")),
+            None => write!(f, "<out of range: {} µs>", self.0),
+        }
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Timestamp::parse(&text).map_err(D::Error::custom)
+    }
+}
+
+/// Checks an event or action kind: `^[A-Za-z0-9_]{1,50}$`. Reserved `__` kinds are
+/// checked separately because the system itself may emit them.
+pub fn check_kind(kind: &str) -> Result<(), String> {
+    check_name(kind, 50, false).map_err(|why| format!("kind '{kind}' {why}"))
+}
+
+/// Checks a stream id: `^[A-Za-z0-9_-]{1,100}$`.
+pub fn check_stream_id(stream_id: &str) -> Result<(), String> {
+    check_name(stream_id, 100, true).map_err(|why| format!("stream_id '{stream_id}' {why}"))
+}
+
+/// Checks a crew name: `^[A-Za-z0-9_]{1,50}$`.
+pub fn check_crew_name(name: &str) -> Result<(), String> {
+    check_name(name, 50, false).map_err(|why| format!("crew name '{name}' {why}"))
+}
+
+fn check_name(text: &str, max_len: usize, allow_dash: bool) -> Result<(), String> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || (allow_dash && b == b'-');
+    let pattern = if allow_dash {
+        "[A-Za-z0-9_-]"
+    } else {
+        "[A-Za-z0-9_]"
+    };
+    if text.is_empty() || text.len() > max_len {
+        return Err(format!("must be 1 to {max_len} characters long"));
+    }
+    if !text.bytes().all(allowed) {
+        return Err(format!("may only contain {pattern}"));
+    }
+    Ok(())
+}
+
+/// Whether a kind is reserved for the system (`__hb`, ...).
+pub fn is_reserved_kind(kind: &str) -> bool {
+    kind.starts_with("__")
+}
+
+/// An input event, validated.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub ts: Timestamp,
+    pub kind: String,
+    pub stream_id: String,
+    pub payload: Box<RawValue>,
+}
+
+/// The event as it appears on the wire, before validation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireEvent {
+    ts: String,
+    kind: String,
+    stream_id: String,
+    payload: Box<RawValue>,
+}
+
+/// Why an input event was rejected; names the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field '{field}': {message}")]
+pub struct EventError {
+    /// The offending field, or `event` when the line as a whole is bad.
+    pub field: String,
+    pub message: String,
+}
+
+impl Event {
+    /// Parses and validates one event from JSON text.
+    pub fn from_json(text: &str) -> Result<Event, EventError> {
+        let wire: WireEvent =
+            serde_json::from_str(text).map_err(|err| locate_json_error(text, err))?;
+        Event::try_from(wire)
+    }
+}
+
+/// Names the field behind a serde error. Runs on the error path only, so parsing the line
+/// a second time costs nothing on valid input.
+fn locate_json_error(text: &str, err: serde_json::Error) -> EventError {
+    let whole = |message: String| EventError {
+        field: "event".into(),
+        message,
+    };
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(text) else {
+        return whole(err.to_string());
+    };
+    if let Some(unknown) = fields.keys().find(|k| !EVENT_FIELDS.contains(&k.as_str())) {
+        return EventError {
+            field: unknown.clone(),
+            message: format!(
+                "unknown field; an event has only {}",
+                EVENT_FIELDS.join(", ")
+            ),
+        };
+    }
+    for field in EVENT_FIELDS {
+        match fields.get(field) {
+            None => {
+                return EventError {
+                    field: field.to_string(),
+                    message: "missing".into(),
+                };
+            }
+            Some(value) if field != "payload" && !value.is_string() => {
+                return EventError {
+                    field: field.to_string(),
+                    message: format!("must be a string, not {value}"),
+                };
+            }
+            Some(_) => {}
+        }
+    }
+    whole(err.to_string())
+}
+
+const EVENT_FIELDS: [&str; 4] = ["ts", "kind", "stream_id", "payload"];
+
+impl TryFrom<WireEvent> for Event {
+    type Error = EventError;
+
+    fn try_from(wire: WireEvent) -> Result<Self, Self::Error> {
+        let field_error = |field: &'static str| {
+            move |message: String| EventError {
+                field: field.into(),
+                message,
+            }
+        };
+        let ts = Timestamp::parse(&wire.ts).map_err(field_error("ts"))?;
+        check_kind(&wire.kind).map_err(field_error("kind"))?;
+        if is_reserved_kind(&wire.kind) {
+            return Err(field_error("kind")(format!(
+                "kind '{}' starts with '__', which is reserved for the system",
+                wire.kind
+            )));
+        }
+        check_stream_id(&wire.stream_id).map_err(field_error("stream_id"))?;
+        Ok(Event {
+            ts,
+            kind: wire.kind,
+            stream_id: wire.stream_id,
+            payload: wire.payload,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire = WireEvent::deserialize(deserializer)?;
+        Event::try_from(wire).map_err(D::Error::custom)
+    }
+}
+
+/// An output action with its provenance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Action {
+    pub ts: Timestamp,
+    pub kind: String,
+    pub stream_id: String,
+    pub payload: Box<RawValue>,
+    pub ttl_ms: u32,
+    pub crew: String,
+    pub slice: i64,
+}
+
+/// An action as a runner proposes it: the host adds `ts`, `stream_id`, `crew` and `slice`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProposedAction {
+    pub kind: String,
+    pub payload: Box<RawValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u32>,
+}
+
+impl ProposedAction {
+    /// Validates the proposal and stamps it with its provenance.
+    pub fn into_action(
+        self,
+        crew: &str,
+        stream_id: &str,
+        slice: i64,
+        ts: Timestamp,
+    ) -> Result<Action, String> {
+        check_kind(&self.kind).map_err(|why| format!("action {why}"))?;
+        if is_reserved_kind(&self.kind) {
+            return Err(format!(
+                "action kind '{}' starts with '__', which is reserved for the system",
+                self.kind
+            ));
+        }
+        let ttl_ms = self.ttl_ms.unwrap_or(DEFAULT_TTL_MS);
+        if !(1..=MAX_TTL_MS).contains(&ttl_ms) {
+            return Err(format!(
+                "action '{}' has ttl_ms {ttl_ms}, outside 1..={MAX_TTL_MS}",
+                self.kind
+            ));
+        }
+        Ok(Action {
+            ts,
+            kind: self.kind,
+            stream_id: stream_id.to_owned(),
+            payload: self.payload,
+            ttl_ms,
+            crew: crew.to_owned(),
+            slice,
+        })
+    }
+}
+
+/// Shared, immutable events: one event is handed to several crews without copying.
+pub type SharedEvent = Arc<Event>;
+/// Shared, immutable actions, handed to dependent crews without copying.
+pub type SharedAction = Arc<Action>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_normalise_to_utc_microseconds() {
+        let ts = Timestamp::parse("2025-03-01T12:00:00.1234567+02:00").unwrap();
+        assert_eq!(ts.to_string(), "2025-03-01T10:00:00.123456Z");
+        assert_eq!(Timestamp::parse(&ts.to_string()).unwrap(), ts);
+    }
+
+    #[test]
+    fn timestamps_without_offset_are_rejected() {
+        assert!(Timestamp::parse("2025-03-01T12:00:00").is_err());
+        assert!(Timestamp::parse("yesterday").is_err());
+    }
+
+    #[test]
+    fn events_validate_each_field() {
+        let ok =
+            r#"{"ts":"2025-01-01T00:00:00Z","kind":"goal","stream_id":"m-1","payload":{"a":1}}"#;
+        let event = Event::from_json(ok).unwrap();
+        assert_eq!(event.payload.get(), r#"{"a":1}"#);
+
+        let cases = [
+            (
+                r#"{"ts":"2025-01-01T00:00:00Z","kind":"go al","stream_id":"m","payload":1}"#,
+                "kind",
+            ),
+            (
+                r#"{"ts":"2025-01-01T00:00:00Z","kind":"__hb","stream_id":"m","payload":1}"#,
+                "kind",
+            ),
+            (
+                r#"{"ts":"2025-01-01T00:00:00Z","kind":"g","stream_id":"m/1","payload":1}"#,
+                "stream_id",
+            ),
+            (
+                r#"{"ts":"2025-13-01T00:00:00Z","kind":"g","stream_id":"m","payload":1}"#,
+                "ts",
+            ),
+            (
+                r#"{"ts":"2025-01-01T00:00:00Z","kind":"g","stream_id":"m"}"#,
+                "payload",
+            ),
+            (
+                r#"{"ts":"2025-01-01T00:00:00Z","kind":"g","stream_id":"m","payload":1,"x":2}"#,
+                "x",
+            ),
+            (
+                r#"{"ts":"2025-01-01T00:00:00Z","kind":7,"stream_id":"m","payload":1}"#,
+                "kind",
+            ),
+            (r#"{"ts":"2025-01-01T00:00:00Z","kind":"g","#, "event"),
+        ];
+        for (text, field) in cases {
+            let err = Event::from_json(text).unwrap_err();
+            assert_eq!(err.field, field, "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn proposed_actions_are_validated_and_stamped() {
+        let payload = RawValue::from_string("{}".into()).unwrap();
+        let proposal = |kind: &str, ttl_ms| ProposedAction {
+            kind: kind.into(),
+            payload: payload.clone(),
+            ttl_ms,
+        };
+        let ts = Timestamp::from_micros(500_000);
+        let action = proposal("line", None).into_action("c", "s", 0, ts).unwrap();
+        assert_eq!(action.ttl_ms, DEFAULT_TTL_MS);
+        assert_eq!((action.crew.as_str(), action.slice), ("c", 0));
+        assert!(
+            proposal("line", Some(0))
+                .into_action("c", "s", 0, ts)
+                .is_err()
+        );
+        assert!(
+            proposal("line", Some(300_001))
+                .into_action("c", "s", 0, ts)
+                .is_err()
+        );
+        assert!(proposal("__hb", None).into_action("c", "s", 0, ts).is_err());
+        assert!(
+            proposal("bad kind", None)
+                .into_action("c", "s", 0, ts)
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,418 @@
+//! Runner protocol v1 (SPEC §6): the messages between host and runner, and their framing.
+//!
+//! One JSON object per line, UTF-8. Messages serialise through serde tagged enums. Decoding
+//! first peeks at `type` and then parses the message's own struct, because payloads are
+//! kept as raw JSON and serde cannot buffer raw values inside a tagged enum.
+//! See `docs/PROTOCOL.md` for the full contract.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::model::{ProposedAction, SharedAction, SharedEvent, Timestamp};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Default maximum length of one protocol line, newline excluded.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
+
+/// A JSON object, as used for contexts and merge patches.
+pub type JsonObject = Map<String, Value>;
+
+/// Host → runner.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HostMessage {
+    Hello(Hello),
+    Call(Call),
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hello {
+    pub protocol: u32,
+    pub crew: String,
+    pub crew_dir: String,
+    /// The crew's runtime file as JSON.
+    pub config: Value,
+    pub heartbeat_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Call {
+    pub id: u64,
+    pub stream_id: String,
+    pub slice: i64,
+    pub slice_start: Timestamp,
+    pub slice_end: Timestamp,
+    pub events: Vec<SharedEvent>,
+    pub context: std::sync::Arc<JsonObject>,
+    pub deps: BTreeMap<String, DepItems>,
+    /// Milliseconds the call has left when it is sent.
+    pub deadline_ms: u64,
+}
+
+/// What a dependency delivers: the actions of a crew, or the events of a kind.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum DepItems {
+    Actions(Vec<SharedAction>),
+    Events(Vec<SharedEvent>),
+}
+
+impl<'de> Deserialize<'de> for DepItems {
+    /// Items with the provenance fields are actions, the rest events. (serde's untagged
+    /// enums buffer their input, which raw JSON payloads do not survive.)
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let items = Vec::<Box<serde_json::value::RawValue>>::deserialize(deserializer)?;
+        let actions: Result<Vec<SharedAction>, _> = items
+            .iter()
+            .map(|item| serde_json::from_str(item.get()))
+            .collect();
+        if let Ok(actions) = actions {
+            return Ok(DepItems::Actions(actions));
+        }
+        items
+            .iter()
+            .map(|item| serde_json::from_str(item.get()))
+            .collect::<Result<_, _>>()
+            .map(DepItems::Events)
+            .map_err(D::Error::custom)
+    }
+}
+
+/// Runner → host.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunnerMessage {
+    Ready(Ready),
+    Heartbeat,
+    Result(CallResult),
+    Error(CallError),
+    Log(Log),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ready {
+    pub protocol: u32,
+    pub runner: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallResult {
+    pub id: u64,
+    pub actions: Vec<ProposedAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_patch: Option<JsonObject>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallError {
+    pub id: u64,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Log {
+    pub level: String,
+    pub msg: String,
+}
+
+/// A line that is not a valid message.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not a JSON object with a string 'type': {0}")]
+    Envelope(serde_json::Error),
+    #[error("unknown message type '{0}'")]
+    UnknownType(String),
+    #[error("invalid '{kind}' message: {source}")]
+    Invalid {
+        kind: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+}
+
+fn parse<'a, T: Deserialize<'a>>(kind: &'static str, line: &'a [u8]) -> Result<T, DecodeError> {
+    serde_json::from_slice(line).map_err(|source| DecodeError::Invalid { kind, source })
+}
+
+/// Messages whose only field is `type`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Bare {
+    #[serde(rename = "type")]
+    _kind: String,
+}
+
+/// Parses a message struct that denies unknown fields, so without its `type` field.
+/// Parses twice; only tests and Rust-written runners decode host messages.
+fn parse_untyped<T: serde::de::DeserializeOwned>(
+    kind: &'static str,
+    line: &[u8],
+) -> Result<T, DecodeError> {
+    let invalid = |source| DecodeError::Invalid { kind, source };
+    let mut fields: BTreeMap<String, Box<serde_json::value::RawValue>> =
+        serde_json::from_slice(line).map_err(invalid)?;
+    fields.remove("type");
+    let text = serde_json::to_string(&fields).map_err(invalid)?;
+    serde_json::from_str(&text).map_err(invalid)
+}
+
+impl RunnerMessage {
+    /// Decodes one line from a runner. Unknown fields are ignored for forward
+    /// compatibility, except inside actions, which must be exact (SPEC §1).
+    pub fn decode(line: &[u8]) -> Result<Self, DecodeError> {
+        let envelope: Envelope = serde_json::from_slice(line).map_err(DecodeError::Envelope)?;
+        Ok(match envelope.kind.as_ref() {
+            "ready" => RunnerMessage::Ready(parse("ready", line)?),
+            "heartbeat" => RunnerMessage::Heartbeat,
+            "result" => RunnerMessage::Result(parse("result", line)?),
+            "error" => RunnerMessage::Error(parse("error", line)?),
+            "log" => RunnerMessage::Log(parse("log", line)?),
+            other => return Err(DecodeError::UnknownType(other.to_owned())),
+        })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        encode_line(self)
+    }
+}
+
+impl HostMessage {
+    /// Decodes one line from the host; used by tests and Rust-written runners.
+    pub fn decode(line: &[u8]) -> Result<Self, DecodeError> {
+        let envelope: Envelope = serde_json::from_slice(line).map_err(DecodeError::Envelope)?;
+        Ok(match envelope.kind.as_ref() {
+            "hello" => HostMessage::Hello(parse_untyped("hello", line)?),
+            "call" => HostMessage::Call(parse_untyped("call", line)?),
+            "shutdown" => {
+                parse::<Bare>("shutdown", line)?;
+                HostMessage::Shutdown
+            }
+            other => return Err(DecodeError::UnknownType(other.to_owned())),
+        })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        encode_line(self)
+    }
+}
+
+/// Serialises a message as one line, newline included.
+fn encode_line<T: Serialize>(message: &T) -> Vec<u8> {
+    let mut line = Vec::with_capacity(256);
+    serde_json::to_writer(&mut line, message).expect("protocol messages always serialise");
+    line.push(b'\n');
+    line
+}
+
+/// A framing failure on a line-oriented stream.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("line longer than {limit} bytes")]
+    TooLong { limit: usize },
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Reads newline-terminated lines with a hard cap on their length, so a peer that never
+/// sends a newline costs at most `max_line` bytes of memory.
+pub struct LineReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    /// Start of unconsumed data in `buf`.
+    start: usize,
+    /// End of valid data in `buf`.
+    end: usize,
+    /// How far past `start` has already been searched for a newline.
+    scanned: usize,
+    /// Dropping the rest of an overlong line.
+    skipping: bool,
+    max_line: usize,
+}
+
+const READ_CHUNK: usize = 64 * 1024;
+
+impl<R: AsyncRead + Unpin> LineReader<R> {
+    pub fn new(inner: R, max_line: usize) -> Self {
+        LineReader {
+            inner,
+            buf: vec![0; READ_CHUNK],
+            start: 0,
+            end: 0,
+            scanned: 0,
+            skipping: false,
+            max_line,
+        }
+    }
+
+    /// The next line without its newline, or `None` at end of stream. A line longer than
+    /// the cap yields `FrameError::TooLong` once; the next call resumes after that line.
+    /// Cancel-safe: no data is lost if the future is dropped.
+    pub async fn next_line(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        loop {
+            let pending = &self.buf[self.start + self.scanned..self.end];
+            if let Some(pos) = pending.iter().position(|&b| b == b'\n') {
+                let line_start = self.start;
+                let line_end = self.start + self.scanned + pos;
+                self.start = line_end + 1;
+                self.scanned = 0;
+                if std::mem::take(&mut self.skipping) {
+                    continue;
+                }
+                return Ok(Some(&self.buf[line_start..line_end]));
+            }
+            self.scanned = self.end - self.start;
+            if self.scanned > self.max_line {
+                // Keep nothing of an overlong line: report it once, then drop the rest.
+                self.start = self.end;
+                self.scanned = 0;
+                if !std::mem::replace(&mut self.skipping, true) {
+                    return Err(FrameError::TooLong {
+                        limit: self.max_line,
+                    });
+                }
+            }
+            self.make_room();
+            let read = self.inner.read(&mut self.buf[self.end..]).await?;
+            if read == 0 {
+                return Ok(self.take_partial_line());
+            }
+            self.end += read;
+        }
+    }
+
+    /// At end of stream: whatever follows the last newline, if anything.
+    fn take_partial_line(&mut self) -> Option<&[u8]> {
+        let (start, end) = (self.start, self.end);
+        self.start = self.end;
+        self.scanned = 0;
+        (end > start && !std::mem::take(&mut self.skipping)).then(|| &self.buf[start..end])
+    }
+
+    /// Moves unconsumed data to the front and makes sure there is space to read into.
+    fn make_room(&mut self) {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            let grown = (self.buf.len() * 2).min(self.max_line + READ_CHUNK);
+            self.buf.resize(grown.max(self.end + READ_CHUNK), 0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn fixture_dir() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/protocol")
+    }
+
+    /// Every message type has a golden fixture that decodes and re-encodes byte for byte.
+    #[test]
+    fn golden_fixtures_round_trip() {
+        let host = ["hello", "call", "shutdown"];
+        let runner = ["ready", "heartbeat", "result", "error", "log"];
+        for name in host.iter().chain(runner.iter()) {
+            let path = fixture_dir().join(format!("{name}.json"));
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+            let line = text.trim_end().as_bytes();
+            let encoded = if host.contains(name) {
+                HostMessage::decode(line).unwrap().encode()
+            } else {
+                RunnerMessage::decode(line).unwrap().encode()
+            };
+            assert_eq!(
+                std::str::from_utf8(&encoded).unwrap().trim_end(),
+                text.trim_end(),
+                "{name} does not round-trip"
+            );
+        }
+    }
+
+    #[test]
+    fn decoding_rejects_bad_lines() {
+        assert!(matches!(
+            RunnerMessage::decode(b"not json"),
+            Err(DecodeError::Envelope(_))
+        ));
+        assert!(matches!(
+            RunnerMessage::decode(br#"{"type":"bogus"}"#),
+            Err(DecodeError::UnknownType(_))
+        ));
+        assert!(matches!(
+            RunnerMessage::decode(br#"{"type":"result","actions":[]}"#),
+            Err(DecodeError::Invalid { kind: "result", .. })
+        ));
+        let extra_action_field =
+            br#"{"type":"result","id":1,"actions":[{"kind":"k","payload":1,"colour":"red"}]}"#;
+        assert!(RunnerMessage::decode(extra_action_field).is_err());
+        let future_field = br#"{"type":"heartbeat","load":0.5}"#;
+        assert!(matches!(
+            RunnerMessage::decode(future_field),
+            Ok(RunnerMessage::Heartbeat)
+        ));
+    }
+
+    async fn lines_of(input: &[u8], max_line: usize) -> Vec<Result<String, String>> {
+        let mut reader = LineReader::new(input, max_line);
+        let mut out = Vec::new();
+        loop {
+            match reader.next_line().await {
+                Ok(Some(line)) => out.push(Ok(String::from_utf8_lossy(line).into_owned())),
+                Ok(None) => return out,
+                Err(err) => out.push(Err(err.to_string())),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn line_reader_splits_and_caps_lines() {
+        let got = lines_of(b"a\nbb\n\nccc", 8).await;
+        let want: Vec<Result<String, String>> = vec![
+            Ok("a".into()),
+            Ok("bb".into()),
+            Ok("".into()),
+            Ok("ccc".into()),
+        ];
+        assert_eq!(got, want);
+
+        let mut input = b"ok\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 300_000));
+        input.extend(b"\nafter\n");
+        let got = lines_of(&input, 1000).await;
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0], Ok("ok".into()));
+        assert_eq!(got[1], Err("line longer than 1000 bytes".into()));
+        assert_eq!(got[2], Ok("after".into()));
+    }
+
+    #[tokio::test]
+    async fn line_reader_memory_stays_bounded_without_newlines() {
+        let input = vec![b'y'; 5 << 20];
+        let mut reader = LineReader::new(&input[..], 4096);
+        assert!(matches!(
+            reader.next_line().await,
+            Err(FrameError::TooLong { limit: 4096 })
+        ));
+        assert!(reader.buf.len() <= 4096 + 2 * READ_CHUNK);
+        assert!(matches!(reader.next_line().await, Ok(None)));
+    }
+}
