@@ -4,6 +4,8 @@
 //! The modules follow an event's path: input → slicer → scheduler → supervisor →
 //! runner process → context merge → output.
 
+pub mod calls;
 pub mod config;
 pub mod model;
 pub mod protocol;
+pub mod supervisor;

@@ -1,0 +1,11 @@
+"""The bundled live-crew runner: runs a crew's Python code behind runner protocol v1.
+
+The host starts it as ``python3 -m live_crew_runner`` with ``PYTHONPATH`` pointing at this
+package. See ``docs/PROTOCOL.md`` for the wire protocol and ``runners/python/README.md``
+for what crew code sees.
+"""
+
+__version__ = "0.1.0"
+
+#: Sent in the ``ready`` message so host logs show which runner a crew is using.
+RUNNER_ID = f"live-crew-python/{__version__}"

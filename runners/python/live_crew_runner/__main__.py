@@ -1,0 +1,3 @@
+from live_crew_runner.serve import main
+
+raise SystemExit(main())
