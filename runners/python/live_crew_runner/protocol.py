@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TypedDict, cast
+from typing import Any, BinaryIO, TypedDict, cast
 
 from live_crew_runner import RUNNER_ID
 
@@ -67,7 +67,9 @@ def decode(line: bytes) -> Message:
     try:
         message = json.loads(line)
     except ValueError as exc:  # also covers invalid UTF-8
-        raise HostError(f"the host sent a line that is not JSON ({exc}): {_excerpt(line)}") from None
+        raise HostError(
+            f"the host sent a line that is not JSON ({exc}): {_excerpt(line)}"
+        ) from None
     if type(message) is not dict or type(message.get("type")) is not str:
         raise HostError(f"the host sent a line that is not a protocol message: {_excerpt(line)}")
     return message
@@ -113,7 +115,7 @@ def _excerpt(line: bytes) -> str:
 class Channel:
     """The protocol stream to and from the host. ``write`` is safe from any thread."""
 
-    def __init__(self, reader: Any, out_fd: int) -> None:
+    def __init__(self, reader: BinaryIO, out_fd: int) -> None:
         self._reader = reader
         self._out_fd = out_fd
         self._lock = threading.Lock()
@@ -163,11 +165,12 @@ class Channel:
     def _beat(self, interval_s: float) -> None:
         while True:
             time.sleep(interval_s)
+            # If the host is gone, exit now rather than when a long call ends: nobody will
+            # read its result. A broken pipe is the normal way to learn that.
             try:
                 self.write(_HEARTBEAT)
+            except BrokenPipeError:
+                os._exit(0)
             except OSError as exc:
-                # The host is gone. Exit now rather than when a long call ends: nobody
-                # will read its result. A broken pipe is the normal way to learn this.
-                if not isinstance(exc, BrokenPipeError):
-                    print(f"live-crew-runner: cannot write to the host: {exc}", file=sys.stderr)
-                os._exit(0 if isinstance(exc, BrokenPipeError) else 1)
+                print(f"live-crew-runner: cannot write to the host: {exc}", file=sys.stderr)
+                os._exit(1)

@@ -1,0 +1,201 @@
+//! Supervisor benchmark (issue: sandboxed crew runner host). Run with
+//! `cargo bench --bench supervisor`. Prints a Markdown table for the README.
+//!
+//! - call round trip through the host to the bundled Python runner, side by side with a
+//!   bare pipe echo of a stdlib Python child fed the same line;
+//! - spawn-to-ready of a sandboxed stdlib Python runner;
+//! - how far past its deadline a stopped heartbeat is detected.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use live_crew::calls::CrewPool;
+use live_crew::config::{CrewSpec, GlobalConfig};
+use live_crew::model::{Event, Timestamp};
+use live_crew::protocol::{Call, HostMessage};
+use live_crew::supervisor::{CrewState, Supervisor};
+
+const ROUND_TRIPS: usize = 5000;
+const WARMUP: usize = 500;
+const SPAWNS: usize = 30;
+const HEARTBEAT_STOPS: usize = 10;
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let python = std::env::var("LIVE_CREW_PYTHON").unwrap_or_else(|_| "python3".into());
+    let line = HostMessage::Call(sample_call(0)).encode();
+
+    let bare = bare_echo(&python, &line);
+    let host = runtime.block_on(host_round_trips());
+    let spawn = runtime.block_on(spawn_to_ready());
+    let heartbeat = runtime.block_on(heartbeat_detection());
+
+    println!("| measurement | p50 | p99 |");
+    println!("|---|---|---|");
+    row("bare Python echo round trip", &bare);
+    row("host → bundled Python runner round trip", &host);
+    println!(
+        "| host overhead per call (p50 difference) | {:.1} µs | |",
+        micros(percentile(&host, 50.0)) - micros(percentile(&bare, 50.0))
+    );
+    row("spawn-to-ready, sandboxed stdlib Python runner", &spawn);
+    row("stopped heartbeat: detection past the 3 × heartbeat_ms deadline", &heartbeat);
+    println!("\n(message: {} bytes; {ROUND_TRIPS} round trips, {SPAWNS} spawns, {HEARTBEAT_STOPS} heartbeat stops)", line.len());
+}
+
+fn sample_call(id: u64) -> Call {
+    let event = Event::from_json(
+        r#"{"ts":"2025-06-01T18:00:01.734Z","kind":"goal_scored","stream_id":"match-1","payload":{"team":"home","minute":23}}"#,
+    )
+    .unwrap();
+    Call {
+        id,
+        stream_id: "match-1".into(),
+        slice: 3,
+        slice_start: Timestamp::from_micros(1_500_000),
+        slice_end: Timestamp::from_micros(2_000_000),
+        events: vec![Arc::new(event)],
+        context: Arc::default(),
+        deps: Default::default(),
+        deadline_ms: 30_000,
+    }
+}
+
+/// A stdlib Python child that echoes each line back, driven over blocking pipes.
+fn bare_echo(python: &str, line: &[u8]) -> Vec<Duration> {
+    let script = "import sys\nr, w = sys.stdin.buffer, sys.stdout.buffer\nfor line in r:\n    w.write(line)\n    w.flush()\n";
+    let mut child = Command::new(python)
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut answer = Vec::new();
+    let mut samples = Vec::with_capacity(ROUND_TRIPS);
+    for i in 0..WARMUP + ROUND_TRIPS {
+        let started = Instant::now();
+        stdin.write_all(line).unwrap();
+        answer.clear();
+        stdout.read_until(b'\n', &mut answer).unwrap();
+        if i >= WARMUP {
+            samples.push(started.elapsed());
+        }
+    }
+    drop(stdin);
+    child.wait().unwrap();
+    samples
+}
+
+fn global() -> GlobalConfig {
+    GlobalConfig {
+        heartbeat_ms: 100,
+        kill_grace_ms: 500,
+        ..GlobalConfig::default()
+    }
+}
+
+fn crew(file: &Path) -> CrewSpec {
+    CrewSpec::load(file, &global()).expect("benchmark crew is valid")
+}
+
+fn fixture(relative: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+async fn host_round_trips() -> Vec<Duration> {
+    let crews = [crew(&fixture("benches/fixtures/crews/echo/runtime.yaml"))];
+    let pool = Supervisor::start(&crews, &global()).unwrap();
+    let mut samples = Vec::with_capacity(ROUND_TRIPS);
+    for i in 0..WARMUP + ROUND_TRIPS {
+        let started = Instant::now();
+        let output = pool.call("echo", sample_call(i as u64)).await.expect("echo answers");
+        assert_eq!(output.actions.len(), 1);
+        if i >= WARMUP {
+            samples.push(started.elapsed());
+        }
+    }
+    pool.shutdown().await;
+    samples
+}
+
+async fn spawn_to_ready() -> Vec<Duration> {
+    let crews = [crew(&fixture("benches/fixtures/crews/echo/runtime.yaml"))];
+    let mut samples = Vec::with_capacity(SPAWNS);
+    for _ in 0..SPAWNS {
+        let started = Instant::now();
+        let pool = Supervisor::start(&crews, &global()).unwrap();
+        pool.wait_for_state("echo", CrewState::Ready).await;
+        samples.push(started.elapsed());
+        pool.shutdown().await;
+    }
+    samples
+}
+
+/// The hostile runner sends one last heartbeat and stops; the host must fail the call
+/// 3 × heartbeat_ms later. What is measured is the time beyond that deadline.
+async fn heartbeat_detection() -> Vec<Duration> {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("silent");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        fixture("tests/fixtures/hostile/hostile_runner.py"),
+        dir.join("hostile_runner.py"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("runtime.yaml"),
+        "crew: silent\ntriggers: ['*']\nrunner: {kind: command, command: [\"./hostile_runner.py\"]}\n",
+    )
+    .unwrap();
+    let config = global();
+    let window = Duration::from_millis(3 * config.heartbeat_ms);
+    let crews = [crew(&dir.join("runtime.yaml"))];
+    let pool = Supervisor::start(&crews, &config).unwrap();
+    let mut samples = Vec::with_capacity(HEARTBEAT_STOPS);
+    for i in 0..HEARTBEAT_STOPS {
+        pool.wait_for_state("silent", CrewState::Ready).await;
+        let mut call = sample_call(i as u64);
+        let stop = Event::from_json(
+            r#"{"ts":"2025-06-01T18:00:01Z","kind":"k","stream_id":"match-1","payload":{"do":"stop_heartbeats"}}"#,
+        )
+        .unwrap();
+        call.events = vec![Arc::new(stop)];
+        let started = Instant::now();
+        let failure = pool.call("silent", call).await.expect_err("heartbeat failure");
+        samples.push(started.elapsed().saturating_sub(window));
+        assert_eq!(failure.reason.as_str(), "heartbeat");
+    }
+    pool.shutdown().await;
+    samples
+}
+
+fn percentile(samples: &[Duration], p: f64) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank]
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn row(name: &str, samples: &[Duration]) {
+    let show = |d: Duration| {
+        if d >= Duration::from_millis(1) {
+            format!("{:.2} ms", d.as_secs_f64() * 1e3)
+        } else {
+            format!("{:.1} µs", micros(d))
+        }
+    };
+    println!(
+        "| {name} | {} | {} |",
+        show(percentile(samples, 50.0)),
+        show(percentile(samples, 99.0))
+    );
+}

@@ -1,0 +1,83 @@
+"""The runner's life: hello, ready, then one call at a time until shutdown or end of input."""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import sys
+from typing import NoReturn
+
+from live_crew_runner import RUNNER_ID
+from live_crew_runner.handler import CrewError, Handler, public_message
+from live_crew_runner.kinds import load_handler
+from live_crew_runner.protocol import (
+    PROTOCOL_VERSION,
+    Channel,
+    HostError,
+    Message,
+    check_call,
+    encode,
+    parse_hello,
+)
+
+#: Exit status when the host sent something this runner cannot understand.
+EXIT_HOST_ERROR = 2
+
+
+def main() -> NoReturn:
+    faulthandler.enable()  # a crash in C code still leaves a traceback in the host log
+    channel = Channel.take_stdio()
+    try:
+        status = serve(channel)
+    except HostError as exc:
+        print(f"live-crew-runner: {exc}", file=sys.stderr)
+        status = EXIT_HOST_ERROR
+    except BrokenPipeError:
+        status = 0  # the host went away; nobody is left to tell
+    # Exit now, without joining threads the crew may have started: the host wants the
+    # runner gone and would send SIGTERM after its grace period anyway.
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def serve(channel: Channel) -> int:
+    messages = channel.messages()
+    first = next(messages, None)
+    if first is None:
+        return 0
+    hello = parse_hello(first)
+    # Beat from here on: importing the crew (CrewAI, say) can take seconds.
+    channel.start_heartbeat(hello.heartbeat_ms)
+    handler = load_handler(hello)
+    channel.send({"type": "ready", "protocol": PROTOCOL_VERSION, "runner": RUNNER_ID})
+    for message in messages:
+        kind = message["type"]
+        if kind == "call":
+            channel.write(answer(handler, message, hello.crew, hello.crew_dir))
+        elif kind == "shutdown":
+            return 0
+        else:
+            raise HostError(f"unexpected message type '{kind}' after 'hello'")
+    return 0
+
+
+def answer(handler: Handler, message: Message, crew: str, crew_dir: str) -> bytes:
+    """The encoded ``result`` or ``error`` line for one call."""
+    call = check_call(message)
+    try:
+        actions, patch = handler(call)
+    except CrewError as exc:
+        return _error(call["id"], str(exc), crew, crew_dir)
+    reply: Message = {"type": "result", "id": call["id"], "actions": actions}
+    if patch:
+        reply["context_patch"] = patch
+    try:
+        return encode(reply)
+    except (TypeError, ValueError, RecursionError) as exc:
+        # Values JSON cannot carry: a set, an object, NaN, a cycle, a lone surrogate...
+        return _error(call["id"], f"the result cannot be sent as JSON: {exc}", crew, crew_dir)
+
+
+def _error(call_id: int, message: str, crew: str, crew_dir: str) -> bytes:
+    text = public_message(f"crew '{crew}': {message}", crew_dir)
+    return encode({"type": "error", "id": call_id, "message": text})

@@ -1,0 +1,57 @@
+//! How to start a crew's runner: program, arguments, environment and limits.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use live_crew_sandbox::{Limits, SpawnSpec};
+
+use crate::config::{CrewSpec, RunnerSpec};
+
+/// Everything needed to spawn one crew's runner, computed once per crew. `host_env` looks
+/// up the host's environment; only `LIVE_CREW_PYTHON` and the crew's `env_passthrough`
+/// names are ever read through it, so no other host variable reaches a crew.
+pub(crate) fn spawn_spec(
+    spec: &CrewSpec,
+    bundled_python_path: &Path,
+    host_env: impl Fn(&str) -> Option<String>,
+) -> SpawnSpec {
+    let mut env: Vec<(OsString, OsString)> = Vec::new();
+    let (program, args) = match &spec.runner {
+        RunnerSpec::BundledPython { python, .. } => {
+            let python = python
+                .clone()
+                .or_else(|| host_env("LIVE_CREW_PYTHON"))
+                .unwrap_or_else(|| "python3".to_owned());
+            env.push(("PYTHONPATH".into(), bundled_python_path.into()));
+            (
+                PathBuf::from(python),
+                vec!["-m".into(), "live_crew_runner".into()],
+            )
+        }
+        RunnerSpec::Command { program, args } => (
+            program.clone(),
+            args.iter().map(OsString::from).collect(),
+        ),
+    };
+    env.extend(spec.env.iter().map(|(k, v)| (k.into(), v.into())));
+    for name in &spec.env_passthrough {
+        if let Some(value) = host_env(name) {
+            env.push((name.into(), value.into()));
+        }
+    }
+    env.push(("LIVE_CREW_CREW_DIR".into(), spec.dir.clone().into()));
+    let sandbox = &spec.sandbox;
+    SpawnSpec {
+        name: spec.name.clone(),
+        program,
+        args,
+        env,
+        limits: Limits {
+            memory_mb: Some(sandbox.memory_mb),
+            cpu_s: Some(sandbox.cpu_s),
+            open_files: Some(sandbox.open_files),
+            processes: Some(sandbox.processes),
+        },
+        user: sandbox.user,
+    }
+}

@@ -1,0 +1,416 @@
+//! One live runner process: handshake, calls, watchdogs and teardown.
+//!
+//! Everything the runner writes on stdout goes through [`Incoming::next_message`], which
+//! also watches the heartbeat, the call deadline and the process itself, so every way a
+//! runner can misbehave ends in exactly one [`CallFailure`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use live_crew_sandbox::{Child, Sandbox, SpawnSpec};
+use tokio::io::AsyncWriteExt;
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
+use tokio::time::{Instant, Sleep, sleep_until};
+
+use super::status::CrewMonitor;
+use crate::calls::{CallFailure, CallOutput, FailureReason};
+use crate::protocol::{FrameError, LineReader, PROTOCOL_VERSION, RunnerMessage};
+
+/// Timing and size limits that apply to every runner of a host.
+#[derive(Debug, Clone)]
+pub(crate) struct RunnerLimits {
+    pub heartbeat: Duration,
+    pub startup_timeout: Duration,
+    pub kill_grace: Duration,
+    pub max_line_bytes: usize,
+    pub stderr_lines_per_s: u32,
+}
+
+impl RunnerLimits {
+    /// A runner that has not sent a heartbeat for this long has failed.
+    fn heartbeat_window(&self) -> Duration {
+        self.heartbeat * 3
+    }
+}
+
+/// The runner's side of the pipes that the host reads, plus the process itself.
+struct Incoming {
+    crew: Arc<str>,
+    monitor: Arc<CrewMonitor>,
+    child: Child,
+    stdout: LineReader<ChildStdout>,
+    heartbeat_deadline: Pin<Box<Sleep>>,
+    heartbeat_window: Duration,
+}
+
+pub(crate) struct RunnerProcess {
+    stdin: ChildStdin,
+    incoming: Incoming,
+    kill_grace: Duration,
+}
+
+fn failure(reason: FailureReason, message: String) -> CallFailure {
+    CallFailure { reason, message }
+}
+
+impl RunnerProcess {
+    /// Spawns the runner in its sandbox and completes the `hello`/`ready` handshake.
+    pub async fn start(
+        crew: &Arc<str>,
+        monitor: &Arc<CrewMonitor>,
+        spawn: &SpawnSpec,
+        sandbox: &Sandbox,
+        hello: &[u8],
+        limits: &RunnerLimits,
+    ) -> Result<RunnerProcess, CallFailure> {
+        let mut child = sandbox
+            .spawn(spawn)
+            .map_err(|err| failure(FailureReason::Startup, err.to_string()))?;
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            unreachable!("the sandbox always pipes stdin, stdout and stderr");
+        };
+        tokio::spawn(relay_stderr(
+            crew.clone(),
+            stderr,
+            limits.stderr_lines_per_s,
+        ));
+        let startup_deadline = Instant::now() + limits.startup_timeout;
+        let mut process = RunnerProcess {
+            stdin,
+            incoming: Incoming {
+                crew: crew.clone(),
+                monitor: monitor.clone(),
+                child,
+                stdout: LineReader::new(stdout, limits.max_line_bytes),
+                // The heartbeat clock starts at `ready`; until then the startup timeout rules.
+                heartbeat_deadline: Box::pin(sleep_until(far_future())),
+                heartbeat_window: limits.heartbeat_window(),
+            },
+            kill_grace: limits.kill_grace,
+        };
+        match process.handshake(hello, startup_deadline).await {
+            Ok(()) => Ok(process),
+            Err(err) => {
+                process.kill().await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn handshake(&mut self, hello: &[u8], deadline: Instant) -> Result<(), CallFailure> {
+        let crew = self.incoming.crew.clone();
+        // A runner that dies before reading `hello` shows up below as a crash.
+        let _ = self.stdin.write_all(hello).await;
+        let message = self.incoming.next_message(Some(deadline)).await;
+        match message {
+            Ok(RunnerMessage::Ready(ready)) if ready.protocol == PROTOCOL_VERSION => {
+                self.incoming.beat();
+                Ok(())
+            }
+            Ok(RunnerMessage::Ready(ready)) => Err(failure(
+                FailureReason::Protocol,
+                format!(
+                    "crew '{crew}': runner speaks protocol {}, the host speaks {PROTOCOL_VERSION}",
+                    ready.protocol
+                ),
+            )),
+            Ok(other) => Err(failure(
+                FailureReason::Protocol,
+                format!(
+                    "crew '{crew}': expected 'ready' after 'hello', got '{}'",
+                    message_type(&other)
+                ),
+            )),
+            Err(err) if err.reason == FailureReason::Timeout => Err(failure(
+                FailureReason::Startup,
+                format!(
+                    "crew '{crew}': no 'ready' within the startup timeout; check that the \
+                     runner answers 'hello' (see the crew's stderr in the log)"
+                ),
+            )),
+            Err(err) => Err(failure(
+                if err.reason == FailureReason::Crash {
+                    FailureReason::Startup
+                } else {
+                    err.reason
+                },
+                err.message,
+            )),
+        }
+    }
+
+    /// Sends one call (an encoded `call` line with id `id`) and waits for its answer.
+    /// stdin is written while stdout is read, so neither pipe can deadlock the other.
+    pub async fn call(
+        &mut self,
+        line: &[u8],
+        id: u64,
+        deadline: Instant,
+    ) -> Result<CallOutput, CallFailure> {
+        let crew = self.incoming.crew.clone();
+        let mut write = std::pin::pin!(self.stdin.write_all(line));
+        let mut written = false;
+        let answer = loop {
+            tokio::select! {
+                biased;
+                // A failed write means the runner is gone or stopped reading; the
+                // process watch or the deadline reports which.
+                _ = &mut write, if !written => written = true,
+                message = self.incoming.next_message(Some(deadline)) => break message?,
+            }
+        };
+        match answer {
+            RunnerMessage::Result(result) if result.id == id => {
+                if let Some(bad) = result.actions.iter().find_map(|a| a.check().err()) {
+                    return Err(failure(
+                        FailureReason::InvalidAction,
+                        format!("crew '{crew}': {bad}"),
+                    ));
+                }
+                Ok(CallOutput {
+                    actions: result.actions,
+                    context_patch: result.context_patch,
+                })
+            }
+            RunnerMessage::Error(error) if error.id == id => Err(failure(
+                FailureReason::RunnerError,
+                truncate(error.message, MAX_RUNNER_MESSAGE),
+            )),
+            RunnerMessage::Result(crate::protocol::CallResult { id: other, .. })
+            | RunnerMessage::Error(crate::protocol::CallError { id: other, .. }) => Err(failure(
+                FailureReason::Protocol,
+                format!("crew '{crew}': answer for call {other} while call {id} is in flight"),
+            )),
+            other => Err(failure(
+                FailureReason::Protocol,
+                format!(
+                    "crew '{crew}': unexpected '{}' during a call",
+                    message_type(&other)
+                ),
+            )),
+        }
+    }
+
+    /// Watches an idle runner; returns only when it fails. Cancel-safe.
+    pub async fn watch_idle(&mut self) -> CallFailure {
+        let crew = self.incoming.crew.clone();
+        match self.incoming.next_message(None).await {
+            Err(failure) => failure,
+            Ok(other) => failure(
+                FailureReason::Protocol,
+                format!(
+                    "crew '{crew}': unexpected '{}' while no call is in flight",
+                    message_type(&other)
+                ),
+            ),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.incoming.child.id()
+    }
+
+    /// Stops the runner in protocol order: `shutdown`, close stdin, grace, then the
+    /// SIGTERM–grace–SIGKILL sequence of [`RunnerProcess::kill`].
+    pub async fn shutdown(mut self) {
+        let shutdown = crate::protocol::HostMessage::Shutdown.encode();
+        let _ = self.stdin.write_all(&shutdown).await;
+        let _ = self.stdin.shutdown().await;
+        drop(self.stdin);
+        let exited = tokio::time::timeout(self.kill_grace, self.incoming.child.wait()).await;
+        if exited.is_err() {
+            tracing::warn!(crew = %self.incoming.crew, "runner ignored 'shutdown'; terminating it");
+        }
+        let _ = self.incoming.child.terminate(self.kill_grace).await;
+    }
+
+    /// Terminates the whole process group: SIGTERM, grace, SIGKILL, and reaps.
+    pub async fn kill(mut self) {
+        let _ = self.incoming.child.terminate(self.kill_grace).await;
+    }
+}
+
+/// Longest runner-supplied error message kept in an error record.
+const MAX_RUNNER_MESSAGE: usize = 2000;
+
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+fn message_type(message: &RunnerMessage) -> &'static str {
+    match message {
+        RunnerMessage::Ready(_) => "ready",
+        RunnerMessage::Heartbeat => "heartbeat",
+        RunnerMessage::Result(_) => "result",
+        RunnerMessage::Error(_) => "error",
+        RunnerMessage::Log(_) => "log",
+    }
+}
+
+impl Incoming {
+    fn beat(&mut self) {
+        self.monitor.heartbeat();
+        let next = Instant::now() + self.heartbeat_window;
+        self.heartbeat_deadline.as_mut().reset(next);
+    }
+
+    /// The next message that needs an answer. Heartbeats and logs are handled here.
+    /// Fails on a missed heartbeat, the `deadline`, a protocol violation or the process
+    /// exiting. Cancel-safe.
+    async fn next_message(&mut self, deadline: Option<Instant>) -> Result<RunnerMessage, CallFailure> {
+        let crew = self.crew.clone();
+        let call_deadline = sleep_until(deadline.unwrap_or_else(far_future));
+        tokio::pin!(call_deadline);
+        loop {
+            tokio::select! {
+                biased;
+                line = self.stdout.next_line() => {
+                    let line = match line {
+                        Ok(Some(line)) => line,
+                        Ok(None) => return Err(self.exited("closed its stdout").await),
+                        Err(FrameError::TooLong { limit }) => {
+                            return Err(failure(
+                                FailureReason::Protocol,
+                                format!("crew '{crew}': stdout line longer than {limit} bytes"),
+                            ));
+                        }
+                        Err(FrameError::Io(err)) => {
+                            return Err(failure(
+                                FailureReason::Crash,
+                                format!("crew '{crew}': cannot read stdout: {err}"),
+                            ));
+                        }
+                    };
+                    match RunnerMessage::decode(line) {
+                        Ok(RunnerMessage::Heartbeat) => self.beat(),
+                        Ok(RunnerMessage::Log(log)) => relay_log(&crew, &log.level, &log.msg),
+                        Ok(message) => return Ok(message),
+                        Err(err) => {
+                            return Err(failure(
+                                FailureReason::Protocol,
+                                format!(
+                                    "crew '{crew}': invalid line on stdout ({err}): {}",
+                                    preview(line)
+                                ),
+                            ));
+                        }
+                    }
+                }
+                _ = &mut self.heartbeat_deadline => {
+                    return Err(failure(
+                        FailureReason::Heartbeat,
+                        format!(
+                            "crew '{crew}': no heartbeat for {} ms",
+                            self.heartbeat_window.as_millis()
+                        ),
+                    ));
+                }
+                _ = &mut call_deadline, if deadline.is_some() => {
+                    return Err(failure(
+                        FailureReason::Timeout,
+                        format!("crew '{crew}': call missed its deadline"),
+                    ));
+                }
+                _ = self.child.wait() => return Err(self.exited("exited").await),
+            }
+        }
+    }
+
+    /// Describes how the process ended. Waits briefly: stdout can close a moment before
+    /// the exit is visible.
+    async fn exited(&mut self, what: &str) -> CallFailure {
+        let crew = &self.crew;
+        let status = tokio::time::timeout(Duration::from_millis(200), self.child.wait()).await;
+        let how = match status {
+            Ok(Ok(status)) => describe_exit(status),
+            _ => "is still running".to_owned(),
+        };
+        let reason = if self.child.oom_killed() {
+            FailureReason::Oom
+        } else {
+            FailureReason::Crash
+        };
+        failure(reason, format!("crew '{crew}': runner {what}; process {how}"))
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        _ => "ended".to_owned(),
+    }
+}
+
+/// The start of an offending line, for an error message.
+fn preview(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&line[..line.len().min(80)]);
+    let ellipsis = if line.len() > 80 { "…" } else { "" };
+    format!("{text:?}{ellipsis}")
+}
+
+fn relay_log(crew: &str, level: &str, msg: &str) {
+    match level {
+        "error" => tracing::error!(crew, "{msg}"),
+        "warn" | "warning" => tracing::warn!(crew, "{msg}"),
+        "debug" => tracing::debug!(crew, "{msg}"),
+        _ => tracing::info!(crew, "{msg}"),
+    }
+}
+
+/// Longest stderr line relayed whole; longer lines are cut.
+const MAX_STDERR_LINE: usize = 8 * 1024;
+
+/// Relays the runner's stderr into the host log, line by line, at most `per_second` lines
+/// a second. It always keeps reading, so a runner that floods stderr never blocks on a
+/// full pipe; what is over the cap is counted and summarised instead of logged.
+async fn relay_stderr(crew: Arc<str>, stderr: ChildStderr, per_second: u32) {
+    let mut lines = LineReader::new(stderr, MAX_STDERR_LINE);
+    let mut window_start = Instant::now();
+    let mut in_window = 0u32;
+    let mut suppressed = 0u64;
+    loop {
+        let line = lines.next_line().await;
+        if matches!(line, Ok(None) | Err(FrameError::Io(_))) {
+            break;
+        }
+        if window_start.elapsed() >= Duration::from_secs(1) {
+            if suppressed > 0 {
+                tracing::warn!(crew = %crew, suppressed, "stderr over {per_second} lines/s; lines dropped");
+                suppressed = 0;
+            }
+            window_start = Instant::now();
+            in_window = 0;
+        }
+        if in_window == per_second {
+            suppressed += 1;
+            continue;
+        }
+        in_window += 1;
+        match line {
+            Ok(Some(line)) => {
+                tracing::info!(crew = %crew, source = "stderr", "{}", String::from_utf8_lossy(line));
+            }
+            _ => tracing::info!(crew = %crew, source = "stderr", "<line over {MAX_STDERR_LINE} bytes cut>"),
+        }
+    }
+    if suppressed > 0 {
+        tracing::warn!(crew = %crew, suppressed, "stderr over {per_second} lines/s; lines dropped");
+    }
+}
