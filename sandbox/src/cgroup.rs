@@ -3,7 +3,8 @@
 //! which limits the crew's memory as a whole and records OOM kills.
 //!
 //! Groups are only ever created beneath the host's own cgroup, as `/proc/self/cgroup`
-//! names it, and are named `live-crew-<host pid>-<crew>-<n>`. Each controller is taken
+//! names it, and are named `live-crew-<host pid>-<crew>-<n>`, so that the next host can
+//! tell the groups of a host that died. Each controller is taken
 //! from cgroup v2 where the host's v2 group offers it, else from its v1 hierarchy.
 
 use std::ffi::CString;
@@ -17,9 +18,8 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::{Limits, SandboxError, file_safe};
+use crate::{Limits, PREFIX, SandboxError, file_safe, left_by_dead_host};
 
-const PREFIX: &str = "live-crew-";
 /// Teardown polls this often for the killed members to be gone...
 const REMOVE_PAUSE: Duration = Duration::from_millis(5);
 /// ...and gives up after this many polls (one second), so it never hangs.
@@ -101,10 +101,7 @@ impl Controllers {
             };
             for entry in entries.flatten() {
                 let name = entry.file_name();
-                let Some(owner) = name.to_str().and_then(owner_pid) else {
-                    continue;
-                };
-                if owner == std::process::id() || Path::new(&format!("/proc/{owner}")).exists() {
+                if !name.to_str().is_some_and(left_by_dead_host) {
                     continue;
                 }
                 tracing::info!(group = %entry.path().display(), "removing a crew cgroup left by a dead host");
@@ -121,11 +118,6 @@ impl Controllers {
             }
         }
     }
-}
-
-/// The host pid in a group name `live-crew-<pid>-...`.
-fn owner_pid(name: &str) -> Option<u32> {
-    name.strip_prefix(PREFIX)?.split('-').next()?.parse().ok()
 }
 
 /// Where the host's own cgroups are: its v2 group, and its group in each v1 hierarchy.
@@ -264,7 +256,9 @@ impl Mount {
     }
 
     fn serves(&self, controller: &str) -> bool {
-        self.super_options.split(',').any(|option| option == controller)
+        self.super_options
+            .split(',')
+            .any(|option| option == controller)
     }
 
     /// Where the cgroup `path` is in the file system, if this mount shows it.
@@ -359,7 +353,10 @@ impl CrewCgroups {
         );
         let memory = limits.memory_mb.and(controllers.memory.as_ref());
         let wanted = [
-            controllers.pids.as_ref().map(|host| (host, Controller::Pids)),
+            controllers
+                .pids
+                .as_ref()
+                .map(|host| (host, Controller::Pids)),
             memory.map(|host| (host, Controller::Memory)),
         ];
         for (host, controller) in wanted.into_iter().flatten() {
@@ -597,7 +594,10 @@ mod tests {
             v1("memory"),
             Some(PathBuf::from("/sys/fs/cgroup/memory/process_api/a51de457"))
         );
-        assert_eq!(v1("cpuacct"), Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")));
+        assert_eq!(
+            v1("cpuacct"),
+            Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"))
+        );
     }
 
     #[test]
@@ -608,7 +608,9 @@ mod tests {
         );
         assert_eq!(
             places.v2,
-            Some(PathBuf::from("/sys/fs/cgroup/system.slice/live-crew.service"))
+            Some(PathBuf::from(
+                "/sys/fs/cgroup/system.slice/live-crew.service"
+            ))
         );
         assert!(places.v1.is_empty());
     }
@@ -633,8 +635,7 @@ mod tests {
 
     #[test]
     fn mountinfo_escapes_are_decoded() {
-        let mount =
-            Mount::parse("40 30 0:27 / /mnt/cg\\040v2 rw - cgroup2 cgroup2 rw").unwrap();
+        let mount = Mount::parse("40 30 0:27 / /mnt/cg\\040v2 rw - cgroup2 cgroup2 rw").unwrap();
         assert_eq!(mount.point, PathBuf::from("/mnt/cg v2"));
         assert_eq!(unescape("a\\134b\\"), "a\\b\\");
     }
@@ -646,13 +647,5 @@ mod tests {
         assert_eq!(counter(v1, "oom_kill"), 2);
         assert_eq!(counter(v2, "oom_kill"), 1);
         assert_eq!(counter("oom 3\n", "oom_kill"), 0);
-    }
-
-    #[test]
-    fn owner_pid_is_read_from_group_names() {
-        assert_eq!(owner_pid("live-crew-4242-commentary-7"), Some(4242));
-        assert_eq!(owner_pid("live-crew-4242-probe-0"), Some(4242));
-        assert_eq!(owner_pid("live-crew-x-1"), None);
-        assert_eq!(owner_pid("other-4242"), None);
     }
 }

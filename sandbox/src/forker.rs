@@ -20,9 +20,8 @@ static FORKER: Mutex<Option<Sender<Job>>> = Mutex::new(None);
 
 /// Spawns `command` on the forker thread, registered with the caller's tokio runtime.
 pub(crate) fn spawn(command: Command) -> io::Result<Child> {
-    let runtime = Handle::try_current().map_err(|_| {
-        io::Error::other("the sandbox must be used from within a tokio runtime")
-    })?;
+    let runtime = Handle::try_current()
+        .map_err(|_| io::Error::other("the sandbox must be used from within a tokio runtime"))?;
     let (reply, result) = mpsc::sync_channel(1);
     forker()?
         .send((command, runtime, reply))
@@ -34,7 +33,9 @@ pub(crate) fn spawn(command: Command) -> io::Result<Child> {
 
 /// The sender to the forker thread, which is started on first use.
 fn forker() -> io::Result<Sender<Job>> {
-    let mut forker = FORKER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut forker = FORKER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(sender) = forker.as_ref() {
         return Ok(sender.clone());
     }

@@ -78,13 +78,14 @@ pub struct Sandbox {
 impl Sandbox {
     /// Probes the kernel for the isolation layers this host can use.
     ///
-    /// It also removes crew cgroups that a previous host left behind when it was killed,
-    /// after killing whatever still runs in them. Logs a warning when the process limit
+    /// It also removes the crew cgroups and working directories that a previous host
+    /// left behind when it was killed, after killing whatever still runs in the groups. Logs a warning when the process limit
     /// can only be enforced with `RLIMIT_NPROC`.
     pub fn probe() -> Self {
         let sandbox = Sandbox {
             cgroups: cgroup::Controllers::probe(),
         };
+        spawn::sweep_stale_workdirs();
         tracing::info!(layers = ?sandbox.active_layers(), "sandbox layers probed");
         if sandbox.weak_process_limit() {
             tracing::warn!(
@@ -115,6 +116,22 @@ impl Sandbox {
     }
 }
 
+/// How the names of the host's cgroups and working directories start; the host's pid
+/// follows.
+const PREFIX: &str = "live-crew-";
+
+/// Whether `name` is `live-crew-<pid>-...` for a `pid` that no longer runs: left behind
+/// by a host that was killed before it could clean up.
+fn left_by_dead_host(name: &str) -> bool {
+    let owner = name
+        .strip_prefix(PREFIX)
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|pid| pid.parse::<u32>().ok());
+    owner.is_some_and(|pid| {
+        pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    })
+}
+
 /// `name` reduced to `[A-Za-z0-9_]` and at most 50 characters, for use in file names.
 fn file_safe(name: &str) -> String {
     name.chars()
@@ -132,5 +149,16 @@ mod tests {
         assert_eq!(file_safe("commentary_1"), "commentary_1");
         assert_eq!(file_safe("../x y"), "___x_y");
         assert_eq!(file_safe(&"a".repeat(80)).len(), 50);
+    }
+
+    #[test]
+    fn only_names_of_dead_hosts_are_stale() {
+        let own = std::process::id();
+        // pid_max is at most 2^22, so this pid never runs.
+        assert!(left_by_dead_host("live-crew-99999999-commentary-7"));
+        assert!(!left_by_dead_host(&format!("live-crew-{own}-commentary-7")));
+        assert!(!left_by_dead_host("live-crew-1-probe-0"));
+        assert!(!left_by_dead_host("live-crew-commentary-abc"));
+        assert!(!left_by_dead_host("other-99999999"));
     }
 }

@@ -152,7 +152,11 @@ fn rlimits(
     }
     if let Some(seconds) = limits.cpu_s {
         // SIGXCPU at the soft limit, SIGKILL a second later if that is ignored.
-        out.push(limit(Resource::RLIMIT_CPU, seconds, seconds.saturating_add(1)));
+        out.push(limit(
+            Resource::RLIMIT_CPU,
+            seconds,
+            seconds.saturating_add(1),
+        ));
     }
     if let Some(files) = limits.open_files {
         out.push(limit(Resource::RLIMIT_NOFILE, files, files));
@@ -195,14 +199,27 @@ mod tests {
             processes: Some(32),
         };
         let plan = rlimits(&limits, true, UNLIMITED);
-        let get = |resource| plan.iter().find(|limit| limit.resource == resource).copied();
+        let get = |resource| {
+            plan.iter()
+                .find(|limit| limit.resource == resource)
+                .copied()
+        };
         assert_eq!(
             get(Resource::RLIMIT_AS).map(|l| (l.soft, l.hard)),
             Some((256 << 20, 256 << 20))
         );
-        assert_eq!(get(Resource::RLIMIT_CPU).map(|l| (l.soft, l.hard)), Some((60, 61)));
-        assert_eq!(get(Resource::RLIMIT_NOFILE).map(|l| (l.soft, l.hard)), Some((128, 128)));
-        assert_eq!(get(Resource::RLIMIT_NPROC).map(|l| (l.soft, l.hard)), Some((32, 32)));
+        assert_eq!(
+            get(Resource::RLIMIT_CPU).map(|l| (l.soft, l.hard)),
+            Some((60, 61))
+        );
+        assert_eq!(
+            get(Resource::RLIMIT_NOFILE).map(|l| (l.soft, l.hard)),
+            Some((128, 128))
+        );
+        assert_eq!(
+            get(Resource::RLIMIT_NPROC).map(|l| (l.soft, l.hard)),
+            Some((32, 32))
+        );
     }
 
     #[test]
@@ -212,7 +229,10 @@ mod tests {
             ..Limits::default()
         };
         let plan = rlimits(&limits, false, UNLIMITED);
-        assert!(plan.iter().all(|limit| limit.resource != Resource::RLIMIT_NPROC));
+        assert!(
+            plan.iter()
+                .all(|limit| limit.resource != Resource::RLIMIT_NPROC)
+        );
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! pre-exec sequence.
 
 use std::ffi::{OsStr, OsString};
+use std::fs::Permissions;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
 
@@ -9,7 +11,9 @@ use nix::unistd::{Gid, Uid, chown};
 
 use crate::cgroup::CrewCgroups;
 use crate::preexec::PreExec;
-use crate::{Child, Sandbox, SandboxError, SpawnSpec, file_safe, forker};
+use crate::{
+    Child, PREFIX, Sandbox, SandboxError, SpawnSpec, file_safe, forker, left_by_dead_host,
+};
 
 /// PATH when the host has none.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -71,14 +75,20 @@ impl Sandbox {
     }
 }
 
-/// A fresh temporary folder for the crew, owned by the crew's user if it has one.
+/// A fresh temporary folder for the crew, only accessible to the crew's user (or the
+/// host's, without one).
 fn private_workdir(spec: &SpawnSpec) -> Result<tempfile::TempDir, SandboxError> {
     let error = |source| SandboxError::Workdir {
         crew: spec.name.clone(),
         source,
     };
     let workdir = tempfile::Builder::new()
-        .prefix(&format!("live-crew-{}-", file_safe(&spec.name)))
+        .prefix(&format!(
+            "{PREFIX}{}-{}-",
+            std::process::id(),
+            file_safe(&spec.name)
+        ))
+        .permissions(Permissions::from_mode(0o700))
         .tempdir()
         .map_err(error)?;
     if let Some(user) = spec.user {
@@ -90,6 +100,19 @@ fn private_workdir(spec: &SpawnSpec) -> Result<tempfile::TempDir, SandboxError> 
         .map_err(|errno| error(errno.into()))?;
     }
     Ok(workdir)
+}
+
+/// Removes the working directories of hosts that were killed before they could.
+pub(crate) fn sweep_stale_workdirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_str().is_some_and(left_by_dead_host) {
+            tracing::info!(workdir = %entry.path().display(), "removing a crew workdir left by a dead host");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// The child's whole environment: the allowlist from the host, then the crew's own,

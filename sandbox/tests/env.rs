@@ -25,7 +25,11 @@ async fn host_environment_is_cleared_except_the_allowlist() {
         .collect();
     names.sort_unstable();
     // PWD is set by sh itself.
-    assert_eq!(names, ["HOME", "LANG", "LANGUAGE", "PATH", "PWD", "TMPDIR"], "{out}");
+    assert_eq!(
+        names,
+        ["HOME", "LANG", "LANGUAGE", "PATH", "PWD", "TMPDIR"],
+        "{out}"
+    );
     assert!(!out.contains("hunter2"), "{out}");
     assert!(out.contains("LANGUAGE=en\n"), "{out}");
     assert!(out.contains(&format!("HOME={workdir}\n")), "{out}");

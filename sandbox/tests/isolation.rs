@@ -9,11 +9,18 @@ use live_crew_sandbox::{Limits, Sandbox, SandboxError, User};
 
 #[tokio::test]
 async fn child_leads_its_own_session_and_process_group() {
-    let mut child = Sandbox::probe().spawn(&sh("session", "cat /proc/$$/stat")).unwrap();
+    let mut child = Sandbox::probe()
+        .spawn(&sh("session", "cat /proc/$$/stat"))
+        .unwrap();
     let stat = stdout(&mut child).await;
     // pid (comm) state ppid pgrp session ...
     let (pid, rest) = stat.split_once(' ').unwrap();
-    let fields: Vec<&str> = rest.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let fields: Vec<&str> = rest
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
     let (pgrp, session) = (fields[2], fields[3]);
     assert_eq!(pid, child.id().to_string());
     assert_eq!(pgrp, pid);
@@ -29,10 +36,15 @@ async fn only_stdin_stdout_and_stderr_are_inherited() {
     assert!(leaked >= 100);
     // SAFETY: `leaked` is a fresh fd that only this test owns.
     let leaked = unsafe { OwnedFd::from_raw_fd(leaked) };
-    let mut child = Sandbox::probe().spawn(&sh("fds", "ls /proc/self/fd")).unwrap();
+    let mut child = Sandbox::probe()
+        .spawn(&sh("fds", "ls /proc/self/fd"))
+        .unwrap();
     let fds = stdout(&mut child).await;
     // 3 is the directory `ls` opens to list /proc/self/fd.
-    assert_eq!(fds.split_whitespace().collect::<Vec<_>>(), ["0", "1", "2", "3"]);
+    assert_eq!(
+        fds.split_whitespace().collect::<Vec<_>>(),
+        ["0", "1", "2", "3"]
+    );
     assert!(!fds.contains(&leaked.as_raw_fd().to_string()));
     assert!(child.wait().await.unwrap().success());
 }
@@ -45,9 +57,14 @@ async fn private_workdir_is_home_and_tmpdir_and_is_removed_on_drop() {
     let workdir = child.workdir().to_owned();
     let out = stdout(&mut child).await;
     let expected = workdir.display().to_string();
-    assert_eq!(out.lines().collect::<Vec<_>>(), [&*expected, &*expected, &*expected]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [&*expected, &*expected, &*expected]
+    );
     assert!(child.wait().await.unwrap().success());
     assert!(workdir.join("file").exists());
+    let mode = std::os::unix::fs::PermissionsExt::mode(&workdir.metadata().unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700, "private to the crew");
     drop(child);
     assert!(!workdir.exists(), "{} survived the drop", workdir.display());
 }
@@ -64,6 +81,38 @@ async fn rlimits_are_applied_and_core_dumps_are_off() {
     let mut child = Sandbox::probe().spawn(&spec).unwrap();
     let out = stdout(&mut child).await;
     assert_eq!(out.lines().collect::<Vec<_>>(), ["0", "64", "30", "524288"]);
+    assert!(child.wait().await.unwrap().success());
+}
+
+#[tokio::test]
+async fn without_a_pids_cgroup_the_process_limit_falls_back_to_rlimit_nproc() {
+    let sandbox = Sandbox::default();
+    assert!(sandbox.weak_process_limit());
+    assert!(!sandbox.active_layers().contains(&"pids_cgroup"));
+    let mut spec = sh(
+        "nproc",
+        "awk '/Max processes/ { print $3 }' /proc/self/limits",
+    );
+    spec.limits.processes = Some(40);
+    let mut child = sandbox.spawn(&spec).unwrap();
+    assert_eq!(stdout(&mut child).await.trim(), "40");
+    assert!(child.wait().await.unwrap().success());
+}
+
+#[tokio::test]
+async fn with_a_pids_cgroup_rlimit_nproc_is_left_alone() {
+    let sandbox = Sandbox::probe();
+    if !common::has_layer(&sandbox, "pids_cgroup") {
+        return;
+    }
+    assert!(!sandbox.weak_process_limit());
+    let mut spec = sh(
+        "nproc",
+        "awk '/Max processes/ { print $3 }' /proc/self/limits",
+    );
+    spec.limits.processes = Some(40);
+    let mut child = sandbox.spawn(&spec).unwrap();
+    assert_ne!(stdout(&mut child).await.trim(), "40");
     assert!(child.wait().await.unwrap().success());
 }
 

@@ -102,7 +102,10 @@ async fn crew_over_its_memory_limit_as_a_whole_is_oom_killed() {
         read_some(&mut stderr).await
     );
     child.terminate(Duration::from_millis(100)).await.unwrap();
-    assert!(child.oom_killed(), "the OOM kill is remembered after terminate");
+    assert!(
+        child.oom_killed(),
+        "the OOM kill is remembered after terminate"
+    );
 }
 
 async fn read_some(stderr: &mut Option<tokio::process::ChildStderr>) -> String {
@@ -149,5 +152,10 @@ async fn cgroups_are_removed_when_the_child_is_dropped() {
     for dir in &groups {
         assert!(!dir.exists(), "{} survived the drop", dir.display());
     }
-    assert!(eventually(Duration::from_secs(5), || members.iter().all(|&pid| is_dead(pid))).await);
+    assert!(
+        eventually(Duration::from_secs(5), || members
+            .iter()
+            .all(|&pid| is_dead(pid)))
+        .await
+    );
 }
