@@ -49,14 +49,15 @@ async fn crew_dies_with_host(mode: &str) {
         .unwrap();
     let mut leftovers = Vec::new();
     let mut crew = None;
+    // The test harness may print "test helper_host ... " in front of a line.
     for line in BufReader::new(host.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
-        if let Some(path) = line
-            .strip_prefix("CGROUP ")
-            .or_else(|| line.strip_prefix("WORKDIR "))
+        if let Some((_, path)) = line
+            .split_once("CGROUP ")
+            .or_else(|| line.split_once("WORKDIR "))
         {
             leftovers.push(PathBuf::from(path));
-        } else if let Some(pid) = line.strip_prefix("CREW ") {
+        } else if let Some((_, pid)) = line.split_once("CREW ") {
             crew = Some(pid.parse::<i32>().unwrap());
             break;
         }
@@ -71,6 +72,11 @@ async fn crew_dies_with_host(mode: &str) {
         "crew {crew} outlived its host"
     );
     // The killed host could not remove its cgroups and workdir; the next host does.
+    assert_eq!(
+        leftovers.len(),
+        2,
+        "a workdir and a pids group: {leftovers:?}"
+    );
     assert!(leftovers.iter().all(|path| path.exists()));
     let _next_host = Sandbox::probe();
     for path in leftovers {
