@@ -37,8 +37,8 @@ impl Child {
         self.workdir.path()
     }
 
-    /// The crew's cgroup directories (pids, and memory where it has a limit). They are
-    /// gone once [`Child::terminate`] returns.
+    /// The crew's cgroup directories: pids, and memory where the crew has a memory
+    /// limit. Empty once [`Child::terminate`] has removed them.
     pub fn cgroups(&self) -> impl Iterator<Item = &Path> {
         self.cgroups.paths()
     }

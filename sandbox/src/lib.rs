@@ -5,7 +5,7 @@
 //! [`Child`] owns the process group, the private working directory and the per-crew
 //! cgroups, and tears all of them down when it is terminated or dropped.
 //!
-//! The layers, in the order a child meets them:
+//! The layers, as [`Sandbox::active_layers`] names them (see also the crate's README):
 //!
 //! | layer | what it does | fallback |
 //! |---|---|---|
@@ -79,8 +79,8 @@ impl Sandbox {
     /// Probes the kernel for the isolation layers this host can use.
     ///
     /// It also removes the crew cgroups and working directories that a previous host
-    /// left behind when it was killed, after killing whatever still runs in the groups. Logs a warning when the process limit
-    /// can only be enforced with `RLIMIT_NPROC`.
+    /// left behind when it was killed, after killing whatever still runs in the groups.
+    /// Logs a warning when the process limit can only be enforced with `RLIMIT_NPROC`.
     pub fn probe() -> Self {
         let sandbox = Sandbox {
             cgroups: cgroup::Controllers::probe(),
