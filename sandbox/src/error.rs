@@ -1,0 +1,33 @@
+use std::io;
+use std::path::PathBuf;
+
+/// Errors from setting up or starting a sandboxed child.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(
+        "cannot create the private working directory for crew '{crew}': {source} \
+         (hint: check that TMPDIR, or /tmp, exists and is writable by the host)"
+    )]
+    Workdir { crew: String, source: io::Error },
+    #[error(
+        "cannot set up the cgroup {} for crew '{crew}': {source} \
+         (hint: it was writable when the host started; check that nothing removed the \
+         host's cgroup or changed its permissions)",
+        path.display()
+    )]
+    Cgroup {
+        crew: String,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(
+        "cannot start '{program}' for crew '{crew}': {source} \
+         (hint: check that the program exists and is executable, also by the crew's user \
+         if one is set, and that the crew's limits leave room to start it)"
+    )]
+    Spawn {
+        crew: String,
+        program: String,
+        source: io::Error,
+    },
+}
