@@ -24,6 +24,13 @@ const SPAWNS: usize = 30;
 const HEARTBEAT_STOPS: usize = 10;
 
 fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LIVE_CREW_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let python = std::env::var("LIVE_CREW_PYTHON").unwrap_or_else(|_| "python3".into());
     let line = HostMessage::Call(sample_call(0)).encode();
@@ -95,6 +102,8 @@ fn global() -> GlobalConfig {
     GlobalConfig {
         heartbeat_ms: 100,
         kill_grace_ms: 500,
+        restart_backoff_ms: 10,
+        restart_backoff_max_ms: 10,
         ..GlobalConfig::default()
     }
 }
@@ -149,7 +158,7 @@ async fn heartbeat_detection() -> Vec<Duration> {
     .unwrap();
     std::fs::write(
         dir.join("runtime.yaml"),
-        "crew: silent\ntriggers: ['*']\nrunner: {kind: command, command: [\"./hostile_runner.py\"]}\n",
+        "crew: silent\ntriggers: ['*']\nmax_errors: 1000\nrunner: {kind: command, command: [\"./hostile_runner.py\"]}\n",
     )
     .unwrap();
     let config = global();

@@ -215,3 +215,32 @@ async fn grandchild_that_ignores_sigterm_and_holds_stdout() {
     assert!(ask(&pool, "parent", 2, "{}").await.is_ok());
     pool.shutdown().await;
 }
+
+#[tokio::test]
+async fn fork_bomb_under_a_process_limit_of_32() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = [
+        hostile_crew(root.path(), "bomb", "sandbox: {processes: 32}\n"),
+        hostile_crew(root.path(), "healthy", ""),
+    ];
+    let pool = Supervisor::start(&crews, &global()).unwrap();
+    let forked: u32 = echoed(ask(&pool, "bomb", 1, r#"{"do":"fork_bomb"}"#).await)
+        .parse()
+        .unwrap();
+    // The runner and its heartbeat thread count too, so fewer than 32 forks succeed.
+    assert!(forked < 32, "{forked} forks got past a limit of 32");
+    assert!(ask(&pool, "healthy", 2, "{}").await.is_ok());
+    let bomb_pid = pool.status()[0].pid.expect("the bomb's runner is up");
+    pool.shutdown().await;
+    assert!(process_gone(bomb_pid as i32));
+    let group = std::process::Command::new("pgrep")
+        .args(["-g", &bomb_pid.to_string()])
+        .output()
+        .unwrap();
+    let running: Vec<&str> = std::str::from_utf8(&group.stdout)
+        .unwrap()
+        .lines()
+        .filter(|pid| !process_gone(pid.parse().unwrap()))
+        .collect();
+    assert!(running.is_empty(), "fork bomb processes survived: {running:?}");
+}
