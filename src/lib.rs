@@ -6,6 +6,10 @@
 
 pub mod calls;
 pub mod config;
+pub mod context;
+pub mod input;
 pub mod model;
+pub mod output;
 pub mod protocol;
+pub mod slicer;
 pub mod supervisor;
