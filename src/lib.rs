@@ -11,5 +11,6 @@ pub mod input;
 pub mod model;
 pub mod output;
 pub mod protocol;
+pub mod scheduler;
 pub mod slicer;
 pub mod supervisor;

@@ -159,12 +159,13 @@ pub const INPUT_REASONS: [&str; 2] = ["invalid_event", "late_event"];
 
 /// Logs error records, appends them to `--errors FILE`, and counts them by reason.
 pub struct ErrorSink {
-    file: Option<(BufWriter<File>, PathBuf)>,
+    file: Option<(BufWriter<Box<dyn Write + Send>>, PathBuf)>,
     counts: BTreeMap<&'static str, u64>,
 }
 
 impl ErrorSink {
-    pub fn new(file: Option<(File, PathBuf)>) -> ErrorSink {
+    /// `file` is the `--errors` destination and its name for messages.
+    pub fn new(file: Option<(Box<dyn Write + Send>, PathBuf)>) -> ErrorSink {
         ErrorSink {
             file: file.map(|(file, path)| (BufWriter::new(file), path)),
             counts: BTreeMap::new(),

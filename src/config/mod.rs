@@ -4,7 +4,7 @@
 //! checked value cannot be invalid. Every problem is reported with its file and field.
 
 mod crew;
-mod crews_dir;
+pub(crate) mod crews_dir;
 mod global;
 
 use std::fmt;
