@@ -6,7 +6,12 @@
 
 pub mod calls;
 pub mod config;
+pub mod context;
+pub mod input;
 pub mod model;
+pub mod output;
 pub mod protocol;
+pub mod scheduler;
+pub mod slicer;
 pub mod supervisor;
 pub mod runners;

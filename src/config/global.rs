@@ -50,6 +50,8 @@ pub struct GlobalConfig {
     pub reorder_slices: u64,
     pub max_wait_slices: u64,
     pub context_max_bytes: usize,
+    /// Largest accepted input event (one line or array element), in bytes.
+    pub max_event_bytes: usize,
     pub kv_backend: String,
     /// How long a runner has to answer `hello` with `ready`.
     pub startup_timeout_ms: u64,
@@ -78,6 +80,7 @@ impl Default for GlobalConfig {
             reorder_slices: 0,
             max_wait_slices: 8,
             context_max_bytes: 4096,
+            max_event_bytes: 256 * 1024,
             kv_backend: "memory".into(),
             startup_timeout_ms: 10_000,
             kill_grace_ms: 2000,
@@ -101,6 +104,7 @@ const ENV_KNOBS: &[&str] = &[
     "reorder_slices",
     "max_wait_slices",
     "context_max_bytes",
+    "max_event_bytes",
     "kv_backend",
     "startup_timeout_ms",
     "kill_grace_ms",
@@ -156,6 +160,7 @@ impl GlobalConfig {
             ("heartbeat_ms", config.heartbeat_ms),
             ("startup_timeout_ms", config.startup_timeout_ms),
             ("max_wait_slices", config.max_wait_slices),
+            ("max_event_bytes", config.max_event_bytes as u64),
         ] {
             if value == 0 {
                 issues.push(ConfigIssue::new(&origin, field, "must be at least 1"));

@@ -4,6 +4,7 @@
 //! checked value cannot be invalid. Every problem is reported with its file and field.
 
 mod crew;
+pub(crate) mod crews_dir;
 mod global;
 
 use std::fmt;
@@ -13,6 +14,7 @@ pub use crew::{
     BacklogPolicy, ContextAcl, CrewSpec, KeySet, Need, RunnerSpec, SandboxSettings, Triggers,
     WaitPolicy,
 };
+pub use crews_dir::{Crews, MAX_NEED_OFFSET};
 pub use global::{GlobalConfig, LatePolicy, SandboxDefaults};
 
 /// One problem in a configuration file, located by file and field.

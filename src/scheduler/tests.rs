@@ -1,0 +1,772 @@
+//! Scheduler rules (SPEC §4, §5) against in-memory crews on a virtual clock.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::calls::CallOutput;
+use crate::config::crews_dir::tests::write_crew;
+use crate::context::MemoryStore;
+use crate::model::{Event, ProposedAction};
+
+const T0_US: i64 = 1_700_000_000_000_000;
+
+/// An event `ms` milliseconds after the first one; with the default 500 ms slices,
+/// `ms / 500` is its slice.
+fn ev(stream: &str, ms: i64, kind: &str) -> Event {
+    Event {
+        ts: Timestamp::from_micros(T0_US + ms * 1000),
+        kind: kind.into(),
+        stream_id: stream.into(),
+        payload: RawValue::from_string(format!("\"{kind}@{ms}\"")).unwrap(),
+    }
+}
+
+/// What a fake crew does with a call: how long it takes and what it returns.
+type Behaviour = Arc<dyn Fn(&Call) -> (u64, CallOutcome) + Send + Sync>;
+
+/// One action per event, echoing its payload, after `ms`.
+fn echo(ms: u64) -> Behaviour {
+    Arc::new(move |call: &Call| (ms, Ok(output(call, None))))
+}
+
+fn output(call: &Call, patch: Option<Value>) -> CallOutput {
+    CallOutput {
+        actions: call
+            .events
+            .iter()
+            .map(|e| ProposedAction {
+                kind: "out".into(),
+                payload: e.payload.clone(),
+                ttl_ms: None,
+            })
+            .collect(),
+        context_patch: patch.map(|p| match p {
+            Value::Object(map) => map,
+            _ => panic!("patches are objects"),
+        }),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Record {
+    crew: String,
+    stream: String,
+    slice: i64,
+    events: Vec<String>,
+    deps: BTreeMap<String, Vec<String>>,
+    context: Value,
+    start_ms: u64,
+    end_ms: u64,
+}
+
+/// A pool of in-memory crews; like the real one, it runs one call per crew at a time.
+struct FakePool {
+    behaviours: HashMap<String, Behaviour>,
+    locks: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    log: Arc<Mutex<Vec<Record>>>,
+    t0: Instant,
+}
+
+impl FakePool {
+    fn new(behaviours: &[(&str, Behaviour)]) -> FakePool {
+        FakePool {
+            behaviours: behaviours
+                .iter()
+                .map(|(name, b)| (name.to_string(), b.clone()))
+                .collect(),
+            locks: behaviours
+                .iter()
+                .map(|(name, _)| (name.to_string(), Default::default()))
+                .collect(),
+            log: Default::default(),
+            t0: Instant::now(),
+        }
+    }
+}
+
+fn texts<T: serde::Serialize>(items: &[Arc<T>]) -> Vec<String> {
+    items
+        .iter()
+        .map(|item| {
+            let value = serde_json::to_value(&**item).unwrap();
+            value["payload"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect()
+}
+
+impl CrewPool for FakePool {
+    fn call(&self, crew: &str, call: Call) -> impl Future<Output = CallOutcome> + Send + 'static {
+        let behaviour = self.behaviours[crew].clone();
+        let lock = self.locks[crew].clone();
+        let log = self.log.clone();
+        let (t0, crew) = (self.t0, crew.to_owned());
+        async move {
+            let _one_at_a_time = lock.lock_owned().await;
+            let start_ms = t0.elapsed().as_millis() as u64;
+            let (ms, outcome) = behaviour(&call);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            log.lock().unwrap().push(Record {
+                crew,
+                stream: call.stream_id.clone(),
+                slice: call.slice,
+                events: texts(&call.events),
+                deps: call
+                    .deps
+                    .iter()
+                    .map(|(key, items)| {
+                        let items = match items {
+                            DepItems::Actions(actions) => texts(actions),
+                            DepItems::Events(events) => texts(events),
+                        };
+                        (key.clone(), items)
+                    })
+                    .collect(),
+                context: Value::Object((*call.context).clone()),
+                start_ms,
+                end_ms: t0.elapsed().as_millis() as u64,
+            });
+            outcome
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+
+impl Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SharedBuf {
+    fn lines(&self) -> Vec<Value> {
+        let bytes = self.0.lock().unwrap();
+        std::str::from_utf8(&bytes)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+}
+
+struct Outcome {
+    /// `crew/slice/payload` of each action, in output order.
+    actions: Vec<String>,
+    raw_actions: Vec<u8>,
+    errors: Vec<Value>,
+    summary: RunSummary,
+    /// Calls by completion time.
+    calls: Vec<Record>,
+}
+
+impl Outcome {
+    fn calls_of(&self, crew: &str) -> Vec<&Record> {
+        self.calls.iter().filter(|r| r.crew == crew).collect()
+    }
+
+    fn reasons(&self) -> Vec<&str> {
+        self.errors
+            .iter()
+            .map(|e| e["reason"].as_str().unwrap())
+            .collect()
+    }
+}
+
+/// Runs `events` through crews given as `(name, runtime.yaml lines)`.
+async fn run_with(
+    crews: &[(&str, &str)],
+    behaviours: &[(&str, Behaviour)],
+    events: Vec<Event>,
+    global: GlobalConfig,
+) -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, yaml) in crews {
+        write_crew(dir.path(), name, yaml);
+    }
+    let crews = Crews::load(dir.path(), &global).unwrap();
+    let pool = FakePool::new(behaviours);
+    let (tx, rx) = mpsc::channel(2);
+    tokio::spawn(async move {
+        // Small batches, as the input thread sends them.
+        for chunk in events.chunks(3) {
+            let batch = chunk.iter().map(|e| Ok(Arc::new(e.clone()))).collect();
+            tx.send(batch).await.unwrap();
+        }
+    });
+    let (actions, errors) = (SharedBuf::default(), SharedBuf::default());
+    let sink = ActionSink::new(Box::new(actions.clone()), "<test>".into());
+    let error_sink = ErrorSink::new(Some((Box::new(errors.clone()), "<test>".into())));
+    let store = MemoryStore::default();
+    let summary = run(&crews, &global, &pool, &store, rx, sink, error_sink)
+        .await
+        .unwrap();
+    let raw_actions = actions.0.lock().unwrap().clone();
+    let calls = pool.log.lock().unwrap().clone();
+    Outcome {
+        actions: actions
+            .lines()
+            .iter()
+            .map(|a| {
+                format!(
+                    "{}/{}/{}",
+                    a["crew"].as_str().unwrap(),
+                    a["slice"],
+                    a["payload"].as_str().unwrap()
+                )
+            })
+            .collect(),
+        raw_actions,
+        errors: errors.lines(),
+        summary,
+        calls,
+    }
+}
+
+async fn run_default(
+    crews: &[(&str, &str)],
+    behaviours: &[(&str, Behaviour)],
+    events: Vec<Event>,
+) -> Outcome {
+    run_with(crews, behaviours, events, GlobalConfig::default()).await
+}
+
+const ANY: &str = "triggers: ['*']\n";
+
+#[tokio::test(start_paused = true)]
+async fn triggers_select_event_kinds_and_star_takes_all() {
+    let out = run_default(
+        &[("goals", "triggers: [goal]\n"), ("all", ANY)],
+        &[("goals", echo(0)), ("all", echo(0))],
+        vec![
+            ev("s", 0, "goal"),
+            ev("s", 100, "frame"),
+            ev("s", 600, "frame"),
+        ],
+    )
+    .await;
+    let goals = out.calls_of("goals");
+    assert_eq!(goals.len(), 1);
+    assert_eq!(goals[0].events, ["goal@0"]);
+    let all: Vec<(i64, Vec<String>)> = out
+        .calls_of("all")
+        .iter()
+        .map(|r| (r.slice, r.events.clone()))
+        .collect();
+    assert_eq!(
+        all,
+        [
+            (0, vec!["goal@0".to_owned(), "frame@100".into()]),
+            (1, vec!["frame@600".into()])
+        ]
+    );
+    assert_eq!(out.summary.events, 3);
+    assert_eq!(out.summary.slices, 2);
+    assert_eq!(out.summary.actions, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stride_runs_on_multiples_with_the_events_since_the_last_run() {
+    let out = run_default(
+        &[("every2", "triggers: ['*']\nslice_stride: 2\n")],
+        &[("every2", echo(0))],
+        vec![
+            ev("s", 0, "a"),
+            ev("s", 600, "b"),
+            ev("s", 1100, "c"),
+            ev("s", 1600, "d"),
+        ],
+    )
+    .await;
+    let runs: Vec<(i64, Vec<String>)> = out
+        .calls
+        .iter()
+        .map(|r| (r.slice, r.events.clone()))
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            (0, vec!["a@0".to_owned()]),
+            (2, vec!["b@600".into(), "c@1100".into()]),
+            // End of input flushes the last events at the next multiple.
+            (4, vec!["d@1600".into()]),
+        ]
+    );
+}
+
+/// Five slices arrive at once for a crew that takes 1 s per call.
+async fn backlog(policy: &str) -> Outcome {
+    let yaml =
+        format!("triggers: ['*']\nbacklog_policy: {policy}\ncontext: {{read: [], write: []}}\n");
+    let events = (0..5).map(|i| ev("s", i * 500, "e")).collect();
+    run_default(&[("slow", yaml.as_str())], &[("slow", echo(1000))], events).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn fifo_backlog_runs_every_slice_in_order() {
+    let out = backlog("fifo").await;
+    let slices: Vec<i64> = out.calls.iter().map(|r| r.slice).collect();
+    assert_eq!(slices, [0, 1, 2, 3, 4]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn latest_backlog_collapses_queued_slices_into_the_newest() {
+    let out = backlog("latest").await;
+    let runs: Vec<(i64, usize)> = out
+        .calls
+        .iter()
+        .map(|r| (r.slice, r.events.len()))
+        .collect();
+    assert_eq!(runs, [(0, 1), (4, 4)]);
+    assert_eq!(out.actions.len(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn crew_needs_look_back_same_slice_and_ahead() {
+    let out = run_default(
+        &[
+            ("a", ANY),
+            (
+                "back",
+                "triggers: ['*']\nneeds: [{type: crew, crew: a, offset: -1}]\n",
+            ),
+            (
+                "same",
+                "triggers: ['*']\nneeds: [{type: crew, crew: a, offset: 0}]\n",
+            ),
+            (
+                "ahead",
+                "triggers: [x]\nneeds: [{type: crew, crew: a, offset: 1}]\n",
+            ),
+        ],
+        &[
+            ("a", echo(100)),
+            ("back", echo(0)),
+            ("same", echo(0)),
+            ("ahead", echo(0)),
+        ],
+        vec![ev("s", 0, "x"), ev("s", 600, "y"), ev("s", 1100, "z")],
+    )
+    .await;
+    let back: Vec<(i64, Vec<String>, Vec<String>)> = out
+        .calls_of("back")
+        .iter()
+        .map(|r| (r.slice, r.events.clone(), r.deps["crew:a@-1"].clone()))
+        .collect();
+    assert_eq!(
+        back,
+        [
+            // a did not run in slice -1, so the trigger of slice 0 moves to slice 1.
+            (
+                1,
+                vec!["x@0".to_owned(), "y@600".into()],
+                vec!["x@0".to_owned()]
+            ),
+            (2, vec!["z@1100".into()], vec!["y@600".into()]),
+        ]
+    );
+    for call in out.calls_of("same") {
+        let a = out
+            .calls_of("a")
+            .into_iter()
+            .find(|r| r.slice == call.slice)
+            .unwrap();
+        assert!(
+            call.start_ms >= a.end_ms,
+            "same-slice needs run after their dependency"
+        );
+        assert_eq!(call.deps["crew:a@0"], a.events);
+    }
+    let ahead = out.calls_of("ahead");
+    assert_eq!(ahead.len(), 1);
+    assert_eq!(
+        (ahead[0].slice, ahead[0].deps["crew:a@1"].clone()),
+        (0, vec!["y@600".to_owned()])
+    );
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+}
+
+#[tokio::test(start_paused = true)]
+async fn event_needs_deliver_the_events_of_their_slice() {
+    let needs = |offset: i64| {
+        format!("triggers: [goal]\nneeds: [{{type: event, event: frame, offset: {offset}}}]\n")
+    };
+    let (back, same, ahead) = (needs(-1), needs(0), needs(1));
+    let out = run_default(
+        &[("back", &back), ("same", &same), ("ahead", &ahead)],
+        &[("back", echo(0)), ("same", echo(0)), ("ahead", echo(0))],
+        vec![
+            ev("s", 0, "frame"),
+            ev("s", 600, "goal"),
+            ev("s", 700, "frame"),
+            ev("s", 1100, "frame"),
+        ],
+    )
+    .await;
+    let got = |crew: &str, key: &str| -> Vec<(i64, Vec<String>)> {
+        out.calls_of(crew)
+            .iter()
+            .map(|r| (r.slice, r.deps[key].clone()))
+            .collect()
+    };
+    assert_eq!(
+        got("back", "event:frame@-1"),
+        [(1, vec!["frame@0".to_owned()])]
+    );
+    assert_eq!(
+        got("same", "event:frame@0"),
+        [(1, vec!["frame@700".to_owned()])]
+    );
+    assert_eq!(
+        got("ahead", "event:frame@1"),
+        [(1, vec!["frame@1100".to_owned()])]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn unmet_needs_time_out_after_max_wait_slices() {
+    let global = GlobalConfig {
+        max_wait_slices: 3,
+        ..GlobalConfig::default()
+    };
+    let out = run_with(
+        &[(
+            "waits",
+            "triggers: [goal]\nneeds: [{type: event, event: frame, offset: 0}]\n",
+        )],
+        &[("waits", echo(0))],
+        vec![ev("s", 0, "goal"), ev("s", 2600, "frame")],
+        global,
+    )
+    .await;
+    assert!(out.calls.is_empty());
+    assert_eq!(out.reasons(), ["dependency_timeout"]);
+    let error = &out.errors[0];
+    assert_eq!(
+        (error["slice"].as_i64(), error["crew"].as_str()),
+        (Some(0), Some("waits"))
+    );
+    assert!(error["message"].as_str().unwrap().contains("event:frame@0"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_policies_any_none_and_timeout() {
+    let two_needs =
+        "needs: [{type: event, event: frame, offset: 0}, {type: event, event: ball, offset: 0}]\n";
+    let any = format!("triggers: [goal]\nwait_policy: any\n{two_needs}");
+    let all = format!("triggers: [goal]\nwait_policy: all\n{two_needs}");
+    let none = "triggers: [goal]\nwait_policy: none\nneeds: [{type: crew, crew: slow, offset: -1}, \
+                {type: event, event: frame, offset: 1}]\n";
+    let timeout = "triggers: [goal]\nwait_policy: 'timeout:1000'\nneeds: [{type: crew, crew: slow, offset: 0}]\n";
+    let out = run_default(
+        &[
+            ("any", &any),
+            ("all", &all),
+            ("none", none),
+            ("timeout", timeout),
+            ("slow", "triggers: [goal]\ncontext: {read: [], write: []}\n"),
+        ],
+        &[
+            ("any", echo(0)),
+            ("all", echo(0)),
+            ("none", echo(0)),
+            ("timeout", echo(0)),
+            ("slow", echo(5000)),
+        ],
+        vec![
+            ev("s", 0, "goal"),
+            ev("s", 10, "frame"),
+            ev("s", 600, "frame"),
+        ],
+    )
+    .await;
+    let any = out.calls_of("any");
+    assert_eq!((any.len(), any[0].slice), (1, 0));
+    assert_eq!(any[0].deps["event:frame@0"], ["frame@10"]);
+    assert!(any[0].deps["event:ball@0"].is_empty());
+    assert!(out.calls_of("all").is_empty());
+    let none = out.calls_of("none");
+    assert_eq!(none[0].slice, 0);
+    assert!(
+        none[0].deps["event:frame@1"].is_empty(),
+        "none does not wait for later slices"
+    );
+    let timeout = out.calls_of("timeout");
+    assert_eq!((timeout[0].slice, timeout[0].start_ms), (0, 1000));
+    assert!(timeout[0].deps["crew:slow@0"].is_empty());
+    assert_eq!(out.reasons(), ["dependency_timeout"], "only 'all' gives up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn independent_crews_run_concurrently() {
+    let out = run_default(
+        &[("a", ANY), ("b", ANY)],
+        &[("a", echo(1000)), ("b", echo(1000))],
+        vec![ev("s", 0, "x")],
+    )
+    .await;
+    let ends: Vec<u64> = out.calls.iter().map(|r| r.end_ms).collect();
+    assert_eq!(ends, [1000, 1000]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_crew_delays_only_what_depends_on_it() {
+    let out = run_default(
+        &[
+            ("slow", "triggers: ['*']\ncontext: {read: [], write: []}\n"),
+            ("fast", ANY),
+            (
+                "after",
+                "triggers: ['*']\nneeds: [{type: crew, crew: slow, offset: 0}]\n\
+                 context: {write: []}\n",
+            ),
+        ],
+        &[("slow", echo(5000)), ("fast", echo(10)), ("after", echo(0))],
+        (0..4).map(|i| ev("s", i * 500, "e")).collect(),
+    )
+    .await;
+    let fast = out.calls_of("fast");
+    assert_eq!(fast.len(), 4);
+    assert!(fast.iter().all(|r| r.end_ms <= 40), "{fast:?}");
+    let after = out.calls_of("after");
+    assert!(after[0].start_ms >= 5000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn output_order_is_stream_slice_crew_order_whatever_the_timing() {
+    let events = vec![
+        ev("s1", 0, "a"),
+        ev("s2", 0, "b"),
+        ev("s1", 100, "c"),
+        ev("s1", 600, "d"),
+        ev("s2", 700, "e"),
+    ];
+    let crews = [("zed", ANY), ("alpha", ANY)];
+    let fast_zed = run_default(
+        &crews,
+        &[("zed", echo(1)), ("alpha", echo(300))],
+        events.clone(),
+    )
+    .await;
+    let slow_zed = run_default(&crews, &[("zed", echo(900)), ("alpha", echo(1))], events).await;
+    assert_eq!(
+        fast_zed.actions,
+        [
+            "alpha/0/a@0",
+            "alpha/0/c@100",
+            "zed/0/a@0",
+            "zed/0/c@100",
+            "alpha/0/b@0",
+            "zed/0/b@0",
+            "alpha/1/d@600",
+            "zed/1/d@600",
+            "alpha/1/e@700",
+            "zed/1/e@700",
+        ]
+    );
+    assert_eq!(fast_zed.raw_actions, slow_zed.raw_actions);
+    let streams: BTreeSet<&str> = fast_zed.calls.iter().map(|r| r.stream.as_str()).collect();
+    assert_eq!(streams, BTreeSet::from(["s1", "s2"]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn actions_are_stamped_with_the_end_of_their_slice() {
+    let out = run_default(
+        &[("a", ANY)],
+        &[("a", echo(0))],
+        vec![ev("s", 0, "x"), ev("s", 700, "y")],
+    )
+    .await;
+    let lines: Vec<Value> = std::str::from_utf8(&out.raw_actions)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[1]["ts"], "2023-11-14T22:13:21.000000Z");
+    assert_eq!(lines[1]["ttl_ms"], 5000);
+    assert_eq!(lines[1]["stream_id"], "s");
+}
+
+/// Counts in context key `n`: each call writes the value it saw plus one.
+fn counter(ms: u64) -> Behaviour {
+    Arc::new(move |call: &Call| {
+        let seen = call.context.get("n").and_then(Value::as_i64).unwrap_or(0);
+        (ms, Ok(output(call, Some(json!({"n": seen + 1})))))
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_see_the_context_committed_at_the_end_of_the_previous_slice() {
+    let out = run_default(
+        &[
+            ("writer", ANY),
+            (
+                "reader",
+                "triggers: ['*']\nneeds: [{type: crew, crew: writer, offset: 0}]\n",
+            ),
+        ],
+        &[("writer", counter(10)), ("reader", echo(0))],
+        vec![ev("s", 0, "x"), ev("s", 600, "y"), ev("s", 1100, "z")],
+    )
+    .await;
+    let seen = |crew: &str| -> Vec<Value> {
+        out.calls_of(crew)
+            .iter()
+            .map(|r| r.context.clone())
+            .collect()
+    };
+    assert_eq!(
+        seen("writer"),
+        [json!({}), json!({"n": 1}), json!({"n": 2})]
+    );
+    // The same-slice write is not visible to the dependent crew: only next slice.
+    assert_eq!(
+        seen("reader"),
+        [json!({}), json!({"n": 1}), json!({"n": 2})]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn conflicting_writes_are_counted_and_the_later_crew_wins() {
+    let writes = |value: i64| -> Behaviour {
+        Arc::new(move |call: &Call| (0, Ok(output(call, Some(json!({"k": value}))))))
+    };
+    let out = run_default(
+        &[("a", ANY), ("b", ANY)],
+        &[("a", writes(1)), ("b", writes(2))],
+        vec![ev("s", 0, "x"), ev("s", 600, "y")],
+    )
+    .await;
+    assert_eq!(out.summary.context_conflicts, 2);
+    assert_eq!(out.calls_of("a")[1].context, json!({"k": 2}));
+}
+
+#[tokio::test(start_paused = true)]
+async fn acl_and_size_violations_reject_patches_whole() {
+    let patch = |value: Value| -> Behaviour {
+        Arc::new(move |call: &Call| (0, Ok(output(call, Some(value.clone())))))
+    };
+    let out = run_with(
+        &[
+            (
+                "scorer",
+                "triggers: ['*']\ncontext: {read: ['*'], write: [score]}\n",
+            ),
+            ("bloater", ANY),
+            (
+                "watcher",
+                "triggers: ['*']\ncontext: {read: [score], write: []}\n",
+            ),
+        ],
+        &[
+            ("scorer", patch(json!({"score": 1, "secret": 1}))),
+            ("bloater", patch(json!({"blob": "x".repeat(100)}))),
+            ("watcher", echo(0)),
+        ],
+        vec![ev("s", 0, "x"), ev("s", 600, "y")],
+        GlobalConfig {
+            context_max_bytes: 64,
+            ..GlobalConfig::default()
+        },
+    )
+    .await;
+    let mut reasons = out.reasons();
+    reasons.sort();
+    assert_eq!(reasons, ["ctx_acl", "ctx_acl", "ctx_size", "ctx_size"]);
+    assert!(
+        out.calls.iter().all(|r| r.context == json!({})),
+        "nothing half-applied"
+    );
+    // The calls themselves succeeded: their actions are kept.
+    assert_eq!(out.summary.actions, 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reads_are_filtered_by_context_read() {
+    let out = run_default(
+        &[
+            ("writer", "triggers: ['*']\n"),
+            (
+                "reader",
+                "triggers: ['*']\ncontext: {read: [score], write: []}\n",
+            ),
+        ],
+        &[
+            (
+                "writer",
+                Arc::new(|call: &Call| {
+                    (0, Ok(output(call, Some(json!({"score": 1, "private": 2})))))
+                }),
+            ),
+            ("reader", echo(0)),
+        ],
+        vec![ev("s", 0, "x"), ev("s", 600, "y")],
+    )
+    .await;
+    assert_eq!(out.calls_of("reader")[1].context, json!({"score": 1}));
+    assert_eq!(
+        out.calls_of("writer")[1].context,
+        json!({"score": 1, "private": 2})
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_call_is_reported_and_counts_as_not_run() {
+    let fails: Behaviour = Arc::new(|_: &Call| {
+        (
+            0,
+            Err(CallFailure {
+                reason: FailureReason::Timeout,
+                message: "crew 'flaky' missed its deadline".into(),
+            }),
+        )
+    });
+    let out = run_default(
+        &[
+            ("flaky", ANY),
+            ("any", "triggers: ['*']\nwait_policy: any\nneeds: [{type: crew, crew: flaky, offset: 0}]\n"),
+            ("ok", ANY),
+        ],
+        &[("flaky", fails), ("any", echo(0)), ("ok", echo(0))],
+        vec![ev("s", 0, "x")],
+    )
+    .await;
+    assert_eq!(out.reasons(), ["timeout", "dependency_timeout"]);
+    assert_eq!(out.errors[0]["crew"], "flaky");
+    assert_eq!(out.errors[0]["slice"], 0);
+    assert_eq!(out.actions, ["ok/0/x@0"]);
+    let (name, flaky) = &out.summary.crews[0];
+    assert_eq!(
+        (name.as_str(), flaky.calls, flaky.failures),
+        ("flaky", 1, 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn late_events_are_reported() {
+    let out = run_default(
+        &[("a", ANY)],
+        &[("a", echo(0))],
+        vec![ev("s", 0, "x"), ev("s", 600, "y"), ev("s", 100, "late")],
+    )
+    .await;
+    assert_eq!(out.reasons(), ["late_event"]);
+    assert_eq!(out.summary.late_events, 1);
+    assert_eq!(out.actions, ["a/0/x@0", "a/1/y@600", "a/1/late@100"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn long_inputs_keep_memory_bounded() {
+    let events: Vec<Event> = (0..2000).map(|i| ev("s", i * 100, "e")).collect();
+    let out = run_default(&[("a", ANY)], &[("a", echo(1))], events).await;
+    assert_eq!(out.summary.actions, 2000);
+    assert_eq!(out.calls.len(), 400);
+}

@@ -1,0 +1,309 @@
+//! Time slices (SPEC §2, batch mode): which slice an event belongs to, and when a slice
+//! closes. Pure logic: no clock, no I/O.
+//!
+//! Per stream, `epoch0` is the first event's `ts` and `slice = floor((ts - epoch0) /
+//! slice_ms)` in integer microseconds (negative before epoch0). Slices below the
+//! *watermark* are closed. Reading an event of slice `s` moves the watermark to
+//! `s - reorder_slices`; end of input closes everything.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::config::LatePolicy;
+use crate::model::{SharedEvent, Timestamp};
+
+/// The watermark after end of input: every slice is closed.
+pub const END: i64 = i64::MAX;
+/// Slice numbers are clamped to this magnitude so offsets can be added without overflow.
+const SLICE_LIMIT: i64 = i64::MAX / 4;
+
+/// `floor((ts - epoch0) / slice_us)`, clamped to a range where offsets cannot overflow.
+pub fn slice_of(ts: Timestamp, epoch0: Timestamp, slice_us: i64) -> i64 {
+    let delta = i128::from(ts.as_micros()) - i128::from(epoch0.as_micros());
+    let slice = delta.div_euclid(i128::from(slice_us));
+    slice.clamp(-i128::from(SLICE_LIMIT), i128::from(SLICE_LIMIT)) as i64
+}
+
+/// Start of slice `n` of a stream.
+pub fn slice_start(epoch0: Timestamp, slice_us: i64, n: i64) -> Timestamp {
+    Timestamp::from_micros(
+        epoch0
+            .as_micros()
+            .saturating_add(n.saturating_mul(slice_us)),
+    )
+}
+
+/// What the slicer tells the scheduler.
+#[derive(Debug)]
+pub enum Sliced {
+    /// Slices `from..upto` of `stream` are now closed; `slices` holds the non-empty ones,
+    /// in increasing order. `from` is the stream's first open slice when it starts.
+    Closed {
+        stream: Arc<str>,
+        epoch0: Timestamp,
+        from: i64,
+        upto: i64,
+        slices: Vec<(i64, Vec<SharedEvent>)>,
+    },
+    /// An event for an already closed slice; `placed` is where it went (`None`: dropped).
+    Late {
+        event: SharedEvent,
+        slice: i64,
+        placed: Option<i64>,
+    },
+}
+
+struct StreamSlices {
+    name: Arc<str>,
+    epoch0: Timestamp,
+    watermark: i64,
+    max_seen: i64,
+    open: BTreeMap<i64, Vec<SharedEvent>>,
+}
+
+pub struct Slicer {
+    slice_us: i64,
+    reorder: i64,
+    late_policy: LatePolicy,
+    streams: HashMap<Arc<str>, StreamSlices>,
+}
+
+impl Slicer {
+    pub fn new(slice_ms: u64, reorder_slices: u64, late_policy: LatePolicy) -> Self {
+        Slicer {
+            slice_us: i64::try_from(slice_ms.saturating_mul(1000)).unwrap_or(i64::MAX),
+            reorder: i64::try_from(reorder_slices)
+                .unwrap_or(SLICE_LIMIT)
+                .min(SLICE_LIMIT),
+            late_policy,
+            streams: HashMap::new(),
+        }
+    }
+
+    pub fn slice_us(&self) -> i64 {
+        self.slice_us
+    }
+
+    /// Files one event; appends whatever it closes (or its lateness) to `out`.
+    pub fn push(&mut self, event: SharedEvent, out: &mut Vec<Sliced>) {
+        let reorder = self.reorder;
+        let stream = match self.streams.get_mut(event.stream_id.as_str()) {
+            Some(stream) => stream,
+            None => {
+                let name: Arc<str> = event.stream_id.as_str().into();
+                self.streams
+                    .entry(name.clone())
+                    .or_insert_with(|| StreamSlices {
+                        name,
+                        epoch0: event.ts,
+                        watermark: -reorder,
+                        max_seen: 0,
+                        open: BTreeMap::new(),
+                    })
+            }
+        };
+        let mut slice = slice_of(event.ts, stream.epoch0, self.slice_us);
+        if slice < stream.watermark {
+            let placed = match self.late_policy {
+                LatePolicy::Next => Some(stream.watermark),
+                LatePolicy::Drop => None,
+            };
+            out.push(Sliced::Late {
+                event: event.clone(),
+                slice,
+                placed,
+            });
+            match placed {
+                Some(open) => slice = open,
+                None => return,
+            }
+        }
+        stream.open.entry(slice).or_default().push(event);
+        stream.max_seen = stream.max_seen.max(slice);
+        let horizon = stream.max_seen - reorder;
+        if horizon > stream.watermark {
+            out.push(stream.close_below(horizon));
+        }
+    }
+
+    /// End of input: closes every slice of every stream, streams in name order.
+    pub fn finish(&mut self, out: &mut Vec<Sliced>) {
+        let mut streams: Vec<&mut StreamSlices> = self.streams.values_mut().collect();
+        streams.sort_by(|a, b| a.name.cmp(&b.name));
+        for stream in streams {
+            if stream.watermark < END {
+                out.push(stream.close_below(END));
+            }
+        }
+    }
+}
+
+impl StreamSlices {
+    fn close_below(&mut self, upto: i64) -> Sliced {
+        let still_open = match upto {
+            END => BTreeMap::new(),
+            _ => self.open.split_off(&upto),
+        };
+        let closed = std::mem::replace(&mut self.open, still_open);
+        let from = std::mem::replace(&mut self.watermark, upto);
+        Sliced::Closed {
+            stream: self.name.clone(),
+            epoch0: self.epoch0,
+            from,
+            upto,
+            slices: closed.into_iter().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Event;
+    use proptest::prelude::*;
+
+    fn event(stream: &str, ms: i64, kind: &str) -> SharedEvent {
+        Arc::new(Event {
+            ts: Timestamp::from_micros(1_700_000_000_000_000 + ms * 1000),
+            kind: kind.into(),
+            stream_id: stream.into(),
+            payload: serde_json::value::RawValue::from_string("null".into()).unwrap(),
+        })
+    }
+
+    /// (stream, slice, kinds) of every closed non-empty slice, plus late notices.
+    fn run(slicer: &mut Slicer, events: &[(&str, i64)]) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, (stream, ms)) in events.iter().enumerate() {
+            slicer.push(event(stream, *ms, &format!("e{i}")), &mut out);
+        }
+        slicer.finish(&mut out);
+        out.iter()
+            .flat_map(|item| match item {
+                Sliced::Closed { stream, slices, .. } => slices
+                    .iter()
+                    .map(|(n, events)| {
+                        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+                        format!("{stream}@{n}:{}", kinds.join(","))
+                    })
+                    .collect::<Vec<_>>(),
+                Sliced::Late {
+                    event,
+                    slice,
+                    placed,
+                } => vec![format!("late {} @{slice} -> {placed:?}", event.kind)],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn slices_floor_towards_negative_infinity() {
+        let epoch0 = Timestamp::from_micros(1_000_000);
+        let at = |us| slice_of(Timestamp::from_micros(us), epoch0, 500_000);
+        assert_eq!(at(1_000_000), 0);
+        assert_eq!(at(1_499_999), 0);
+        assert_eq!(at(1_500_000), 1);
+        assert_eq!(at(999_999), -1);
+        assert_eq!(at(500_000), -1);
+        assert_eq!(at(499_999), -2);
+        assert_eq!(slice_start(epoch0, 500_000, -2), Timestamp::from_micros(0));
+    }
+
+    #[test]
+    fn a_later_slice_closes_earlier_ones_and_streams_are_independent() {
+        let mut slicer = Slicer::new(100, 0, LatePolicy::Next);
+        let got = run(
+            &mut slicer,
+            &[
+                ("a", 0),
+                ("b", 50),
+                ("a", 40),
+                ("a", 120),
+                ("b", 140),
+                ("a", 350),
+            ],
+        );
+        assert_eq!(got, ["a@0:e0,e2", "a@1:e3", "a@3:e5", "b@0:e1,e4"]);
+    }
+
+    #[test]
+    fn late_events_go_to_the_oldest_open_slice_or_are_dropped() {
+        let events = [("s", 0), ("s", 150), ("s", 20), ("s", 160)];
+        let got = run(&mut Slicer::new(100, 0, LatePolicy::Next), &events);
+        assert_eq!(got, ["s@0:e0", "late e2 @0 -> Some(1)", "s@1:e1,e2,e3"]);
+        let got = run(&mut Slicer::new(100, 0, LatePolicy::Drop), &events);
+        assert_eq!(got, ["s@0:e0", "late e2 @0 -> None", "s@1:e1,e3"]);
+    }
+
+    #[test]
+    fn reorder_slices_tolerates_out_of_order_input_including_negative_slices() {
+        let events = [
+            ("s", 0),
+            ("s", -30),
+            ("s", 150),
+            ("s", 20),
+            ("s", 350),
+            ("s", 10),
+        ];
+        let got = run(&mut Slicer::new(100, 1, LatePolicy::Next), &events);
+        assert_eq!(
+            got,
+            [
+                "s@-1:e1",
+                "s@0:e0,e3",
+                "s@1:e2",
+                "late e5 @0 -> Some(2)",
+                "s@2:e5",
+                "s@3:e4"
+            ]
+        );
+    }
+
+    proptest! {
+        /// Every event lands exactly once, in its own slice unless it was late, and each
+        /// stream's slices close in increasing order over contiguous ranges.
+        #[test]
+        fn every_event_lands_once_in_order(
+            raw in prop::collection::vec((0usize..3, -2_000i64..2_000), 1..200),
+            reorder in 0u64..3,
+            slice_ms in 1u64..300,
+        ) {
+            let mut slicer = Slicer::new(slice_ms, reorder, LatePolicy::Next);
+            let mut out = Vec::new();
+            let streams = ["a", "b", "c"];
+            for (i, (stream, ms)) in raw.iter().enumerate() {
+                slicer.push(event(streams[*stream], *ms, &format!("e{i}")), &mut out);
+            }
+            slicer.finish(&mut out);
+            let mut seen = vec![0; raw.len()];
+            let mut late = vec![false; raw.len()];
+            let mut upto: HashMap<Arc<str>, i64> = HashMap::new();
+            for item in &out {
+                match item {
+                    Sliced::Late { event, .. } => late[event.kind[1..].parse::<usize>().unwrap()] = true,
+                    Sliced::Closed { stream, epoch0, from, upto: end, slices } => {
+                        if let Some(previous) = upto.insert(stream.clone(), *end) {
+                            prop_assert_eq!(previous, *from);
+                        }
+                        prop_assert!(from < end);
+                        let mut last = i64::MIN;
+                        for (n, events) in slices {
+                            prop_assert!(*n >= *from && *n < *end && *n > last);
+                            last = *n;
+                            for event in events {
+                                let i: usize = event.kind[1..].parse().unwrap();
+                                seen[i] += 1;
+                                let own = slice_of(event.ts, *epoch0, slice_ms as i64 * 1000);
+                                prop_assert!(own == *n || late[i]);
+                                // Only slices more than `reorder` behind the newest are late.
+                                prop_assert!(!late[i] || own < *n);
+                            }
+                        }
+                    }
+                }
+            }
+            prop_assert!(seen.iter().all(|&count| count == 1));
+            prop_assert!(upto.values().all(|&end| end == END));
+        }
+    }
+}
