@@ -16,7 +16,9 @@ const HOSTILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hosti
 
 fn global() -> GlobalConfig {
     GlobalConfig {
-        heartbeat_ms: 100,
+        // Generous enough that healthy runners never miss a beat while the whole test
+        // suite competes for two cores.
+        heartbeat_ms: 250,
         kill_grace_ms: 300,
         restart_backoff_ms: 10,
         startup_timeout_ms: 5000,

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test: the Rust workspace (unit, integration, hostile-crew and sandbox tests)
+# and the bundled Python runner's pytest suite. Creates the project venv (.venv) on first
+# use, so a fresh clone needs nothing but cargo and python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r runners/python/requirements-dev.txt
+
+# Crews start with the venv's interpreter: a plain CPython whose startup is not slowed by
+# whatever the system Python's site-packages load.
+export LIVE_CREW_PYTHON="$PWD/.venv/bin/python"
+# Runners get a cleared environment anyway; this only keeps the host's own view clean.
+unset PYTHONDONTWRITEBYTECODE
+
+cargo test --workspace
+.venv/bin/python -m pytest runners/python/tests -q
