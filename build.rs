@@ -11,7 +11,9 @@ fn main() {
     let mut files = Vec::new();
     collect_python_files(&package, &mut files);
     files.sort();
-    let mut out = String::from("/// The bundled runner's files: path relative to the package root, and contents.\n");
+    let mut out = String::from(
+        "/// The bundled runner's files: path relative to the package root, and contents.\n",
+    );
     out.push_str("pub const FILES: &[(&str, &[u8])] = &[\n");
     for file in &files {
         let relative = file.strip_prefix(&root).expect("file under root");

@@ -31,7 +31,10 @@ fn main() {
                 .unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let python = std::env::var("LIVE_CREW_PYTHON").unwrap_or_else(|_| "python3".into());
     let line = HostMessage::Call(sample_call(0)).encode();
 
@@ -49,8 +52,14 @@ fn main() {
         micros(percentile(&host, 50.0)) - micros(percentile(&bare, 50.0))
     );
     row("spawn-to-ready, sandboxed stdlib Python runner", &spawn);
-    row("stopped heartbeat: detection past the 3 × heartbeat_ms deadline", &heartbeat);
-    println!("\n(message: {} bytes; {ROUND_TRIPS} round trips, {SPAWNS} spawns, {HEARTBEAT_STOPS} heartbeat stops)", line.len());
+    row(
+        "stopped heartbeat: detection past the 3 × heartbeat_ms deadline",
+        &heartbeat,
+    );
+    println!(
+        "\n(message: {} bytes; {ROUND_TRIPS} round trips, {SPAWNS} spawns, {HEARTBEAT_STOPS} heartbeat stops)",
+        line.len()
+    );
 }
 
 fn sample_call(id: u64) -> Call {
@@ -122,7 +131,10 @@ async fn host_round_trips() -> Vec<Duration> {
     let mut samples = Vec::with_capacity(ROUND_TRIPS);
     for i in 0..WARMUP + ROUND_TRIPS {
         let started = Instant::now();
-        let output = pool.call("echo", sample_call(i as u64)).await.expect("echo answers");
+        let output = pool
+            .call("echo", sample_call(i as u64))
+            .await
+            .expect("echo answers");
         assert_eq!(output.actions.len(), 1);
         if i >= WARMUP {
             samples.push(started.elapsed());
@@ -175,7 +187,10 @@ async fn heartbeat_detection() -> Vec<Duration> {
         .unwrap();
         call.events = vec![Arc::new(stop)];
         let started = Instant::now();
-        let failure = pool.call("silent", call).await.expect_err("heartbeat failure");
+        let failure = pool
+            .call("silent", call)
+            .await
+            .expect_err("heartbeat failure");
         samples.push(started.elapsed().saturating_sub(window));
         assert_eq!(failure.reason.as_str(), "heartbeat");
     }

@@ -11,7 +11,7 @@ pub mod input;
 pub mod model;
 pub mod output;
 pub mod protocol;
+pub mod runners;
 pub mod scheduler;
 pub mod slicer;
 pub mod supervisor;
-pub mod runners;

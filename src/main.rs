@@ -7,11 +7,13 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::mpsc;
 use tracing_subscriber::EnvFilter;
 
 use live_crew::config::{ConfigErrors, Crews, GlobalConfig};
 use live_crew::context::MemoryStore;
-use live_crew::input::{self, Source};
+use live_crew::input::{self, InputItem, Source};
 use live_crew::output::{self, ActionSink, ErrorSink, OutputError};
 use live_crew::scheduler::{self, RunError};
 use live_crew::supervisor::Supervisor;
@@ -164,6 +166,7 @@ async fn run(args: RunArgs) -> anyhow::Result<Status> {
         tracing::warn!("--live is not implemented yet; using batch semantics");
     }
     let input = input::spawn(&Source::from_arg(&args.events), global.max_event_bytes)?;
+    let batches = until_stop_signal(input.batches);
     let actions = match &args.output {
         Some(path) => ActionSink::new(
             Box::new(output::create_private(path, "actions")?),
@@ -187,7 +190,7 @@ async fn run(args: RunArgs) -> anyhow::Result<Status> {
         &global,
         &supervisor,
         &store,
-        input.batches,
+        batches,
         actions,
         errors,
     )
@@ -201,6 +204,73 @@ async fn run(args: RunArgs) -> anyhow::Result<Status> {
         Ok(Status::WithErrors)
     } else {
         Ok(Status::Clean)
+    }
+}
+
+/// Forwards input until SIGTERM or SIGINT. Then the scheduler sees the end of its input,
+/// so it finishes the open slices and flushes every output, and the runners shut down in
+/// protocol order. A second signal exits at once; the parent-death signal that the
+/// sandbox sets on every crew then takes the crews down with the host.
+fn until_stop_signal(mut input: mpsc::Receiver<Vec<InputItem>>) -> mpsc::Receiver<Vec<InputItem>> {
+    let mut stop = match StopSignals::new() {
+        Ok(stop) => stop,
+        Err(err) => {
+            tracing::warn!("cannot catch SIGTERM/SIGINT ({err}); a signal stops the host at once");
+            return input;
+        }
+    };
+    let (forward, batches) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut stop_requests = 0;
+        loop {
+            tokio::select! {
+                batch = input.recv() => match batch {
+                    Some(batch) => tokio::select! {
+                        sent = forward.send(batch) => if sent.is_err() { return },
+                        () = stop.recv() => { stop_requests = 1; break }
+                    },
+                    None => break,
+                },
+                () = stop.recv() => { stop_requests = 1; break }
+            }
+        }
+        drop(forward);
+        // The handlers stay installed until the host exits, so a signal during the drain
+        // is never lost; the second one overall stops the host at once.
+        while stop_requests < 2 {
+            if stop_requests == 1 {
+                tracing::warn!(
+                    "stop requested: finishing open slices; signal again to stop at once"
+                );
+            }
+            stop.recv().await;
+            stop_requests += 1;
+        }
+        tracing::error!("second stop signal: exiting now");
+        std::process::exit(130);
+    });
+    batches
+}
+
+/// SIGTERM and SIGINT, as one stream of stop requests.
+struct StopSignals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl StopSignals {
+    fn new() -> io::Result<Self> {
+        Ok(StopSignals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
     }
 }
 

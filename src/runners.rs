@@ -50,7 +50,11 @@ mod tests {
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("runners/python");
         let runners = BundledRunners::extract().unwrap();
         assert!(!embedded::FILES.is_empty());
-        assert!(embedded::FILES.iter().any(|(p, _)| *p == "live_crew_runner/__main__.py"));
+        assert!(
+            embedded::FILES
+                .iter()
+                .any(|(p, _)| *p == "live_crew_runner/__main__.py")
+        );
         for (relative, contents) in embedded::FILES {
             let extracted = std::fs::read(runners.python_path().join(relative)).unwrap();
             assert_eq!(&extracted, contents);

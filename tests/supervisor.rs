@@ -12,7 +12,10 @@ use live_crew::model::{Event, Timestamp};
 use live_crew::protocol::Call;
 use live_crew::supervisor::Supervisor;
 
-const HOSTILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hostile/hostile_runner.py");
+const HOSTILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/hostile/hostile_runner.py"
+);
 
 fn global() -> GlobalConfig {
     GlobalConfig {
@@ -72,7 +75,10 @@ fn failure_reason(outcome: CallOutcome) -> FailureReason {
         Err(failure) => {
             // Runner-supplied messages are the runner's own words; the host's name the crew.
             let named = failure.message.contains("crew '");
-            assert!(named || failure.reason == FailureReason::RunnerError, "{failure:?}");
+            assert!(
+                named || failure.reason == FailureReason::RunnerError,
+                "{failure:?}"
+            );
             failure.reason
         }
     }
@@ -93,11 +99,24 @@ async fn misbehave(mode: &str, extra: &str, want: FailureReason) {
         hostile_crew(root.path(), "healthy", ""),
     ];
     let pool = Supervisor::start(&crews, &global()).unwrap();
-    assert_eq!(echoed(ask(&pool, "healthy", 1, r#"{"n":1}"#).await), r#"{"n":1}"#);
+    assert_eq!(
+        echoed(ask(&pool, "healthy", 1, r#"{"n":1}"#).await),
+        r#"{"n":1}"#
+    );
     let payload = format!(r#"{{"do":"{mode}"}}"#);
-    assert_eq!(failure_reason(ask(&pool, "hostile", 2, &payload).await), want, "{mode}");
-    assert_eq!(echoed(ask(&pool, "healthy", 3, r#"{"n":3}"#).await), r#"{"n":3}"#);
-    assert_eq!(echoed(ask(&pool, "hostile", 4, r#"{"n":4}"#).await), r#"{"n":4}"#);
+    assert_eq!(
+        failure_reason(ask(&pool, "hostile", 2, &payload).await),
+        want,
+        "{mode}"
+    );
+    assert_eq!(
+        echoed(ask(&pool, "healthy", 3, r#"{"n":3}"#).await),
+        r#"{"n":3}"#
+    );
+    assert_eq!(
+        echoed(ask(&pool, "hostile", 4, r#"{"n":4}"#).await),
+        r#"{"n":4}"#
+    );
     pool.shutdown().await;
 }
 
@@ -138,7 +157,12 @@ async fn answer_with_the_wrong_id() {
 
 #[tokio::test]
 async fn eight_gib_allocation_under_256_mib() {
-    misbehave("allocate", "sandbox: {memory_mb: 256}\n", FailureReason::RunnerError).await;
+    misbehave(
+        "allocate",
+        "sandbox: {memory_mb: 256}\n",
+        FailureReason::RunnerError,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -149,7 +173,11 @@ async fn fifty_megabytes_on_stderr_in_one_call() {
     let started = Instant::now();
     let outcome = ask(&pool, "chatty", 1, r#"{"do":"stderr_flood"}"#).await;
     assert_eq!(echoed(outcome), r#"{"do":"stderr_flood"}"#);
-    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
     pool.shutdown().await;
 }
 
@@ -162,12 +190,24 @@ async fn consecutive_failures_disable_only_that_crew() {
     ];
     let pool = Supervisor::start(&crews, &global()).unwrap();
     // A success in between resets the count.
-    assert_eq!(failure_reason(ask(&pool, "flaky", 1, r#"{"do":"fail"}"#).await), FailureReason::RunnerError);
+    assert_eq!(
+        failure_reason(ask(&pool, "flaky", 1, r#"{"do":"fail"}"#).await),
+        FailureReason::RunnerError
+    );
     assert!(ask(&pool, "flaky", 2, "{}").await.is_ok());
-    assert_eq!(failure_reason(ask(&pool, "flaky", 3, r#"{"do":"fail"}"#).await), FailureReason::RunnerError);
-    assert_eq!(failure_reason(ask(&pool, "flaky", 4, r#"{"do":"crash"}"#).await), FailureReason::Crash);
+    assert_eq!(
+        failure_reason(ask(&pool, "flaky", 3, r#"{"do":"fail"}"#).await),
+        FailureReason::RunnerError
+    );
+    assert_eq!(
+        failure_reason(ask(&pool, "flaky", 4, r#"{"do":"crash"}"#).await),
+        FailureReason::Crash
+    );
     for id in 5..8 {
-        assert_eq!(failure_reason(ask(&pool, "flaky", id, "{}").await), FailureReason::Disabled);
+        assert_eq!(
+            failure_reason(ask(&pool, "flaky", id, "{}").await),
+            FailureReason::Disabled
+        );
     }
     assert!(ask(&pool, "healthy", 9, "{}").await.is_ok());
     pool.shutdown().await;
@@ -178,8 +218,16 @@ async fn a_runner_that_never_starts_is_disabled() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("broken");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("run"), "#!/bin/sh\necho 'cannot start' >&2\nexit 7\n").unwrap();
-    std::fs::set_permissions(dir.join("run"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        dir.join("run"),
+        "#!/bin/sh\necho 'cannot start' >&2\nexit 7\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        dir.join("run"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let file = dir.join("runtime.yaml");
     std::fs::write(&file, "crew: broken\ntriggers: ['*']\nmax_errors: 2\nrunner: {kind: command, command: [\"./run\"]}\n").unwrap();
     let crews = [CrewSpec::load(&file, &global()).unwrap()];
@@ -195,7 +243,10 @@ fn process_gone(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         // A zombie waiting for init to reap it runs nothing any more.
-        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
     }
 }
 
@@ -211,7 +262,10 @@ async fn grandchild_that_ignores_sigterm_and_holds_stdout() {
     // exit itself, kill the whole group, and restart the crew.
     let deadline = Instant::now() + Duration::from_secs(5);
     while !process_gone(pid) {
-        assert!(Instant::now() < deadline, "grandchild {pid} survived its crew");
+        assert!(
+            Instant::now() < deadline,
+            "grandchild {pid} survived its crew"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(ask(&pool, "parent", 2, "{}").await.is_ok());
@@ -244,5 +298,8 @@ async fn fork_bomb_under_a_process_limit_of_32() {
         .lines()
         .filter(|pid| !process_gone(pid.parse().unwrap()))
         .collect();
-    assert!(running.is_empty(), "fork bomb processes survived: {running:?}");
+    assert!(
+        running.is_empty(),
+        "fork bomb processes survived: {running:?}"
+    );
 }

@@ -28,10 +28,9 @@ pub(crate) fn spawn_spec(
                 vec!["-m".into(), "live_crew_runner".into()],
             )
         }
-        RunnerSpec::Command { program, args } => (
-            program.clone(),
-            args.iter().map(OsString::from).collect(),
-        ),
+        RunnerSpec::Command { program, args } => {
+            (program.clone(), args.iter().map(OsString::from).collect())
+        }
     };
     env.extend(spec.env.iter().map(|(k, v)| (k.into(), v.into())));
     for name in &spec.env_passthrough {

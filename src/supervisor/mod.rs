@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use crate::calls::{CallFailure, CallOutcome, CrewPool, FailureReason};
 use crate::config::{CrewSpec, GlobalConfig};
-use crate::protocol::{Call, HostMessage, Hello, PROTOCOL_VERSION};
+use crate::protocol::{Call, Hello, HostMessage, PROTOCOL_VERSION};
 use crate::runners::BundledRunners;
 use process::{RunnerLimits, RunnerProcess};
 use status::CrewMonitor;

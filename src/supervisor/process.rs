@@ -268,7 +268,10 @@ impl Incoming {
     /// The next message that needs an answer. Heartbeats and logs are handled here.
     /// Fails on a missed heartbeat, the `deadline`, a protocol violation or the process
     /// exiting. Cancel-safe.
-    async fn next_message(&mut self, deadline: Option<Instant>) -> Result<RunnerMessage, CallFailure> {
+    async fn next_message(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<RunnerMessage, CallFailure> {
         let crew = self.crew.clone();
         let call_deadline = sleep_until(deadline.unwrap_or_else(far_future));
         tokio::pin!(call_deadline);
@@ -341,7 +344,10 @@ impl Incoming {
         } else {
             FailureReason::Crash
         };
-        failure(reason, format!("crew '{crew}': runner {what}; process {how}"))
+        failure(
+            reason,
+            format!("crew '{crew}': runner {what}; process {how}"),
+        )
     }
 }
 
@@ -407,7 +413,9 @@ async fn relay_stderr(crew: Arc<str>, stderr: ChildStderr, per_second: u32) {
             Ok(Some(line)) => {
                 tracing::info!(crew = %crew, source = "stderr", "{}", String::from_utf8_lossy(line));
             }
-            _ => tracing::info!(crew = %crew, source = "stderr", "<line over {MAX_STDERR_LINE} bytes cut>"),
+            _ => {
+                tracing::info!(crew = %crew, source = "stderr", "<line over {MAX_STDERR_LINE} bytes cut>")
+            }
         }
     }
     if suppressed > 0 {

@@ -1,0 +1,330 @@
+//! The real `live-crew` binary against misbehaving crews and a misbehaving world: the
+//! host is killed, stopped, fed secrets. Crews are the hostile fixture runner, so each
+//! test can choose what the crew does per event (`{"do": MODE}`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const HOSTILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/hostile/hostile_runner.py"
+);
+
+/// A crews folder of hostile-runner crews, each with extra runtime-file lines.
+fn crews(root: &Path, crews: &[(&str, &str)]) -> PathBuf {
+    let dir = root.join("crews");
+    for (name, extra) in crews {
+        let crew = dir.join(name);
+        std::fs::create_dir_all(&crew).unwrap();
+        std::fs::copy(HOSTILE, crew.join("hostile_runner.py")).unwrap();
+        std::fs::write(
+            crew.join("runtime.yaml"),
+            format!(
+                "crew: {name}\ntriggers: ['*']\nrunner: {{kind: command, command: [\"./hostile_runner.py\"]}}\n{extra}"
+            ),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+fn event(ms: u64, payload: &str) -> String {
+    format!(
+        r#"{{"ts":"2025-01-01T00:00:{:02}.{:03}Z","kind":"tick","stream_id":"s","payload":{payload}}}"#,
+        ms / 1000,
+        ms % 1000
+    ) + "\n"
+}
+
+fn live_crew() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_live-crew"));
+    command
+        .env("LIVE_CREW_HEARTBEAT_MS", "250")
+        .env("LIVE_CREW_KILL_GRACE_MS", "300")
+        .env("LIVE_CREW_LOG", "info");
+    command
+}
+
+/// Starts the host reading events from its stdin; returns it with stdin open.
+fn start_on_stdin(crews: &Path, output: &Path, errors: &Path) -> Child {
+    live_crew()
+        .args(["run", "--events", "-", "--crews"])
+        .arg(crews)
+        .arg("--output")
+        .arg(output)
+        .arg("--errors")
+        .arg(errors)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Reads the host's log until `times` lines contain `needle`.
+fn wait_for_log(
+    host: &mut Child,
+    needle: &str,
+    times: usize,
+) -> BufReader<std::process::ChildStderr> {
+    let mut log = BufReader::new(host.stderr.take().unwrap());
+    let mut line = String::new();
+    let mut seen = 0;
+    while seen < times {
+        line.clear();
+        assert!(
+            log.read_line(&mut line).unwrap() > 0,
+            "host log ended before '{needle}'"
+        );
+        seen += usize::from(line.contains(needle));
+    }
+    log
+}
+
+fn drain(log: BufReader<std::process::ChildStderr>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || std::io::read_to_string(log).unwrap_or_default())
+}
+
+/// Processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<i32> {
+    let output = Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| line.parse().unwrap())
+        .collect()
+}
+
+fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+fn wait_all_gone(pids: &[i32]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pids.iter().all(|pid| process_gone(*pid)) {
+        assert!(
+            Instant::now() < deadline,
+            "crew processes survived: {pids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[test]
+fn host_killed_with_sigkill_leaves_no_crew_process() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = crews(root.path(), &[("busy", ""), ("idle", "")]);
+    let (output, errors) = (root.path().join("out"), root.path().join("err"));
+    let mut host = start_on_stdin(&crews, &output, &errors);
+    let log = drain(wait_for_log(&mut host, "runner ready", 2));
+    let stdin = host.stdin.as_mut().unwrap();
+    // Slice 0 hangs the busy crew mid-call; slice 1 closes slice 0.
+    stdin
+        .write_all(event(0, r#"{"do":"hang"}"#).as_bytes())
+        .unwrap();
+    stdin.write_all(event(600, "{}").as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let crew_pids = children_of(host.id());
+    assert_eq!(crew_pids.len(), 2, "both crews run as children of the host");
+    host.kill().unwrap();
+    host.wait().unwrap();
+    log.join().unwrap();
+    wait_all_gone(&crew_pids);
+}
+
+#[test]
+fn sigterm_finishes_open_slices_flushes_outputs_and_stops_every_crew() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = crews(root.path(), &[("echo", ""), ("other", "")]);
+    let (output, errors) = (root.path().join("out"), root.path().join("err"));
+    let mut host = start_on_stdin(&crews, &output, &errors);
+    let log = drain(wait_for_log(&mut host, "runner ready", 2));
+    let stdin = host.stdin.as_mut().unwrap();
+    for (ms, n) in [(0, 1), (100, 2), (700, 3)] {
+        stdin
+            .write_all(event(ms, &format!(r#"{{"n":{n}}}"#)).as_bytes())
+            .unwrap();
+    }
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let crew_pids = children_of(host.id());
+    assert_eq!(crew_pids.len(), 2);
+    // stdin stays open: the host must stop on the signal, not on the end of input.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(host.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = host.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "host did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let log = log.join().unwrap();
+    assert!(status.success(), "exit {status}; log:\n{log}");
+    // Slice 1 was still open when the signal came; it ran before the host exited.
+    let actions = lines(&output);
+    let seen: Vec<(String, i64)> = actions
+        .iter()
+        .map(|a| {
+            (
+                a["crew"].as_str().unwrap().to_owned(),
+                a["slice"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, i64)> = [
+        ("echo", 0),
+        ("echo", 0),
+        ("other", 0),
+        ("other", 0),
+        ("echo", 1),
+        ("other", 1),
+    ]
+    .iter()
+    .map(|(c, s)| (c.to_string(), *s))
+    .collect();
+    assert_eq!(seen, want, "log:\n{log}");
+    assert!(lines(&errors).is_empty());
+    wait_all_gone(&crew_pids);
+}
+
+#[test]
+fn host_secrets_never_reach_a_crew() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = crews(
+        root.path(),
+        &[(
+            "nosy",
+            "env: {GREETING: hi}\nenv_passthrough: [SHARED_TOKEN]\n",
+        )],
+    );
+    let events = root.path().join("events.jsonl");
+    std::fs::write(&events, event(0, r#"{"do":"environment"}"#)).unwrap();
+    let output = live_crew()
+        .env("LIVE_CREW_TEST_SECRET", "hunter2")
+        .env("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI")
+        .env("SHARED_TOKEN", "passed-on-purpose")
+        .args(["run", "--crews"])
+        .arg(&crews)
+        .arg("--events")
+        .arg(&events)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let action: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let env = action["payload"].as_object().unwrap();
+    let text = serde_json::to_string(env).unwrap();
+    assert!(
+        !text.contains("hunter2") && !text.contains("wJalrXUtnFEMI"),
+        "{text}"
+    );
+    assert!(!env.contains_key("LIVE_CREW_HEARTBEAT_MS"), "{text}");
+    assert_eq!(env["GREETING"], "hi");
+    assert_eq!(env["SHARED_TOKEN"], "passed-on-purpose");
+    assert_eq!(env["HOME"], env["TMPDIR"]);
+    assert!(
+        env["LIVE_CREW_CREW_DIR"]
+            .as_str()
+            .unwrap()
+            .ends_with("crews/nosy")
+    );
+}
+
+#[test]
+fn a_crashing_crew_is_reported_while_the_others_finish_the_run() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = crews(
+        root.path(),
+        &[
+            ("fragile", "max_errors: 2\n"),
+            ("steady", "env: {IGNORE_DO: \"1\"}\n"),
+        ],
+    );
+    let events = root.path().join("events.jsonl");
+    let text: String = (0..6)
+        .map(|i| {
+            event(
+                i * 500,
+                if i % 2 == 0 {
+                    r#"{"do":"crash"}"#
+                } else {
+                    r#"{"do":"echo"}"#
+                },
+            )
+        })
+        .collect();
+    std::fs::write(&events, text).unwrap();
+    let errors = root.path().join("errors.jsonl");
+    let output = live_crew()
+        .args(["run", "--crews"])
+        .arg(&crews)
+        .arg("--events")
+        .arg(&events)
+        .arg("--errors")
+        .arg(&errors)
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let actions: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    // The steady crew answered every slice; the fragile one crashed on even slices and
+    // was restarted in time for each odd one (a success resets its failure count).
+    let slices_of = |crew: &str| -> Vec<i64> {
+        actions
+            .iter()
+            .filter(|a| a["crew"] == crew)
+            .map(|a| a["slice"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(slices_of("steady"), [0, 1, 2, 3, 4, 5]);
+    assert_eq!(slices_of("fragile"), [1, 3, 5]);
+    let reasons: Vec<(i64, String)> = lines(&errors)
+        .iter()
+        .map(|e| {
+            assert_eq!(e["crew"], "fragile");
+            assert_eq!(e["stream_id"], "s");
+            assert!(e["message"].as_str().unwrap().contains("fragile"), "{e}");
+            (
+                e["slice"].as_i64().unwrap(),
+                e["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let crash = |slice| (slice, "crash".to_owned());
+    assert_eq!(reasons, [crash(0), crash(2), crash(4)]);
+}
