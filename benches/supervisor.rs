@@ -20,6 +20,7 @@ use live_crew::supervisor::{CrewState, Supervisor};
 
 const ROUND_TRIPS: usize = 5000;
 const WARMUP: usize = 500;
+const BLOCK: usize = 250;
 const SPAWNS: usize = 30;
 const HEARTBEAT_STOPS: usize = 10;
 
@@ -31,25 +32,29 @@ fn main() {
                 .unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
     let python = std::env::var("LIVE_CREW_PYTHON").unwrap_or_else(|_| "python3".into());
     let line = HostMessage::Call(sample_call(0)).encode();
 
-    let bare = bare_echo(&python, &line);
-    let host = runtime.block_on(host_round_trips());
+    let (bare, minimal, host) = runtime.block_on(round_trips(&python, &line));
     let spawn = runtime.block_on(spawn_to_ready());
     let heartbeat = runtime.block_on(heartbeat_detection());
 
     println!("| measurement | p50 | p99 |");
     println!("|---|---|---|");
     row("bare Python echo round trip", &bare);
+    row("host → minimal protocol runner round trip", &minimal);
     row("host → bundled Python runner round trip", &host);
+    let over_bare = |samples: &[Duration]| {
+        micros(percentile(samples, 50.0)) - micros(percentile(&bare, 50.0))
+    };
     println!(
-        "| host overhead per call (p50 difference) | {:.1} µs | |",
-        micros(percentile(&host, 50.0)) - micros(percentile(&bare, 50.0))
+        "| host share per call: minimal runner − bare echo (p50) | {:.1} µs | |",
+        over_bare(&minimal)
+    );
+    println!(
+        "| whole overhead per call: bundled runner − bare echo (p50) | {:.1} µs | |",
+        over_bare(&host)
     );
     row("spawn-to-ready, sandboxed stdlib Python runner", &spawn);
     row(
@@ -81,30 +86,77 @@ fn sample_call(id: u64) -> Call {
 }
 
 /// A stdlib Python child that echoes each line back, driven over blocking pipes.
-fn bare_echo(python: &str, line: &[u8]) -> Vec<Duration> {
-    let script = "import sys\nr, w = sys.stdin.buffer, sys.stdout.buffer\nfor line in r:\n    w.write(line)\n    w.flush()\n";
-    let mut child = Command::new(python)
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut answer = Vec::new();
-    let mut samples = Vec::with_capacity(ROUND_TRIPS);
-    for i in 0..WARMUP + ROUND_TRIPS {
-        let started = Instant::now();
-        stdin.write_all(line).unwrap();
-        answer.clear();
-        stdout.read_until(b'\n', &mut answer).unwrap();
-        if i >= WARMUP {
-            samples.push(started.elapsed());
+struct BareEcho {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+    answer: Vec<u8>,
+}
+
+impl BareEcho {
+    fn start(python: &str) -> Self {
+        let script = "import sys\nr, w = sys.stdin.buffer, sys.stdout.buffer\nfor line in r:\n    w.write(line)\n    w.flush()\n";
+        let mut child = Command::new(python)
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        BareEcho {
+            stdin: child.stdin.take().unwrap(),
+            stdout: BufReader::new(child.stdout.take().unwrap()),
+            child,
+            answer: Vec::new(),
         }
     }
-    drop(stdin);
-    child.wait().unwrap();
-    samples
+
+    fn round_trip(&mut self, line: &[u8]) -> Duration {
+        let started = Instant::now();
+        self.stdin.write_all(line).unwrap();
+        self.answer.clear();
+        self.stdout.read_until(b'\n', &mut self.answer).unwrap();
+        started.elapsed()
+    }
+}
+
+/// Round trips of the bare echo, the host with the minimal runner, and the host with the
+/// bundled runner, measured in alternating blocks so that this VM's drift in timing
+/// affects all three alike.
+async fn round_trips(python: &str, line: &[u8]) -> (Vec<Duration>, Vec<Duration>, Vec<Duration>) {
+    let mut bare = BareEcho::start(python);
+    let crews = [
+        crew(&fixture("benches/fixtures/crews/echo/runtime.yaml")),
+        crew(&fixture("benches/fixtures/crews/minimal/runtime.yaml")),
+    ];
+    let pool = Supervisor::start(&crews, &global()).unwrap();
+    pool.wait_for_state("echo", CrewState::Ready).await;
+    pool.wait_for_state("minimal", CrewState::Ready).await;
+    let (mut bare_samples, mut minimal_samples, mut host_samples) =
+        (Vec::new(), Vec::new(), Vec::new());
+    let mut id = 0;
+    for block in 0..(WARMUP + ROUND_TRIPS) / BLOCK {
+        let keep = block * BLOCK >= WARMUP;
+        for _ in 0..BLOCK {
+            let sample = bare.round_trip(line);
+            if keep {
+                bare_samples.push(sample);
+            }
+        }
+        for (crew, samples) in [("minimal", &mut minimal_samples), ("echo", &mut host_samples)] {
+            for _ in 0..BLOCK {
+                id += 1;
+                let started = Instant::now();
+                pool.call(crew, sample_call(id)).await.expect("the crew answers");
+                if keep {
+                    samples.push(started.elapsed());
+                }
+            }
+        }
+    }
+    drop(bare.stdin);
+    bare.child.wait().unwrap();
+    pool.shutdown().await;
+    (bare_samples, minimal_samples, host_samples)
 }
 
 fn global() -> GlobalConfig {
@@ -123,25 +175,6 @@ fn crew(file: &Path) -> CrewSpec {
 
 fn fixture(relative: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
-async fn host_round_trips() -> Vec<Duration> {
-    let crews = [crew(&fixture("benches/fixtures/crews/echo/runtime.yaml"))];
-    let pool = Supervisor::start(&crews, &global()).unwrap();
-    let mut samples = Vec::with_capacity(ROUND_TRIPS);
-    for i in 0..WARMUP + ROUND_TRIPS {
-        let started = Instant::now();
-        let output = pool
-            .call("echo", sample_call(i as u64))
-            .await
-            .expect("echo answers");
-        assert_eq!(output.actions.len(), 1);
-        if i >= WARMUP {
-            samples.push(started.elapsed());
-        }
-    }
-    pool.shutdown().await;
-    samples
 }
 
 async fn spawn_to_ready() -> Vec<Duration> {

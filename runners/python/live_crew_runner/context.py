@@ -8,9 +8,11 @@ same as a deleted key.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
-JsonObject = dict[str, Any]
+    JsonObject = dict[str, Any]
 
 _MISSING = object()
 

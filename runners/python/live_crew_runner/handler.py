@@ -7,32 +7,34 @@ wrong becomes a ``CrewError``, which the runner sends as an ``error`` reply and 
 
 from __future__ import annotations
 
-import re
-from typing import Any, Protocol
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
-from live_crew_runner.protocol import Call
+    from live_crew_runner.protocol import Call
 
-Action = dict[str, Any]
-Patch = dict[str, Any]
-Outcome = tuple[list[Action], Patch]
+    Action = dict[str, Any]
+    Patch = dict[str, Any]
+    Outcome = tuple[list[Action], Patch]
+
+    class Handler(Protocol):
+        def __call__(self, call: Call) -> Outcome: ...
+
 
 MAX_TTL_MS = 300_000
 #: Error messages are for humans and must fit comfortably in one protocol line.
 MAX_MESSAGE_CHARS = 2000
 
-_KIND = re.compile(r"[A-Za-z0-9_]{1,50}")
+_MAX_KIND_CHARS = 50
 _ACTION_FIELDS = frozenset({"kind", "payload", "ttl_ms"})
 # The directory part of an absolute path, e.g. "/srv/app/" in "'/srv/app/x.json'"; the
-# look-behind skips URLs ("http://h/a/") and relative paths ("a/b/").
-_ABSOLUTE_DIRS = re.compile(r"(?<![\w.:/~-])/(?:[^\s/'\"()<>:,;]+/)+")
+# look-behind skips URLs ("http://h/a/") and relative paths ("a/b/"). Compiled by ``re``
+# on first use: only error messages need it, and importing ``re`` costs startup time.
+_ABSOLUTE_DIRS = r"(?<![\w.:/~-])/(?:[^\s/'\"()<>:,;]+/)+"
 
 
 class CrewError(Exception):
     """The crew's code or configuration failed; the message goes to the host as is."""
-
-
-class Handler(Protocol):
-    def __call__(self, call: Call) -> Outcome: ...
 
 
 def failing(message: str) -> Handler:
@@ -77,14 +79,16 @@ def _action_problem(action: Any) -> str | None:
     kind = action.get("kind")
     if type(kind) is not str:
         return "'kind' must be a string"
-    if not _KIND.fullmatch(kind):
+    # ^[A-Za-z0-9_]{1,50}$ without ``re``: for ASCII text, isalnum() is exactly [A-Za-z0-9].
+    if not (len(kind) <= _MAX_KIND_CHARS and kind.isascii() and kind.replace("_", "a").isalnum()):
         return f"kind {kind!r} must be 1 to 50 of A-Z, a-z, 0-9 and _"
     if kind.startswith("__"):
         return f"kind {kind!r} is reserved: kinds starting with '__' belong to the system"
     ttl = action.get("ttl_ms")  # None (or absent) means the host's default
     if ttl is not None and (type(ttl) is not int or not 1 <= ttl <= MAX_TTL_MS):
         return f"'ttl_ms' must be an integer from 1 to {MAX_TTL_MS}, got {ttl!r}"
-    if not action.keys() <= _ACTION_FIELDS:
+    # "kind" is there; any key beyond "payload" and "ttl_ms" is unknown.
+    if len(action) > 1 + ("payload" in action) + ("ttl_ms" in action):
         unknown = ", ".join(sorted(repr(key) for key in action.keys() - _ACTION_FIELDS))
         return f"unknown field {unknown}; an action has 'kind', 'payload' and optional 'ttl_ms'"
     return None
@@ -102,9 +106,11 @@ def public_message(message: str, crew_dir: str) -> str:
     Paths inside the crew folder become relative to it; any other absolute path is cut to
     its file name.
     """
+    import re
+
     if crew_dir.strip("/"):
         message = message.replace(crew_dir.rstrip("/") + "/", "")
-    message = _ABSOLUTE_DIRS.sub("", message)
+    message = re.sub(_ABSOLUTE_DIRS, "", message)
     if len(message) > MAX_MESSAGE_CHARS:
         message = message[:MAX_MESSAGE_CHARS] + "... (truncated)"
     return message

@@ -3,28 +3,47 @@
 One JSON object per line in each direction. The host writes to our stdin and reads our
 stdout; anything else the process writes must go to stderr, which the host relays into its
 log. ``Channel.take_stdio`` makes that hold even for crew code and C libraries.
+
+Startup time counts (the host waits for ``ready``, and restarts cost the same again), so
+this module imports only what is built into the interpreter: JSON goes straight through the
+C accelerator ``_json`` that the ``json`` package wraps (``json`` itself pulls in ``re``),
+and the heartbeat is a bare ``_thread`` thread. Type-only names live under
+``TYPE_CHECKING`` so ``typing`` is never imported at run time.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, BinaryIO, TypedDict, cast
+from _thread import allocate_lock, start_new_thread
 
 from live_crew_runner import RUNNER_ID
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any, BinaryIO, NoReturn, TypedDict
+
+    Message = dict[str, Any]
+
+    class Call(TypedDict):
+        """A ``call`` message as the host sends it."""
+
+        type: str
+        id: int
+        stream_id: str
+        slice: int
+        slice_start: str
+        slice_end: str
+        events: list[Message]
+        context: Message
+        deps: dict[str, list[Message]]
+        deadline_ms: int
+
+
 PROTOCOL_VERSION = 1
 
-Message = dict[str, Any]
-
-# Encoding a reply runs once per call: build the encoder once (json.dumps with non-default
-# options builds a new one each time). allow_nan=False because NaN is not JSON.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _HEARTBEAT = b'{"type":"heartbeat"}\n'
 _READ_BUFFER = 1 << 16  # one Linux pipe's worth
 
@@ -33,39 +52,101 @@ class HostError(Exception):
     """The host sent something this runner cannot understand; the runner exits."""
 
 
-class Call(TypedDict):
-    """A ``call`` message as the host sends it."""
-
-    type: str
-    id: int
-    stream_id: str
-    slice: int
-    slice_start: str
-    slice_end: str
-    events: list[Message]
-    context: Message
-    deps: dict[str, list[Message]]
-    deadline_ms: int
-
-
-@dataclass(frozen=True)
 class Hello:
     """The checked ``hello`` message."""
 
-    crew: str
-    crew_dir: str
-    config: Message
-    heartbeat_ms: int
+    __slots__ = ("config", "crew", "crew_dir", "heartbeat_ms")
+
+    def __init__(self, crew: str, crew_dir: str, config: Message, heartbeat_ms: int) -> None:
+        self.crew = crew
+        self.crew_dir = crew_dir
+        self.config = config
+        self.heartbeat_ms = heartbeat_ms
+
+    def __repr__(self) -> str:
+        return f"Hello(crew={self.crew!r}, crew_dir={self.crew_dir!r})"
 
 
-def encode(message: Message) -> bytes:
-    """One protocol line. Raises TypeError or ValueError when ``message`` is not JSON."""
-    return (_ENCODER.encode(message) + "\n").encode()
+# JSON, the way json.loads and json.JSONEncoder do it, minus their Python layers. The C
+# scanner and encoder below are exactly what those use for compact output; ``_json`` is in
+# every CPython. Elsewhere (no ``_json``) the ``json`` package does the same, more slowly.
+try:
+    from _json import encode_basestring, make_encoder, make_scanner
+except ImportError:  # pragma: no cover - not CPython
+    make_scanner = None
+
+
+class _DecoderSettings:
+    """The settings ``json.JSONDecoder()`` hands its C scanner: strict, plain dicts."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = {
+        "-Infinity": float("-inf"),
+        "Infinity": float("inf"),
+        "NaN": float("nan"),
+    }.__getitem__
+
+
+def _not_json(value: object) -> NoReturn:
+    """What ``json.JSONEncoder.default`` does with a value JSON cannot carry."""
+    raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
+
+
+if make_scanner is not None:
+    _scan = make_scanner(_DecoderSettings())
+    # The encoder ``json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
+    # allow_nan=False).encode`` builds on every call; built once here. allow_nan=False
+    # because NaN is not JSON. ``_markers`` finds cycles; an error can leave it dirty.
+    _markers: dict[int, object] = {}
+    _encode = make_encoder(_markers, _not_json, encode_basestring, None, ":", ",", False, False, False)
+
+    def encode(message: Message) -> bytes:
+        """One protocol line. Raises TypeError or ValueError when ``message`` is not JSON."""
+        try:
+            return ("".join(_encode(message, 0)) + "\n").encode()
+        except BaseException:
+            _markers.clear()
+            raise
+
+    def _loads(line: bytes) -> Any:
+        # The common case, a compact UTF-8 line: one C call. Anything else (an error,
+        # whitespace around the object, a byte order mark) takes json.loads, which gives
+        # the same value or the proper error message.
+        try:
+            text = line.decode("utf-8", "surrogatepass")
+            value, end = _scan(text, 0)
+        except Exception:
+            return _json_loads(line)
+        if end != len(text) and text[end:] != "\n":
+            return _json_loads(line)
+        return value
+
+else:  # pragma: no cover - not CPython
+
+    def encode(message: Message) -> bytes:
+        """One protocol line. Raises TypeError or ValueError when ``message`` is not JSON."""
+        import json
+
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return (text + "\n").encode()
+
+    def _loads(line: bytes) -> Any:
+        return _json_loads(line)
+
+
+def _json_loads(line: bytes) -> Any:
+    import json  # only for lines off the fast path, and for the error message
+
+    return json.loads(line)
 
 
 def decode(line: bytes) -> Message:
     try:
-        message = json.loads(line)
+        message = _loads(line)
     except ValueError as exc:  # also covers invalid UTF-8
         raise HostError(
             f"the host sent a line that is not JSON ({exc}): {_excerpt(line)}"
@@ -90,7 +171,7 @@ def parse_hello(message: Message) -> Hello:
         raise HostError("'hello' needs string 'crew' and 'crew_dir' and an object 'config'")
     if type(heartbeat_ms) is not int or heartbeat_ms <= 0:
         raise HostError(f"'hello' needs a positive integer 'heartbeat_ms', got {heartbeat_ms!r}")
-    return Hello(crew=crew, crew_dir=crew_dir, config=config, heartbeat_ms=heartbeat_ms)
+    return Hello(crew, crew_dir, config, heartbeat_ms)
 
 
 def check_call(message: Message) -> Call:
@@ -104,7 +185,7 @@ def check_call(message: Message) -> Call:
         raise HostError(
             "a 'call' needs an integer 'id', a list 'events' and objects 'context' and 'deps'"
         )
-    return cast(Call, message)
+    return message  # type: ignore[return-value]
 
 
 def _excerpt(line: bytes) -> str:
@@ -118,7 +199,7 @@ class Channel:
     def __init__(self, reader: BinaryIO, out_fd: int) -> None:
         self._reader = reader
         self._out_fd = out_fd
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
 
     @classmethod
     def take_stdio(cls) -> Channel:
@@ -157,10 +238,12 @@ class Channel:
                     written += os.write(self._out_fd, view[written:])
 
     def start_heartbeat(self, interval_ms: int) -> None:
-        """Sends a heartbeat every ``interval_ms`` from a daemon thread, also during calls."""
-        threading.Thread(
-            target=self._beat, args=(interval_ms / 1000,), name="live-crew-heartbeat", daemon=True
-        ).start()
+        """Sends a heartbeat every ``interval_ms`` from a background thread, also during calls.
+
+        A bare ``_thread`` thread (``threading`` costs an import): the runner always ends
+        with ``os._exit``, so nothing ever waits for it.
+        """
+        start_new_thread(self._beat, (interval_ms / 1000,))
 
     def _beat(self, interval_s: float) -> None:
         while True:

@@ -5,20 +5,25 @@ from __future__ import annotations
 import faulthandler
 import os
 import sys
-from typing import NoReturn
 
 from live_crew_runner import RUNNER_ID
-from live_crew_runner.handler import CrewError, Handler, public_message
+from live_crew_runner.handler import CrewError, public_message
 from live_crew_runner.kinds import load_handler
 from live_crew_runner.protocol import (
     PROTOCOL_VERSION,
     Channel,
     HostError,
-    Message,
     check_call,
     encode,
     parse_hello,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+    from live_crew_runner.handler import Handler
+    from live_crew_runner.protocol import Message
 
 #: Exit status when the host sent something this runner cannot understand.
 EXIT_HOST_ERROR = 2

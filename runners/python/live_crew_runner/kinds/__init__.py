@@ -7,11 +7,14 @@ imported by its own adapter and nowhere else. Each module provides
 
 from __future__ import annotations
 
-import importlib
 import sys
 
-from live_crew_runner.handler import CrewError, Handler, failing
-from live_crew_runner.protocol import Hello
+from live_crew_runner.handler import CrewError, failing
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from live_crew_runner.handler import Handler
+    from live_crew_runner.protocol import Hello
 
 _KINDS: dict[str, str] = {
     "python": "live_crew_runner.kinds.python",
@@ -26,7 +29,8 @@ def load_handler(hello: Hello) -> Handler:
     try:
         if module_name is None:
             raise CrewError(_unknown_kind(kind))
-        return importlib.import_module(module_name).load(hello)  # type: ignore[no-any-return]
+        __import__(module_name)  # importlib.import_module without importing importlib
+        return sys.modules[module_name].load(hello)  # type: ignore[no-any-return]
     except CrewError as exc:
         print(f"live-crew-runner: crew '{hello.crew}': {exc}", file=sys.stderr)
         return failing(str(exc))
