@@ -45,9 +45,8 @@ fn main() {
     row("bare Python echo round trip", &bare);
     row("host → minimal protocol runner round trip", &minimal);
     row("host → bundled Python runner round trip", &host);
-    let over_bare = |samples: &[Duration]| {
-        micros(percentile(samples, 50.0)) - micros(percentile(&bare, 50.0))
-    };
+    let over_bare =
+        |samples: &[Duration]| micros(percentile(samples, 50.0)) - micros(percentile(&bare, 50.0));
     println!(
         "| host share per call: minimal runner − bare echo (p50) | {:.1} µs | |",
         over_bare(&minimal)
@@ -142,11 +141,16 @@ async fn round_trips(python: &str, line: &[u8]) -> (Vec<Duration>, Vec<Duration>
                 bare_samples.push(sample);
             }
         }
-        for (crew, samples) in [("minimal", &mut minimal_samples), ("echo", &mut host_samples)] {
+        for (crew, samples) in [
+            ("minimal", &mut minimal_samples),
+            ("echo", &mut host_samples),
+        ] {
             for _ in 0..BLOCK {
                 id += 1;
                 let started = Instant::now();
-                pool.call(crew, sample_call(id)).await.expect("the crew answers");
+                pool.call(crew, sample_call(id))
+                    .await
+                    .expect("the crew answers");
                 if keep {
                     samples.push(started.elapsed());
                 }

@@ -414,7 +414,30 @@ fn validate_reports_every_problem_with_file_and_field() {
     );
 }
 
-/// Needs the real supervisor and the Python runner.
+/// The examples' READMEs show what a run prints; this keeps them true.
+#[test]
+fn example_readmes_show_the_real_output() {
+    for name in ["hello_world", "match_day"] {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(name);
+        let readme = std::fs::read_to_string(example.join("README.md")).unwrap();
+        let documented = readme
+            .split("```jsonl\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .unwrap_or_else(|| panic!("{name}/README.md has no ```jsonl block"));
+        let (crews, events) = (example.join("crews"), example.join("events.jsonl"));
+        let out = live_crew(
+            &["run", "--crews", s(&crews), "--events", s(&events)],
+            &[],
+            None,
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert_eq!(out.stdout, documented, "{name}/README.md is out of date");
+    }
+}
+
 #[test]
 fn hello_world_runs_are_byte_identical() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello_world");

@@ -196,6 +196,13 @@ mod tests {
     }
 
     #[test]
+    fn the_config_template_shows_the_defaults() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/live-config.yaml");
+        let template = GlobalConfig::load(Some(&file), |_| None).unwrap();
+        assert_eq!(template, GlobalConfig::default());
+    }
+
+    #[test]
     fn environment_overrides_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("live-config.yaml");

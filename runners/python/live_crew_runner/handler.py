@@ -27,6 +27,9 @@ MAX_MESSAGE_CHARS = 2000
 
 _MAX_KIND_CHARS = 50
 _ACTION_FIELDS = frozenset({"kind", "payload", "ttl_ms"})
+# Kinds already found valid: a crew uses a handful, so checking one is a set lookup.
+_valid_kinds: set[str] = set()
+_MAX_VALID_KINDS = 1024
 # The directory part of an absolute path, e.g. "/srv/app/" in "'/srv/app/x.json'"; the
 # look-behind skips URLs ("http://h/a/") and relative paths ("a/b/"). Compiled by ``re``
 # on first use: only error messages need it, and importing ``re`` costs startup time.
@@ -63,6 +66,11 @@ def check_actions(actions: object, source: str) -> list[Action]:
         )
     checked = actions
     for index, action in enumerate(actions):
+        # The common case in few steps: {"kind": <a kind seen valid before>, "payload": ...}.
+        if type(action) is dict and len(action) == 2 and "payload" in action:
+            kind = action.get("kind")
+            if type(kind) is str and kind in _valid_kinds:
+                continue
         problem = _action_problem(action)
         if problem is not None:
             raise CrewError(f"{source} returned an invalid action at index {index}: {problem}")
@@ -79,11 +87,14 @@ def _action_problem(action: Any) -> str | None:
     kind = action.get("kind")
     if type(kind) is not str:
         return "'kind' must be a string"
-    # ^[A-Za-z0-9_]{1,50}$ without ``re``: for ASCII text, isalnum() is exactly [A-Za-z0-9].
-    if not (len(kind) <= _MAX_KIND_CHARS and kind.isascii() and kind.replace("_", "a").isalnum()):
-        return f"kind {kind!r} must be 1 to 50 of A-Z, a-z, 0-9 and _"
-    if kind.startswith("__"):
-        return f"kind {kind!r} is reserved: kinds starting with '__' belong to the system"
+    if kind not in _valid_kinds:
+        # ^[A-Za-z0-9_]{1,50}$ without ``re``: for ASCII text, isalnum() is [A-Za-z0-9].
+        if not (len(kind) <= _MAX_KIND_CHARS and kind.isascii() and kind.replace("_", "a").isalnum()):
+            return f"kind {kind!r} must be 1 to 50 of A-Z, a-z, 0-9 and _"
+        if kind.startswith("__"):
+            return f"kind {kind!r} is reserved: kinds starting with '__' belong to the system"
+        if len(_valid_kinds) < _MAX_VALID_KINDS:
+            _valid_kinds.add(kind)
     ttl = action.get("ttl_ms")  # None (or absent) means the host's default
     if ttl is not None and (type(ttl) is not int or not 1 <= ttl <= MAX_TTL_MS):
         return f"'ttl_ms' must be an integer from 1 to {MAX_TTL_MS}, got {ttl!r}"

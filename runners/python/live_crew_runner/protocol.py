@@ -104,10 +104,10 @@ if make_scanner is not None:
     _markers: dict[int, object] = {}
     _encode = make_encoder(_markers, _not_json, encode_basestring, None, ":", ",", False, False, False)
 
-    def encode(message: Message) -> bytes:
-        """One protocol line. Raises TypeError or ValueError when ``message`` is not JSON."""
+    def dumps(value: Any) -> str:
+        """Compact JSON text. Raises TypeError or ValueError when ``value`` is not JSON."""
         try:
-            return ("".join(_encode(message, 0)) + "\n").encode()
+            return "".join(_encode(value, 0))
         except BaseException:
             _markers.clear()
             raise
@@ -127,15 +127,32 @@ if make_scanner is not None:
 
 else:  # pragma: no cover - not CPython
 
-    def encode(message: Message) -> bytes:
-        """One protocol line. Raises TypeError or ValueError when ``message`` is not JSON."""
+    def dumps(value: Any) -> str:
+        """Compact JSON text. Raises TypeError or ValueError when ``value`` is not JSON."""
         import json
 
-        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        return (text + "\n").encode()
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
     def _loads(line: bytes) -> Any:
         return _json_loads(line)
+
+
+def encode(message: Message) -> bytes:
+    """One protocol line. Raises TypeError or ValueError when ``message`` is not JSON."""
+    return (dumps(message) + "\n").encode()
+
+
+def encode_result(call_id: int, actions: list[Message], patch: Message | None) -> bytes:
+    """``encode({"type": "result", "id": call_id, "actions": actions, "context_patch":
+    patch})``, byte for byte, the patch left out when empty; the envelope is formatted
+    directly, which costs less than encoding it (``call_id`` is an int, checked).
+    """
+    if patch:
+        return (
+            f'{{"type":"result","id":{call_id},"actions":{dumps(actions)},'
+            f'"context_patch":{dumps(patch)}}}\n'
+        ).encode()
+    return f'{{"type":"result","id":{call_id},"actions":{dumps(actions)}}}\n'.encode()
 
 
 def _json_loads(line: bytes) -> Any:

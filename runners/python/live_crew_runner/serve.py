@@ -15,6 +15,7 @@ from live_crew_runner.protocol import (
     HostError,
     check_call,
     encode,
+    encode_result,
     parse_hello,
 )
 
@@ -73,11 +74,8 @@ def answer(handler: Handler, message: Message, crew: str, crew_dir: str) -> byte
         actions, patch = handler(call)
     except CrewError as exc:
         return _error(call["id"], str(exc), crew, crew_dir)
-    reply: Message = {"type": "result", "id": call["id"], "actions": actions}
-    if patch:
-        reply["context_patch"] = patch
     try:
-        return encode(reply)
+        return encode_result(call["id"], actions, patch)
     except (TypeError, ValueError, RecursionError) as exc:
         # Values JSON cannot carry: a set, an object, NaN, a cycle, a lone surrogate...
         return _error(call["id"], f"the result cannot be sent as JSON: {exc}", crew, crew_dir)
