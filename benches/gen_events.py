@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the benchmark workload as JSON Lines on stdout.
 
-Default: 100,000 events, 10 ms apart, round-robin over 4 streams. Run it with
+Default: 100,000 events round-robin over 4 streams, each stream's events 10 ms apart. Run it with
 `benches/crews` (three python crews on "*", one action per event):
 
     python3 benches/gen_events.py > /tmp/bench.jsonl
@@ -23,7 +23,8 @@ def main() -> None:
     start = datetime.datetime(2025, 6, 1, 18, 0, tzinfo=datetime.timezone.utc)
     out = sys.stdout
     for i in range(args.events):
-        ts = start + datetime.timedelta(milliseconds=i * args.gap_ms)
+        # Each stream is a feed with one event every gap_ms; the feeds interleave.
+        ts = start + datetime.timedelta(milliseconds=(i // args.streams) * args.gap_ms)
         event = {
             "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
             "kind": "tick",
