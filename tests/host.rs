@@ -328,3 +328,109 @@ fn a_crashing_crew_is_reported_while_the_others_finish_the_run() {
     let crash = |slice| (slice, "crash".to_owned());
     assert_eq!(reasons, [crash(0), crash(2), crash(4)]);
 }
+
+/// Every kind of misbehaving crew at once, through the real binary: each fails its
+/// slice-0 call with the right reason, is restarted, and answers slices 1 and 2; the
+/// healthy crew beside them answers every slice; the run ends with exit status 1.
+#[test]
+fn each_misbehaving_crew_fails_alone_with_its_reason() {
+    let cases = [
+        ("crasher", "crash", "crash"),
+        ("hanger", "hang", "timeout"),
+        ("silent", "stop_heartbeats", "heartbeat"),
+        ("garbler", "garbage", "protocol"),
+        ("longliner", "long_line", "protocol"),
+        ("liar", "bad_action", "invalid_action"),
+        ("confused", "wrong_id", "protocol"),
+        ("hog", "allocate", "runner_error"),
+    ];
+    let root = tempfile::tempdir().unwrap();
+    let mut specs: Vec<(String, String)> = cases
+        .iter()
+        .map(|(crew, mode, _)| {
+            let extra = format!(
+                "timeout_ms: 1500\nsandbox: {{memory_mb: 256, processes: 32}}\nenv: {{SLICE0_MODE: {mode}}}\n"
+            );
+            (crew.to_string(), extra)
+        })
+        .collect();
+    specs.push(("chatty".into(), "env: {SLICE0_MODE: stderr_flood}\n".into()));
+    specs.push((
+        "bomber".into(),
+        "sandbox: {processes: 32}\nenv: {SLICE0_MODE: fork_bomb}\n".into(),
+    ));
+    specs.push(("healthy".into(), String::new()));
+    let refs: Vec<(&str, &str)> = specs
+        .iter()
+        .map(|(c, e)| (c.as_str(), e.as_str()))
+        .collect();
+    let crews = crews(root.path(), &refs);
+    let events = root.path().join("events.jsonl");
+    std::fs::write(
+        &events,
+        [event(0, "1"), event(500, "2"), event(1000, "3")].concat(),
+    )
+    .unwrap();
+    let errors = root.path().join("errors.jsonl");
+    let started = Instant::now();
+    let output = live_crew()
+        .args(["run", "--crews"])
+        .arg(&crews)
+        .arg("--events")
+        .arg(&events)
+        .arg("--errors")
+        .arg(&errors)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    let actions: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let slices_of = |crew: &str| -> Vec<i64> {
+        actions
+            .iter()
+            .filter(|a| a["crew"] == crew)
+            .map(|a| a["slice"].as_i64().unwrap())
+            .collect()
+    };
+    for (crew, _, _) in cases {
+        assert_eq!(slices_of(crew), [1, 2], "{crew} recovers after its failure");
+    }
+    // These misbehave without failing a call: the stderr flood is drained and the fork
+    // bomb is contained. (The grandchild that outlives its runner is in
+    // tests/supervisor.rs, which can watch the grandchild's pid.)
+    assert_eq!(slices_of("chatty"), [0, 1, 2]);
+    assert_eq!(slices_of("bomber"), [0, 1, 2]);
+    assert_eq!(slices_of("healthy"), [0, 1, 2]);
+    let forked = actions
+        .iter()
+        .find(|a| a["crew"] == "bomber" && a["slice"] == 0)
+        .map(|a| a["payload"].as_i64().unwrap())
+        .unwrap();
+    assert!(forked < 32, "{forked} forks got past processes: 32");
+    let mut reported: Vec<(String, String)> = lines(&errors)
+        .iter()
+        .map(|e| {
+            assert_eq!(e["slice"], 0, "{e}");
+            (
+                e["crew"].as_str().unwrap().to_owned(),
+                e["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    reported.sort();
+    let mut expected: Vec<(String, String)> = cases
+        .iter()
+        .map(|(crew, _, reason)| (crew.to_string(), reason.to_string()))
+        .collect();
+    expected.sort();
+    assert_eq!(reported, expected, "{log}");
+}
