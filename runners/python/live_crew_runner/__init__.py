@@ -1,8 +1,9 @@
 """The bundled live-crew runner: runs a crew's Python code behind runner protocol v1.
 
-The host starts it as ``python3 -m live_crew_runner`` with ``PYTHONPATH`` pointing at this
-package. See ``docs/PROTOCOL.md`` for the wire protocol and ``runners/python/README.md``
-for what crew code sees.
+The host starts it as ``python3 -m live_crew_runner``, or as ``python3 -c "from
+live_crew_runner.serve import main; main()"`` (which skips importing ``runpy``), with
+``PYTHONPATH`` pointing at the folder that holds this package. See ``docs/PROTOCOL.md``
+for the wire protocol and ``runners/python/README.md`` for what crew code sees.
 """
 
 __version__ = "0.1.0"

@@ -89,7 +89,9 @@ def _action_problem(action: Any) -> str | None:
         return "'kind' must be a string"
     if kind not in _valid_kinds:
         # ^[A-Za-z0-9_]{1,50}$ without ``re``: for ASCII text, isalnum() is [A-Za-z0-9].
-        if not (len(kind) <= _MAX_KIND_CHARS and kind.isascii() and kind.replace("_", "a").isalnum()):
+        if not (
+            len(kind) <= _MAX_KIND_CHARS and kind.isascii() and kind.replace("_", "a").isalnum()
+        ):
             return f"kind {kind!r} must be 1 to 50 of A-Z, a-z, 0-9 and _"
         if kind.startswith("__"):
             return f"kind {kind!r} is reserved: kinds starting with '__' belong to the system"

@@ -22,10 +22,12 @@ from live_crew_runner import RUNNER_ID
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator, Sequence
     from typing import Any, BinaryIO, NoReturn, TypedDict
 
     Message = dict[str, Any]
+    Scan = Callable[[str, int], tuple[Any, int]]
+    Encode = Callable[[Any, int], Sequence[str]]
 
     class Call(TypedDict):
         """A ``call`` message as the host sends it."""
@@ -67,17 +69,13 @@ class Hello:
         return f"Hello(crew={self.crew!r}, crew_dir={self.crew_dir!r})"
 
 
-# JSON, the way json.loads and json.JSONEncoder do it, minus their Python layers. The C
-# scanner and encoder below are exactly what those use for compact output; ``_json`` is in
-# every CPython. Elsewhere (no ``_json``) the ``json`` package does the same, more slowly.
-try:
-    from _json import encode_basestring, make_encoder, make_scanner
-except ImportError:  # pragma: no cover - not CPython
-    make_scanner = None
+# JSON the way json.loads and json.JSONEncoder do it, minus their Python layers (and minus
+# importing ``json``, which imports ``re``): the C scanner and encoder below are the ones
+# they use themselves. ``_json`` is part of CPython; without it, ``json`` does the work.
 
 
 class _DecoderSettings:
-    """The settings ``json.JSONDecoder()`` hands its C scanner: strict, plain dicts."""
+    """What ``json.JSONDecoder()`` hands its C scanner: strict, plain dicts and numbers."""
 
     strict = True
     object_hook = None
@@ -96,45 +94,44 @@ def _not_json(value: object) -> NoReturn:
     raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
 
 
-if make_scanner is not None:
-    _scan = make_scanner(_DecoderSettings())
-    # The encoder ``json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
-    # allow_nan=False).encode`` builds on every call; built once here. allow_nan=False
-    # because NaN is not JSON. ``_markers`` finds cycles; an error can leave it dirty.
-    _markers: dict[int, object] = {}
-    _encode = make_encoder(_markers, _not_json, encode_basestring, None, ":", ",", False, False, False)
+# Finds cycles while encoding; an error can leave entries behind, so it is cleared then.
+_markers: dict[int, object] = {}
 
-    def dumps(value: Any) -> str:
-        """Compact JSON text. Raises TypeError or ValueError when ``value`` is not JSON."""
-        try:
-            return "".join(_encode(value, 0))
-        except BaseException:
-            _markers.clear()
-            raise
 
-    def _loads(line: bytes) -> Any:
-        # The common case, a compact UTF-8 line: one C call. Anything else (an error,
-        # whitespace around the object, a byte order mark) takes json.loads, which gives
-        # the same value or the proper error message.
-        try:
-            text = line.decode("utf-8", "surrogatepass")
-            value, end = _scan(text, 0)
-        except Exception:
-            return _json_loads(line)
-        if end != len(text) and text[end:] != "\n":
-            return _json_loads(line)
-        return value
+def _c_json() -> tuple[Scan, Encode] | None:
+    try:
+        from _json import encode_basestring, make_encoder, make_scanner
+    except ImportError:  # pragma: no cover - not CPython
+        return None
+    scanner: Any = make_scanner  # typeshed's signature for it is off
+    # What json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    # builds on every encode() call, built once. allow_nan=False because NaN is not JSON.
+    encoder = make_encoder(
+        _markers, _not_json, encode_basestring, None, ":", ",", False, False, False
+    )
+    return scanner(_DecoderSettings()), encoder
 
-else:  # pragma: no cover - not CPython
 
-    def dumps(value: Any) -> str:
-        """Compact JSON text. Raises TypeError or ValueError when ``value`` is not JSON."""
-        import json
+def _scan_without_c(text: str, index: int) -> tuple[Any, int]:  # pragma: no cover
+    raise ValueError("no _json")  # decode() falls back to json.loads
 
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
-    def _loads(line: bytes) -> Any:
-        return _json_loads(line)
+def _encode_without_c(value: Any, level: int) -> list[str]:  # pragma: no cover
+    import json
+
+    return [json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)]
+
+
+_scan, _encode = _c_json() or (_scan_without_c, _encode_without_c)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text. Raises TypeError or ValueError when ``value`` is not JSON."""
+    try:
+        return "".join(_encode(value, 0))
+    except BaseException:
+        _markers.clear()
+        raise
 
 
 def encode(message: Message) -> bytes:
@@ -144,33 +141,45 @@ def encode(message: Message) -> bytes:
 
 def encode_result(call_id: int, actions: list[Message], patch: Message | None) -> bytes:
     """``encode({"type": "result", "id": call_id, "actions": actions, "context_patch":
-    patch})``, byte for byte, the patch left out when empty; the envelope is formatted
-    directly, which costs less than encoding it (``call_id`` is an int, checked).
+    patch})`` byte for byte, leaving out an empty patch. Formatting the envelope costs less
+    than encoding it; ``call_id`` is an int (``check_call``), so its text is its JSON.
     """
-    if patch:
-        return (
-            f'{{"type":"result","id":{call_id},"actions":{dumps(actions)},'
-            f'"context_patch":{dumps(patch)}}}\n'
-        ).encode()
-    return f'{{"type":"result","id":{call_id},"actions":{dumps(actions)}}}\n'.encode()
-
-
-def _json_loads(line: bytes) -> Any:
-    import json  # only for lines off the fast path, and for the error message
-
-    return json.loads(line)
+    try:
+        line = f'{{"type":"result","id":{call_id},"actions":{"".join(_encode(actions, 0))}'
+        if patch:
+            line += f',"context_patch":{"".join(_encode(patch, 0))}'
+    except BaseException:
+        _markers.clear()
+        raise
+    return (line + "}\n").encode()
 
 
 def decode(line: bytes) -> Message:
+    """A host line as a message; exactly what ``json.loads(line)`` makes of it."""
     try:
-        message = _loads(line)
+        # The common case, one compact object on a UTF-8 line, is one C call.
+        text = line.decode("utf-8", "surrogatepass")  # as json.loads decodes UTF-8
+        message, end = _scan(text, 0)
+        if end != len(text) and text[end:] != "\n":
+            raise ValueError("more after the object")
+    except Exception:
+        # Anything else (whitespace before the object, a byte order mark, an error) goes
+        # to json.loads itself, for the same value or its exact error message.
+        message = _decode_slowly(line)
+    if type(message) is not dict or type(message.get("type")) is not str:
+        raise HostError(f"the host sent a line that is not a protocol message: {_excerpt(line)}")
+    return message
+
+
+def _decode_slowly(line: bytes) -> Any:
+    import json
+
+    try:
+        return json.loads(line)
     except ValueError as exc:  # also covers invalid UTF-8
         raise HostError(
             f"the host sent a line that is not JSON ({exc}): {_excerpt(line)}"
         ) from None
-    if type(message) is not dict or type(message.get("type")) is not str:
-        raise HostError(f"the host sent a line that is not a protocol message: {_excerpt(line)}")
-    return message
 
 
 def parse_hello(message: Message) -> Hello:
@@ -193,16 +202,19 @@ def parse_hello(message: Message) -> Hello:
 
 def check_call(message: Message) -> Call:
     """Checks the fields every runner kind relies on; runs once per call, so keep it cheap."""
-    if (
-        type(message.get("id")) is not int
-        or type(message.get("events")) is not list
-        or type(message.get("context")) is not dict
-        or type(message.get("deps")) is not dict
-    ):
-        raise HostError(
-            "a 'call' needs an integer 'id', a list 'events' and objects 'context' and 'deps'"
-        )
-    return message  # type: ignore[return-value]
+    try:
+        if (
+            type(message["id"]) is int
+            and type(message["events"]) is list
+            and type(message["context"]) is dict
+            and type(message["deps"]) is dict
+        ):
+            return message  # type: ignore[return-value]
+    except KeyError:
+        pass
+    raise HostError(
+        "a 'call' needs an integer 'id', a list 'events' and objects 'context' and 'deps'"
+    )
 
 
 def _excerpt(line: bytes) -> str:

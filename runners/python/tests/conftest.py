@@ -8,6 +8,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,14 @@ class RunnerProcess:
     @property
     def stderr(self) -> str:
         return b"".join(self._stderr).decode(errors="replace")
+
+    def wait_for_stderr(self, *texts: str, timeout: float = TIMEOUT_S) -> str:
+        """stderr once it holds all ``texts``: it drains in its own thread, so what the
+        runner wrote there before a reply may not have been read yet when the reply is."""
+        deadline = time.monotonic() + timeout
+        while not all(text in self.stderr for text in texts) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.stderr
 
     def stop(self) -> None:
         if self.proc.poll() is None:

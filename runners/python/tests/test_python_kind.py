@@ -86,7 +86,8 @@ def test_exception_in_react_is_an_error_reply_and_the_runner_keeps_serving(pytho
         "message": "crew 'hostile': raises() in module 'handlers' raised ValueError: bad frame",
     }
     assert runner.call(2, [event("frame", "ok")])["actions"] == [{"kind": "ok", "payload": None}]
-    assert "Traceback" in runner.stderr and "bad frame" in runner.stderr
+    stderr = runner.wait_for_stderr("Traceback", "bad frame")
+    assert "Traceback" in stderr and "bad frame" in stderr
 
 
 def test_sys_exit_in_react_is_an_error_reply(python_crew):
@@ -182,7 +183,8 @@ def test_import_failure_traceback_goes_to_stderr(spawn):
     runner = spawn(FIXTURES / "import_raises")
     runner.hello(python_config("import_raises", "handlers"))
     runner.call(1)
-    assert "Traceback" in runner.stderr and "no model configured" in runner.stderr
+    stderr = runner.wait_for_stderr("Traceback", "no model configured")
+    assert "Traceback" in stderr and "no model configured" in stderr
 
 
 @pytest.mark.parametrize(
