@@ -2,32 +2,44 @@
 //! host is killed, stopped, fed secrets. Crews are the hostile fixture runner, so each
 //! test can choose what the crew does per event (`{"do": MODE}`).
 
+mod common;
+
+use common::{process_gone, write_hostile_crew};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const HOSTILE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/hostile/hostile_runner.py"
-);
-
 /// A crews folder of hostile-runner crews, each with extra runtime-file lines.
 fn crews(root: &Path, crews: &[(&str, &str)]) -> PathBuf {
     let dir = root.join("crews");
     for (name, extra) in crews {
-        let crew = dir.join(name);
-        std::fs::create_dir_all(&crew).unwrap();
-        std::fs::copy(HOSTILE, crew.join("hostile_runner.py")).unwrap();
-        std::fs::write(
-            crew.join("runtime.yaml"),
-            format!(
-                "crew: {name}\ntriggers: ['*']\nrunner: {{kind: command, command: [\"./hostile_runner.py\"]}}\n{extra}"
-            ),
-        )
-        .unwrap();
+        write_hostile_crew(&dir, name, extra);
     }
     dir
+}
+
+/// The actions a run printed, and the slices each crew answered.
+struct Actions(Vec<serde_json::Value>);
+
+impl Actions {
+    fn parse(stdout: &[u8]) -> Self {
+        Actions(
+            std::str::from_utf8(stdout)
+                .unwrap()
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect(),
+        )
+    }
+
+    fn slices_of(&self, crew: &str) -> Vec<i64> {
+        self.0
+            .iter()
+            .filter(|a| a["crew"] == crew)
+            .map(|a| a["slice"].as_i64().unwrap())
+            .collect()
+    }
 }
 
 fn event(ms: u64, payload: &str) -> String {
@@ -97,16 +109,6 @@ fn children_of(pid: u32) -> Vec<i32> {
         .lines()
         .map(|line| line.parse().unwrap())
         .collect()
-}
-
-fn process_gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
 }
 
 fn wait_all_gone(pids: &[i32]) {
@@ -297,22 +299,11 @@ fn a_crashing_crew_is_reported_while_the_others_finish_the_run() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let actions: Vec<serde_json::Value> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let actions = Actions::parse(&output.stdout);
     // The steady crew answered every slice; the fragile one crashed on even slices and
     // was restarted in time for each odd one (a success resets its failure count).
-    let slices_of = |crew: &str| -> Vec<i64> {
-        actions
-            .iter()
-            .filter(|a| a["crew"] == crew)
-            .map(|a| a["slice"].as_i64().unwrap())
-            .collect()
-    };
-    assert_eq!(slices_of("steady"), [0, 1, 2, 3, 4, 5]);
-    assert_eq!(slices_of("fragile"), [1, 3, 5]);
+    assert_eq!(actions.slices_of("steady"), [0, 1, 2, 3, 4, 5]);
+    assert_eq!(actions.slices_of("fragile"), [1, 3, 5]);
     let reasons: Vec<(i64, String)> = lines(&errors)
         .iter()
         .map(|e| {
@@ -389,28 +380,22 @@ fn each_misbehaving_crew_fails_alone_with_its_reason() {
         "{:?}",
         started.elapsed()
     );
-    let actions: Vec<serde_json::Value> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
-    let slices_of = |crew: &str| -> Vec<i64> {
-        actions
-            .iter()
-            .filter(|a| a["crew"] == crew)
-            .map(|a| a["slice"].as_i64().unwrap())
-            .collect()
-    };
+    let actions = Actions::parse(&output.stdout);
     for (crew, _, _) in cases {
-        assert_eq!(slices_of(crew), [1, 2], "{crew} recovers after its failure");
+        assert_eq!(
+            actions.slices_of(crew),
+            [1, 2],
+            "{crew} recovers after its failure"
+        );
     }
     // These misbehave without failing a call: the stderr flood is drained and the fork
     // bomb is contained. (The grandchild that outlives its runner is in
     // tests/supervisor.rs, which can watch the grandchild's pid.)
-    assert_eq!(slices_of("chatty"), [0, 1, 2]);
-    assert_eq!(slices_of("bomber"), [0, 1, 2]);
-    assert_eq!(slices_of("healthy"), [0, 1, 2]);
+    assert_eq!(actions.slices_of("chatty"), [0, 1, 2]);
+    assert_eq!(actions.slices_of("bomber"), [0, 1, 2]);
+    assert_eq!(actions.slices_of("healthy"), [0, 1, 2]);
     let forked = actions
+        .0
         .iter()
         .find(|a| a["crew"] == "bomber" && a["slice"] == 0)
         .map(|a| a["payload"].as_i64().unwrap())

@@ -6,16 +6,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{process_gone, write_hostile_crew};
 use live_crew::calls::{CallOutcome, CrewPool, FailureReason};
 use live_crew::config::{CrewSpec, GlobalConfig};
 use live_crew::model::{Event, Timestamp};
 use live_crew::protocol::Call;
 use live_crew::supervisor::Supervisor;
-
-const HOSTILE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/hostile/hostile_runner.py"
-);
 
 fn global() -> GlobalConfig {
     GlobalConfig {
@@ -29,20 +27,8 @@ fn global() -> GlobalConfig {
     }
 }
 
-/// Writes a crew folder running the hostile runner, with extra runtime-file lines.
 fn hostile_crew(root: &Path, name: &str, extra: &str) -> CrewSpec {
-    let dir = root.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(HOSTILE, dir.join("hostile_runner.py")).unwrap();
-    let file = dir.join("runtime.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "crew: {name}\ntriggers: ['*']\nrunner: {{kind: command, command: [\"./hostile_runner.py\"]}}\n{extra}"
-        ),
-    )
-    .unwrap();
-    CrewSpec::load(&file, &global()).unwrap()
+    CrewSpec::load(&write_hostile_crew(root, name, extra), &global()).unwrap()
 }
 
 fn call(id: u64, payload: &str) -> Call {
@@ -237,17 +223,6 @@ async fn a_runner_that_never_starts_is_disabled() {
     assert_eq!(failure.reason, FailureReason::Disabled);
     assert!(failure.message.contains("startup"), "{}", failure.message);
     pool.shutdown().await;
-}
-
-fn process_gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        // A zombie waiting for init to reap it runs nothing any more.
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
 }
 
 #[tokio::test]
