@@ -32,7 +32,11 @@ fn main() {
                 .unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // The same runtime as the `live-crew` binary: one thread.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let python = std::env::var("LIVE_CREW_PYTHON").unwrap_or_else(|_| "python3".into());
     let line = HostMessage::Call(sample_call(0)).encode();
 
