@@ -59,6 +59,19 @@ fn live_crew() -> Command {
     command
 }
 
+/// Runs the host over an events file to the end, with error records to `errors`.
+fn run_batch(crews: &Path, events: &Path, errors: &Path) -> std::process::Output {
+    live_crew()
+        .args(["run", "--crews"])
+        .arg(crews)
+        .arg("--events")
+        .arg(events)
+        .arg("--errors")
+        .arg(errors)
+        .output()
+        .unwrap()
+}
+
 /// Starts the host reading events from its stdin; returns it with stdin open.
 fn start_on_stdin(crews: &Path, output: &Path, errors: &Path) -> Child {
     live_crew()
@@ -284,15 +297,7 @@ fn a_crashing_crew_is_reported_while_the_others_finish_the_run() {
         .collect();
     std::fs::write(&events, text).unwrap();
     let errors = root.path().join("errors.jsonl");
-    let output = live_crew()
-        .args(["run", "--crews"])
-        .arg(&crews)
-        .arg("--events")
-        .arg(&events)
-        .arg("--errors")
-        .arg(&errors)
-        .output()
-        .unwrap();
+    let output = run_batch(&crews, &events, &errors);
     assert_eq!(
         output.status.code(),
         Some(1),
@@ -364,15 +369,7 @@ fn each_misbehaving_crew_fails_alone_with_its_reason() {
     .unwrap();
     let errors = root.path().join("errors.jsonl");
     let started = Instant::now();
-    let output = live_crew()
-        .args(["run", "--crews"])
-        .arg(&crews)
-        .arg("--events")
-        .arg(&events)
-        .arg("--errors")
-        .arg(&errors)
-        .output()
-        .unwrap();
+    let output = run_batch(&crews, &events, &errors);
     let log = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{log}");
     assert!(
