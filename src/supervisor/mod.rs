@@ -66,7 +66,7 @@ impl Supervisor {
         let mut handles = HashMap::new();
         let mut monitors = Vec::new();
         for spec in crews {
-            let monitor = Arc::new(CrewMonitor::new(&spec.name));
+            let monitor = Arc::new(CrewMonitor::new(&spec.name, sandbox.active_layers()));
             monitors.push(monitor.clone());
             let (calls, queue) = mpsc::channel(CALL_QUEUE);
             let hello = HostMessage::Hello(Hello {

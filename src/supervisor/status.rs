@@ -45,6 +45,8 @@ pub struct CrewStatus {
     pub restarts: u32,
     /// Failed calls and failed starts since the host started.
     pub errors: u64,
+    /// The sandbox layers this crew's runner is started with.
+    pub sandbox_layers: Vec<&'static str>,
 }
 
 /// Shared between an actor, which writes, and any number of readers. Lock-free, so
@@ -52,6 +54,7 @@ pub struct CrewStatus {
 #[derive(Debug)]
 pub(crate) struct CrewMonitor {
     crew: String,
+    sandbox_layers: Vec<&'static str>,
     epoch: Instant,
     state: AtomicU8,
     pid: AtomicU32,
@@ -63,9 +66,10 @@ pub(crate) struct CrewMonitor {
 }
 
 impl CrewMonitor {
-    pub fn new(crew: &str) -> Self {
+    pub fn new(crew: &str, sandbox_layers: Vec<&'static str>) -> Self {
         CrewMonitor {
             crew: crew.to_owned(),
+            sandbox_layers,
             epoch: Instant::now(),
             state: AtomicU8::new(0),
             pid: AtomicU32::new(0),
@@ -130,6 +134,7 @@ impl CrewMonitor {
                 .then(|| Duration::from_micros(now.saturating_sub(beat)).as_millis() as u64),
             restarts: self.restarts.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            sandbox_layers: self.sandbox_layers.clone(),
         }
     }
 }
