@@ -4,7 +4,7 @@
 //! then only copies bytes, which keeps JSON work off the hot path.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -43,16 +43,17 @@ impl Timestamp {
     }
 }
 
-impl fmt::Display for Timestamp {
-    /// Formats as `YYYY-MM-DDTHH:MM:SS.ffffffZ`. Hand-rolled: every event and action
-    /// passes through here, and chrono's formatter was a tenth of the host's CPU time.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Timestamp {
+    /// The text `YYYY-MM-DDTHH:MM:SS.ffffffZ`, or None for a year outside 0..=9999.
+    /// Hand-rolled: every event and action passes through here, and chrono's formatter
+    /// was a tenth of the host's CPU time.
+    fn text(self) -> Option<[u8; 27]> {
         let micros = self.0.rem_euclid(1_000_000);
         let seconds = self.0.div_euclid(1_000_000);
         let (days, second_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
         let (year, month, day) = civil_from_days(days);
         if !(0..=9999).contains(&year) {
-            return write!(f, "<out of range: {} µs>", self.0);
+            return None;
         }
         let mut text = *b"0000-00-00T00:00:00.000000Z";
         let mut put = |at: usize, width: usize, mut value: i64| {
@@ -68,7 +69,17 @@ impl fmt::Display for Timestamp {
         put(14, 2, second_of_day / 60 % 60);
         put(17, 2, second_of_day % 60);
         put(20, 6, micros);
-        f.write_str(std::str::from_utf8(&text).expect("ASCII digits"))
+        Some(text)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    /// Formats as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.text() {
+            Some(text) => f.write_str(std::str::from_utf8(&text).expect("ASCII digits")),
+            None => write!(f, "<out of range: {} µs>", self.0),
+        }
     }
 }
 
@@ -94,7 +105,12 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        match self.text() {
+            Some(text) => {
+                serializer.serialize_str(std::str::from_utf8(&text).expect("ASCII digits"))
+            }
+            None => serializer.collect_str(self),
+        }
     }
 }
 
@@ -142,13 +158,15 @@ pub fn is_reserved_kind(kind: &str) -> bool {
     kind.starts_with("__")
 }
 
-/// An input event, validated.
-#[derive(Debug, Clone, Serialize)]
+/// An input event, validated. Immutable once made: one event goes to many crews, so its
+/// JSON is made once, on first use, and kept.
+#[derive(Debug, Clone)]
 pub struct Event {
     pub ts: Timestamp,
     pub kind: String,
     pub stream_id: String,
     pub payload: Box<RawValue>,
+    json: OnceLock<Box<RawValue>>,
 }
 
 /// The event as it appears on the wire, before validation.
@@ -171,6 +189,35 @@ pub struct EventError {
 }
 
 impl Event {
+    /// An event from fields that are already valid (see [`Event::from_json`]).
+    pub fn new(ts: Timestamp, kind: String, stream_id: String, payload: Box<RawValue>) -> Event {
+        Event {
+            ts,
+            kind,
+            stream_id,
+            payload,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The event as one JSON object, `{"ts", "kind", "stream_id", "payload"}`.
+    pub fn json(&self) -> &RawValue {
+        self.json.get_or_init(|| {
+            let mut out = Vec::with_capacity(64 + self.payload.get().len());
+            out.extend_from_slice(b"{\"ts\":");
+            push_json_timestamp(&mut out, self.ts);
+            out.extend_from_slice(b",\"kind\":");
+            push_json_str(&mut out, &self.kind);
+            out.extend_from_slice(b",\"stream_id\":");
+            push_json_str(&mut out, &self.stream_id);
+            out.extend_from_slice(b",\"payload\":");
+            out.extend_from_slice(self.payload.get().as_bytes());
+            out.push(b'}');
+            let text = String::from_utf8(out).expect("JSON built from UTF-8 text");
+            RawValue::from_string(text).expect("JSON built from valid parts")
+        })
+    }
+
     /// Parses and validates one event from JSON text.
     pub fn from_json(text: &str) -> Result<Event, EventError> {
         let wire: WireEvent =
@@ -239,12 +286,13 @@ impl TryFrom<WireEvent> for Event {
             )));
         }
         check_stream_id(&wire.stream_id).map_err(field_error("stream_id"))?;
-        Ok(Event {
-            ts,
-            kind: wire.kind,
-            stream_id: wire.stream_id,
-            payload: wire.payload,
-        })
+        Ok(Event::new(ts, wire.kind, wire.stream_id, wire.payload))
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.json().serialize(serializer)
     }
 }
 
@@ -266,6 +314,48 @@ pub struct Action {
     pub ttl_ms: u32,
     pub crew: String,
     pub slice: i64,
+}
+
+impl Action {
+    /// Appends the action as one JSON object: the bytes `serde_json` writes for it, made
+    /// without serde's per-field machinery, since every action passes through here.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        out.extend_from_slice(b"{\"ts\":");
+        push_json_timestamp(out, self.ts);
+        out.extend_from_slice(b",\"kind\":");
+        push_json_str(out, &self.kind);
+        out.extend_from_slice(b",\"stream_id\":");
+        push_json_str(out, &self.stream_id);
+        out.extend_from_slice(b",\"payload\":");
+        out.extend_from_slice(self.payload.get().as_bytes());
+        let _ = write!(out, ",\"ttl_ms\":{},\"crew\":", self.ttl_ms);
+        push_json_str(out, &self.crew);
+        let _ = write!(out, ",\"slice\":{}}}", self.slice);
+    }
+}
+
+/// A JSON string. Kinds, stream ids and crew names are plain ASCII by validation, so the
+/// common case is a copy; anything else is escaped by `serde_json`.
+fn push_json_str(out: &mut Vec<u8>, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(out, text).expect("strings always serialise");
+    }
+}
+
+fn push_json_timestamp(out: &mut Vec<u8>, ts: Timestamp) {
+    match ts.text() {
+        Some(text) => {
+            out.push(b'"');
+            out.extend_from_slice(&text);
+            out.push(b'"');
+        }
+        None => serde_json::to_writer(out, &ts).expect("timestamps always serialise"),
+    }
 }
 
 /// An action as a runner proposes it: the host adds `ts`, `stream_id`, `crew` and `slice`.
@@ -426,5 +516,52 @@ mod tests {
                 .into_action("c", "s", 0, ts)
                 .is_err()
         );
+    }
+
+    proptest::proptest! {
+        /// The hand-written writers give exactly the bytes serde writes, also for text
+        /// that needs escaping and for timestamps outside the formatted range.
+        #[test]
+        fn hand_written_json_matches_serde(
+            micros in proptest::num::i64::ANY,
+            kind in "\\PC{0,12}",
+            stream_id in "[a-z\"\\\\\\x01-]{1,8}",
+            ttl_ms in proptest::num::u32::ANY,
+            slice in proptest::num::i64::ANY,
+        ) {
+            let payload = RawValue::from_string(r#"{"a":[1,"x\n"]}"#.into()).unwrap();
+            let action = Action {
+                ts: Timestamp::from_micros(micros),
+                kind: kind.clone(),
+                stream_id: stream_id.clone(),
+                payload: payload.clone(),
+                ttl_ms,
+                crew: kind.clone(),
+                slice,
+            };
+            let mut written = Vec::new();
+            action.write_json(&mut written);
+            proptest::prop_assert_eq!(
+                String::from_utf8(written).unwrap(),
+                serde_json::to_string(&action).unwrap()
+            );
+            // The field order events had when they were serialised by a derive.
+            #[derive(Serialize)]
+            struct Fields<'a> {
+                ts: Timestamp,
+                kind: &'a str,
+                stream_id: &'a str,
+                payload: &'a RawValue,
+            }
+            let event = Event::new(Timestamp::from_micros(micros), kind, stream_id, payload);
+            let expected = serde_json::to_string(&Fields {
+                ts: event.ts,
+                kind: &event.kind,
+                stream_id: &event.stream_id,
+                payload: &event.payload,
+            })
+            .unwrap();
+            proptest::prop_assert_eq!(event.json().get(), expected.as_str());
+        }
     }
 }

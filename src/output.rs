@@ -94,7 +94,7 @@ impl ActionSink {
     }
 
     pub fn push(&mut self, action: &Action) {
-        serde_json::to_writer(&mut self.buf, action).expect("actions always serialise");
+        action.write_json(&mut self.buf);
         self.buf.push(b'\n');
     }
 

@@ -163,12 +163,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn event(stream: &str, ms: i64, kind: &str) -> SharedEvent {
-        Arc::new(Event {
-            ts: Timestamp::from_micros(1_700_000_000_000_000 + ms * 1000),
-            kind: kind.into(),
-            stream_id: stream.into(),
-            payload: serde_json::value::RawValue::from_string("null".into()).unwrap(),
-        })
+        Arc::new(Event::new(
+            Timestamp::from_micros(1_700_000_000_000_000 + ms * 1000),
+            kind.into(),
+            stream.into(),
+            serde_json::value::RawValue::from_string("null".into()).unwrap(),
+        ))
     }
 
     /// (stream, slice, kinds) of every closed non-empty slice, plus late notices.

@@ -17,12 +17,12 @@ const T0_US: i64 = 1_700_000_000_000_000;
 /// An event `ms` milliseconds after the first one; with the default 500 ms slices,
 /// `ms / 500` is its slice.
 fn ev(stream: &str, ms: i64, kind: &str) -> Event {
-    Event {
-        ts: Timestamp::from_micros(T0_US + ms * 1000),
-        kind: kind.into(),
-        stream_id: stream.into(),
-        payload: RawValue::from_string(format!("\"{kind}@{ms}\"")).unwrap(),
-    }
+    Event::new(
+        Timestamp::from_micros(T0_US + ms * 1000),
+        kind.into(),
+        stream.into(),
+        RawValue::from_string(format!("\"{kind}@{ms}\"")).unwrap(),
+    )
 }
 
 /// What a fake crew does with a call: how long it takes and what it returns.

@@ -94,20 +94,19 @@ def _not_json(value: object) -> NoReturn:
     raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
 
 
-# Finds cycles while encoding; an error can leave entries behind, so it is cleared then.
-_markers: dict[int, object] = {}
-
-
 def _c_json() -> tuple[Scan, Encode] | None:
     try:
         from _json import encode_basestring, make_encoder, make_scanner
     except ImportError:  # pragma: no cover - not CPython
         return None
     scanner: Any = make_scanner  # typeshed's signature for it is off
-    # What json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    # builds on every encode() call, built once. allow_nan=False because NaN is not JSON.
+    # What json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+    # check_circular=False) builds on every encode() call, built once. allow_nan=False
+    # because NaN is not JSON. Without cycle markers a cycle ends in RecursionError, which
+    # callers treat like any value JSON cannot carry; the markers cost every dict and list
+    # a dict insert and delete.
     encoder = make_encoder(
-        _markers, _not_json, encode_basestring, None, ":", ",", False, False, False
+        None, _not_json, encode_basestring, None, ":", ",", False, False, False
     )
     return scanner(_DecoderSettings()), encoder
 
@@ -119,23 +118,25 @@ def _scan_without_c(text: str, index: int) -> tuple[Any, int]:  # pragma: no cov
 def _encode_without_c(value: Any, level: int) -> list[str]:  # pragma: no cover
     import json
 
-    return [json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)]
+    return [
+        json.dumps(
+            value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False
+        )
+    ]
 
 
 _scan, _encode = _c_json() or (_scan_without_c, _encode_without_c)
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON text. Raises TypeError or ValueError when ``value`` is not JSON."""
-    try:
-        return "".join(_encode(value, 0))
-    except BaseException:
-        _markers.clear()
-        raise
+    """Compact JSON text. Raises TypeError, ValueError or RecursionError when ``value``
+    is not JSON."""
+    return "".join(_encode(value, 0))
 
 
 def encode(message: Message) -> bytes:
-    """One protocol line. Raises TypeError or ValueError when ``message`` is not JSON."""
+    """One protocol line. Raises TypeError, ValueError or RecursionError when ``message``
+    is not JSON."""
     return (dumps(message) + "\n").encode()
 
 
@@ -144,13 +145,9 @@ def encode_result(call_id: int, actions: list[Message], patch: Message | None) -
     patch})`` byte for byte, leaving out an empty patch. Formatting the envelope costs less
     than encoding it; ``call_id`` is an int (``check_call``), so its text is its JSON.
     """
-    try:
-        line = f'{{"type":"result","id":{call_id},"actions":{"".join(_encode(actions, 0))}'
-        if patch:
-            line += f',"context_patch":{"".join(_encode(patch, 0))}'
-    except BaseException:
-        _markers.clear()
-        raise
+    line = f'{{"type":"result","id":{call_id},"actions":{"".join(_encode(actions, 0))}'
+    if patch:
+        line += f',"context_patch":{"".join(_encode(patch, 0))}'
     return (line + "}\n").encode()
 
 
