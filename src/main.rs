@@ -18,6 +18,11 @@ use live_crew::output::{self, ActionSink, ErrorSink, OutputError};
 use live_crew::scheduler::{self, RunError};
 use live_crew::supervisor::Supervisor;
 
+/// The host allocates and frees a few small objects per event and action, across the
+/// scheduler, input and output threads; mimalloc does that in a fraction of glibc's time.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "live-crew",
