@@ -203,18 +203,20 @@ impl Event {
     /// The event as one JSON object, `{"ts", "kind", "stream_id", "payload"}`.
     pub fn json(&self) -> &RawValue {
         self.json.get_or_init(|| {
-            let mut out = Vec::with_capacity(64 + self.payload.get().len());
-            out.extend_from_slice(b"{\"ts\":");
-            push_json_timestamp(&mut out, self.ts);
-            out.extend_from_slice(b",\"kind\":");
-            push_json_str(&mut out, &self.kind);
-            out.extend_from_slice(b",\"stream_id\":");
-            push_json_str(&mut out, &self.stream_id);
-            out.extend_from_slice(b",\"payload\":");
-            out.extend_from_slice(self.payload.get().as_bytes());
-            out.push(b'}');
-            let text = String::from_utf8(out).expect("JSON built from UTF-8 text");
-            RawValue::from_string(text).expect("JSON built from valid parts")
+            #[derive(Serialize)]
+            struct Fields<'a> {
+                ts: Timestamp,
+                kind: &'a str,
+                stream_id: &'a str,
+                payload: &'a RawValue,
+            }
+            let fields = Fields {
+                ts: self.ts,
+                kind: &self.kind,
+                stream_id: &self.stream_id,
+                payload: &self.payload,
+            };
+            serde_json::value::to_raw_value(&fields).expect("events always serialise")
         })
     }
 
@@ -545,22 +547,14 @@ mod tests {
                 String::from_utf8(written).unwrap(),
                 serde_json::to_string(&action).unwrap()
             );
-            // The field order events had when they were serialised by a derive.
-            #[derive(Serialize)]
-            struct Fields<'a> {
-                ts: Timestamp,
-                kind: &'a str,
-                stream_id: &'a str,
-                payload: &'a RawValue,
-            }
             let event = Event::new(Timestamp::from_micros(micros), kind, stream_id, payload);
-            let expected = serde_json::to_string(&Fields {
-                ts: event.ts,
-                kind: &event.kind,
-                stream_id: &event.stream_id,
-                payload: &event.payload,
-            })
-            .unwrap();
+            let expected = format!(
+                r#"{{"ts":{},"kind":{},"stream_id":{},"payload":{}}}"#,
+                serde_json::to_string(&event.ts).unwrap(),
+                serde_json::to_string(&event.kind).unwrap(),
+                serde_json::to_string(&event.stream_id).unwrap(),
+                event.payload.get(),
+            );
             proptest::prop_assert_eq!(event.json().get(), expected.as_str());
         }
     }

@@ -185,7 +185,7 @@ impl RunnerMessage {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        encode_line(self)
+        encode_line(self, 256)
     }
 }
 
@@ -205,13 +205,21 @@ impl HostMessage {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        encode_line(self)
+        // A call is mostly its events: size the line for them rather than regrow it.
+        let capacity = match self {
+            HostMessage::Call(call) => {
+                let events: usize = call.events.iter().map(|e| e.json().get().len() + 1).sum();
+                512 + events
+            }
+            _ => 256,
+        };
+        encode_line(self, capacity)
     }
 }
 
 /// Serialises a message as one line, newline included.
-fn encode_line<T: Serialize>(message: &T) -> Vec<u8> {
-    let mut line = Vec::with_capacity(256);
+fn encode_line<T: Serialize>(message: &T, capacity: usize) -> Vec<u8> {
+    let mut line = Vec::with_capacity(capacity);
     serde_json::to_writer(&mut line, message).expect("protocol messages always serialise");
     line.push(b'\n');
     line
