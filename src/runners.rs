@@ -49,16 +49,54 @@ mod tests {
     fn every_runner_source_file_is_embedded() {
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("runners/python");
         let runners = BundledRunners::extract().unwrap();
-        assert!(!embedded::FILES.is_empty());
+        let sources: Vec<_> = embedded::FILES
+            .iter()
+            .filter(|(p, _)| p.ends_with(".py"))
+            .collect();
         assert!(
-            embedded::FILES
+            sources
                 .iter()
                 .any(|(p, _)| *p == "live_crew_runner/__main__.py")
         );
-        for (relative, contents) in embedded::FILES {
+        for (relative, contents) in &sources {
             let extracted = std::fs::read(runners.python_path().join(relative)).unwrap();
             assert_eq!(&extracted, contents);
             assert_eq!(std::fs::read(source.join(relative)).unwrap(), extracted);
+        }
+    }
+
+    const IMPORT_ALL: &str = "import importlib, os, sys\nsys.path.insert(0, os.getcwd())\nfor m in sys.argv[1:]: importlib.import_module(m)";
+
+    /// The embedded bytecode (built with `$LIVE_CREW_PYTHON` or `python3`) is what that
+    /// interpreter loads: had it found a pyc stale or invalid, it would have compiled the
+    /// source and written a new one in its place.
+    #[test]
+    fn the_build_interpreter_loads_the_embedded_bytecode() {
+        let bytecode: Vec<_> = embedded::FILES
+            .iter()
+            .filter(|(p, _)| p.ends_with(".pyc"))
+            .collect();
+        let sources = embedded::FILES.len() - bytecode.len();
+        assert_eq!(bytecode.len(), sources, "one pyc per source file");
+        let runners = BundledRunners::extract().unwrap();
+        let python = std::env::var("LIVE_CREW_PYTHON").unwrap_or_else(|_| "python3".into());
+        let modules: Vec<String> = embedded::FILES
+            .iter()
+            .filter_map(|(p, _)| p.strip_suffix(".py"))
+            // Importing `__main__` would start a runner.
+            .filter(|p| !p.ends_with("/__main__"))
+            .map(|p| p.trim_end_matches("/__init__").replace('/', "."))
+            .collect();
+        let status = std::process::Command::new(python)
+            .args(["-I", "-c", IMPORT_ALL])
+            .args(&modules)
+            .current_dir(runners.python_path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for (relative, contents) in bytecode {
+            let loaded = std::fs::read(runners.python_path().join(relative)).unwrap();
+            assert_eq!(&loaded, contents, "{relative} was recompiled");
         }
     }
 }
