@@ -65,6 +65,9 @@ pub struct GlobalConfig {
     pub restart_backoff_max_ms: u64,
     /// Maximum stderr lines per second relayed into the log for each crew.
     pub stderr_lines_per_s: u32,
+    /// After SIGTERM/SIGINT: how long open slices may take to finish before the host
+    /// stops at once.
+    pub drain_timeout_ms: u64,
     pub sandbox: SandboxDefaults,
     pub metrics_addr: Option<String>,
     pub control_socket: Option<PathBuf>,
@@ -88,6 +91,7 @@ impl Default for GlobalConfig {
             restart_backoff_ms: 100,
             restart_backoff_max_ms: 10_000,
             stderr_lines_per_s: 200,
+            drain_timeout_ms: 20_000,
             sandbox: SandboxDefaults::default(),
             metrics_addr: None,
             control_socket: None,
@@ -112,6 +116,7 @@ const ENV_KNOBS: &[&str] = &[
     "restart_backoff_ms",
     "restart_backoff_max_ms",
     "stderr_lines_per_s",
+    "drain_timeout_ms",
     "metrics_addr",
     "control_socket",
 ];

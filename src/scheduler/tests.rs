@@ -206,7 +206,12 @@ async fn run_with(
     let sink = ActionSink::new(Box::new(actions.clone()), "<test>".into());
     let error_sink = ErrorSink::new(Some((Box::new(errors.clone()), "<test>".into())));
     let store = MemoryStore::default();
-    let summary = run(&crews, &global, &pool, &store, rx, sink, error_sink)
+    let outputs = Outputs {
+        actions: sink,
+        errors: error_sink,
+        metrics: Arc::new(Metrics::new(global.context_max_bytes, None)),
+    };
+    let summary = run(&crews, &global, &pool, &store, rx, outputs, Mode::Batch)
         .await
         .unwrap();
     let raw_actions = actions.0.lock().unwrap().clone();
