@@ -162,7 +162,7 @@ fn main() -> ExitCode {
         // One thread: the host's work is waiting on pipes, and keeping every task on one
         // thread saves the cross-thread wake-ups that cost ~20 µs per call here. Input
         // parsing and output writing have threads of their own.
-        Command::Run(args) => runtime().and_then(|runtime| runtime.block_on(run(args))),
+        Command::Run(args) => runtime().and_then(|runtime| runtime.block_on(run(args, format))),
         Command::Validate(args) => validate(args),
         Command::Health(args) => {
             runtime().and_then(|runtime| runtime.block_on(health(args.socket, args.max_age, false)))
@@ -221,7 +221,7 @@ fn control_socket(global: &GlobalConfig) -> (PathBuf, bool) {
     }
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<Status> {
+async fn run(args: RunArgs, log_format: LogFormat) -> anyhow::Result<Status> {
     let started = tokio::time::Instant::now();
     let mut global = load_global(args.config.as_deref())?;
     if let Some(slice_ms) = args.slice_ms {
@@ -338,7 +338,18 @@ async fn run(args: RunArgs) -> anyhow::Result<Status> {
     };
     drop(progress);
     let summary = result?;
-    eprint!("{summary}");
+    match log_format {
+        // In JSON mode stderr stays pure JSON lines, for log shippers.
+        LogFormat::Json => tracing::info!(
+            target: "live_crew::summary",
+            events = summary.events,
+            actions = summary.actions,
+            errors = summary.error_count(),
+            "{}",
+            summary.to_string().trim_end()
+        ),
+        LogFormat::Pretty => eprint!("{summary}"),
+    }
     let input_problems = summary.error_count() - summary.run_errors();
     if summary.run_errors() > 0 || (input_problems > 0 && !args.allow_invalid) {
         Ok(Status::WithErrors)
