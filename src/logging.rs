@@ -12,13 +12,8 @@ use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
+pub use crate::config::LogFormat;
 use crate::model::Timestamp;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Pretty,
-}
 
 /// Installs the global subscriber. `filter` is an `EnvFilter` directive such as `info`
 /// or `warn,live_crew::heartbeat=off`.
@@ -80,24 +75,31 @@ where
         };
         event.record(&mut visitor);
         let msg = std::mem::take(&mut visitor.msg);
-        let mut text = String::with_capacity(128);
-        let mut put = |key: &str, value: &Value| {
-            text.push(if text.is_empty() { '{' } else { ',' });
-            text.push_str(&Value::from(key).to_string());
-            text.push(':');
-            text.push_str(&value.to_string());
-        };
-        put("ts", &Timestamp::now().to_string().into());
-        put("level", &level_name(*event.metadata().level()).into());
-        put("msg", &msg.into());
-        for (key, value) in &fields {
-            if !matches!(key.as_str(), "ts" | "level" | "msg") {
-                put(key, value);
-            }
-        }
-        text.push('}');
+        let text = json_line(level_name(*event.metadata().level()), &msg, &fields);
         writeln!(writer, "{text}")
     }
+}
+
+/// One JSON log line: `ts`, `level` and `msg` first, then `fields`. Also used for the
+/// run summary, which is printed whatever the log filter.
+pub fn json_line(level: &str, msg: &str, fields: &Map<String, Value>) -> String {
+    let mut text = String::with_capacity(128);
+    let mut put = |key: &str, value: &Value| {
+        text.push(if text.is_empty() { '{' } else { ',' });
+        text.push_str(&Value::from(key).to_string());
+        text.push(':');
+        text.push_str(&value.to_string());
+    };
+    put("ts", &Timestamp::now().to_string().into());
+    put("level", &level.into());
+    put("msg", &msg.into());
+    for (key, value) in fields {
+        if !matches!(key.as_str(), "ts" | "level" | "msg") {
+            put(key, value);
+        }
+    }
+    text.push('}');
+    text
 }
 
 fn level_name(level: Level) -> &'static str {

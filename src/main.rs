@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 use live_crew::config::{ConfigErrors, Crews, GlobalConfig};
 use live_crew::context::MemoryStore;
@@ -30,11 +30,12 @@ use live_crew::supervisor::{self, Supervisor};
     about = "Time-sliced orchestration host for AI crews"
 )]
 struct Cli {
-    /// Log format on stderr; default: pretty on a terminal, JSON lines otherwise.
+    /// Log format on stderr (also `log_format` in the config, LIVE_CREW_LOG_FORMAT);
+    /// default: pretty on a terminal, JSON lines otherwise.
     #[arg(long, global = true, value_enum)]
-    log_format: Option<LogArg>,
-    /// More log detail (-v debug, -vv trace). Without -v/-q, LIVE_CREW_LOG sets the
-    /// filter (default: info).
+    log_format: Option<LogFormat>,
+    /// More log detail (-v debug, -vv trace). Without -v/-q, LIVE_CREW_LOG or `log` in
+    /// the config sets the filter (default: info).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     /// Less log detail (-q warnings, -qq errors only).
@@ -42,12 +43,6 @@ struct Cli {
     quiet: u8,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogArg {
-    Json,
-    Pretty,
 }
 
 #[derive(Subcommand)]
@@ -146,18 +141,32 @@ enum Status {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let format = match cli.log_format {
-        Some(LogArg::Json) => LogFormat::Json,
-        Some(LogArg::Pretty) => LogFormat::Pretty,
-        None if io::stderr().is_terminal() => LogFormat::Pretty,
-        None => LogFormat::Json,
+    // Logging starts before the command; a config that does not load is reported by
+    // the command itself, and logging then uses the environment and defaults.
+    let config = match &cli.command {
+        Command::Run(args) => args.config.as_deref(),
+        Command::Validate(args) => args.config.as_deref(),
+        Command::Health(HealthArgs { socket, .. }) | Command::Status(socket) => {
+            socket.config.as_deref()
+        }
     };
+    let settings = load_global(config)
+        .or_else(|_| load_global(None))
+        .unwrap_or_default();
+    let format = cli
+        .log_format
+        .or(settings.log_format)
+        .unwrap_or(if io::stderr().is_terminal() {
+            LogFormat::Pretty
+        } else {
+            LogFormat::Json
+        });
     let filter = if cli.verbose > 0 || cli.quiet > 0 {
-        logging::level_for(cli.verbose, cli.quiet).to_owned()
+        logging::level_for(cli.verbose, cli.quiet)
     } else {
-        std::env::var("LIVE_CREW_LOG").unwrap_or_else(|_| "info".into())
+        &settings.log
     };
-    logging::init(format, &filter);
+    logging::init(format, filter);
     let result = match cli.command {
         // One thread: the host's work is waiting on pipes, and keeping every task on one
         // thread saves the cross-thread wake-ups that cost ~20 µs per call here. Input
@@ -340,14 +349,16 @@ async fn run(args: RunArgs, log_format: LogFormat) -> anyhow::Result<Status> {
     let summary = result?;
     match log_format {
         // In JSON mode stderr stays pure JSON lines, for log shippers.
-        LogFormat::Json => tracing::info!(
-            target: "live_crew::summary",
-            events = summary.events,
-            actions = summary.actions,
-            errors = summary.error_count(),
-            "{}",
-            summary.to_string().trim_end()
-        ),
+        LogFormat::Json => {
+            let fields = serde_json::json!({
+                "events": summary.events,
+                "actions": summary.actions,
+                "errors": summary.error_count(),
+            });
+            let fields = fields.as_object().expect("an object");
+            let text = summary.to_string();
+            eprintln!("{}", logging::json_line("info", text.trim_end(), fields));
+        }
         LogFormat::Pretty => eprint!("{summary}"),
     }
     let input_problems = summary.error_count() - summary.run_errors();

@@ -432,6 +432,10 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
                     let done = done.expect("call tasks do not panic");
                     dirty.extend(self.complete(done)?);
                 }
+                // Before input: a busy feed must not delay a slice's close.
+                () = sleep_until(next_close), if next_close.is_some() && !input_done => {
+                    self.close_due_slices(&mut dirty).await?;
+                }
                 batch = input.recv(), if take_input => match batch {
                     Some(items) => {
                         for item in items {
@@ -456,9 +460,6 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
                         self.deadlines.pop_first();
                         dirty.insert(stream);
                     }
-                }
-                () = sleep_until(next_close), if next_close.is_some() && !input_done => {
-                    self.close_due_slices(&mut dirty).await?;
                 }
             }
         }
