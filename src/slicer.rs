@@ -255,6 +255,33 @@ mod tests {
     }
 
     #[test]
+    fn live_slices_close_only_when_told() {
+        let mut slicer = Slicer::live(100, LatePolicy::Next);
+        let mut out = Vec::new();
+        slicer.push(event("s", 0, "e0"), &mut out);
+        slicer.push(event("s", 950, "e1"), &mut out);
+        assert!(out.is_empty(), "events never close slices in live mode");
+        assert!(slicer.close_below("t", 1).is_none(), "unknown stream");
+        let Some(Sliced::Closed {
+            from, upto, slices, ..
+        }) = slicer.close_below("s", 3)
+        else {
+            panic!("slices 0..3 close")
+        };
+        assert_eq!((from, upto, slices.len()), (0, 3, 1));
+        assert!(slicer.close_below("s", 2).is_none(), "already closed");
+        slicer.push(event("s", 120, "late"), &mut out);
+        assert!(matches!(
+            out[..],
+            [Sliced::Late {
+                slice: 1,
+                placed: Some(3),
+                ..
+            }]
+        ));
+    }
+
+    #[test]
     fn reorder_slices_tolerates_out_of_order_input_including_negative_slices() {
         let events = [
             ("s", 0),

@@ -332,7 +332,7 @@ fn a_healthy_host_exits_0_until_heartbeats_are_older_than_max_age() {
     let mut host = Host::start(
         root.path(),
         &crews,
-        &[("LIVE_CREW_HEARTBEAT_MS", "5000")],
+        &[("LIVE_CREW_HEARTBEAT_MS", "30000")],
         &[],
     );
     let report = host.wait_health("ready", all_ready);

@@ -789,6 +789,7 @@ mod live {
         actions: SharedBuf,
         run: tokio::task::JoinHandle<RunSummary>,
         t0: Instant,
+        metrics: Arc<Metrics>,
     }
 
     impl LiveRun {
@@ -807,10 +808,11 @@ mod live {
             let t0 = pool.t0;
             let (input, rx) = mpsc::channel(2);
             let (actions, errors) = (SharedBuf::default(), SharedBuf::default());
+            let metrics = Arc::new(Metrics::new(global.context_max_bytes, None));
             let outputs = Outputs {
                 actions: ActionSink::new(Box::new(actions.clone()), "<test>".into()),
                 errors: ErrorSink::new(Some((Box::new(errors.clone()), "<test>".into()))),
-                metrics: Arc::new(Metrics::new(global.context_max_bytes, None)),
+                metrics: metrics.clone(),
             };
             let run = tokio::spawn(async move {
                 let store = MemoryStore::default();
@@ -825,6 +827,7 @@ mod live {
                 actions,
                 run,
                 t0,
+                metrics,
             }
         }
 
@@ -951,5 +954,41 @@ mod live {
         assert_eq!(reasons, ["late_event"]);
         assert_eq!(summary.late_events, 1);
         assert_eq!(calls, [("a".to_owned(), 0, 550)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lagging_latest_crew_collapses_its_backlog_and_the_lag_shows() {
+        let live = LiveRun::start(
+            &[("slow", "triggers: ['*']\nbacklog_policy: latest\n")],
+            &[("slow", echo(1200))],
+            GlobalConfig::default(),
+        )
+        .await;
+        for slice in 0..4 {
+            live.until(slice * 500).await;
+            live.send(ev("s", slice as i64 * 500, &format!("e{slice}")))
+                .await;
+        }
+        live.until(4200).await;
+        // Slice 0 runs 550..1750; slices 1 and 2 close meanwhile and collapse into one
+        // run at slice 2 (1750..2950); slice 3 waits for it.
+        let calls: Vec<(i64, u64)> = live.calls().iter().map(|(_, s, at)| (*s, *at)).collect();
+        assert_eq!(calls, [(0, 550), (2, 1750), (3, 2950)]);
+        let text = live.metrics.encode();
+        // Lags: 1.2 s, 2.95 - 1.55 = 1.4 s, 4.15 - 2.05 = 2.1 s.
+        assert!(
+            text.contains("slice_lag_seconds_count{crew=\"slow\"} 3"),
+            "{text}"
+        );
+        for bucket in [
+            "1.024\",crew=\"slow\"} 0",
+            "2.048\",crew=\"slow\"} 2",
+            "4.096\",crew=\"slow\"} 3",
+        ] {
+            let line = format!("slice_lag_seconds_bucket{{le=\"{bucket}");
+            assert!(text.contains(&line), "no {line} in {text}");
+        }
+        let summary = live.finish().await;
+        assert_eq!(summary.actions, 4);
     }
 }
