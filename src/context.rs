@@ -127,7 +127,7 @@ pub fn commit_slice(context: &JsonObject, patches: &[Patch<'_>], max_bytes: usiz
 }
 
 /// Length of the compact JSON text, without building it.
-fn serialised_len(value: &JsonObject) -> usize {
+pub fn serialised_len(value: &JsonObject) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

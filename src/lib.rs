@@ -7,11 +7,17 @@
 pub mod calls;
 pub mod config;
 pub mod context;
+pub mod control;
+pub mod heartbeat;
 pub mod input;
+pub mod live;
+pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod protocol;
 pub mod runners;
 pub mod scheduler;
+pub mod shutdown;
 pub mod slicer;
 pub mod supervisor;

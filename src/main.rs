@@ -1,22 +1,27 @@
 //! The `live-crew` command line (SPEC §9). Errors become exit codes here, in one place:
-//! 0 success, 1 a run finished with errors or rejected input, 2 usage or configuration.
+//! 0 success, 1 a run finished with errors or rejected input (or an unhealthy host),
+//! 2 usage or configuration (or no host answering `health`), 130 a second stop signal.
 
 use std::io::{self, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
-use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::mpsc;
-use tracing_subscriber::EnvFilter;
+use clap::{Parser, Subcommand};
 
 use live_crew::config::{ConfigErrors, Crews, GlobalConfig};
 use live_crew::context::MemoryStore;
-use live_crew::input::{self, InputItem, Source};
+use live_crew::control::{self, HostState};
+use live_crew::heartbeat;
+use live_crew::input::{self, Source};
+use live_crew::logging::{self, LogFormat};
+use live_crew::metrics::{self, Metrics};
 use live_crew::output::{self, ActionSink, ErrorSink, OutputError};
-use live_crew::scheduler::{self, RunError};
-use live_crew::supervisor::Supervisor;
+use live_crew::scheduler::{self, Mode, Outputs, RunError};
+use live_crew::shutdown::{HardStop, Shutdown};
+use live_crew::supervisor::{self, Supervisor};
 
 /// The host allocates and frees a few small objects per event and action, across the
 /// scheduler, input and output threads; mimalloc does that in a fraction of glibc's time.
@@ -30,26 +35,32 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Time-sliced orchestration host for AI crews"
 )]
 struct Cli {
-    /// Log format on stderr; default: pretty on a terminal, JSON lines otherwise.
-    /// The level filter comes from LIVE_CREW_LOG (default: info).
+    /// Log format on stderr (also `log_format` in the config, LIVE_CREW_LOG_FORMAT);
+    /// default: pretty on a terminal, JSON lines otherwise.
     #[arg(long, global = true, value_enum)]
     log_format: Option<LogFormat>,
+    /// More log detail (-v debug, -vv trace). Without -v/-q, LIVE_CREW_LOG or `log` in
+    /// the config sets the filter (default: info).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Less log detail (-q warnings, -qq errors only).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    quiet: u8,
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Json,
-    Pretty,
-}
-
 #[derive(Subcommand)]
 enum Command {
-    /// Run crews over a file of events; actions go to stdout as JSON Lines.
+    /// Run crews over events; actions go to stdout as JSON Lines.
     Run(RunArgs),
     /// Check a crews folder without running anything; reports every problem.
     Validate(ValidateArgs),
+    /// Ask the running host how its crews are, as JSON. Exit 0 healthy, 1 unhealthy,
+    /// 2 no host answers.
+    Health(HealthArgs),
+    /// The running host's crews as a table (same exit codes as `health`).
+    Status(SocketArgs),
 }
 
 #[derive(clap::Args)]
@@ -58,8 +69,8 @@ struct RunArgs {
     /// <name>.runtime.yaml).
     #[arg(long)]
     crews: PathBuf,
-    /// Events: a JSON array or JSON Lines file, or `-` for JSON Lines on stdin.
-    /// Required for now; NATS input comes with live mode.
+    /// Events: a JSON array or JSON Lines file, or `-` for JSON Lines on stdin (which
+    /// runs in live mode). Required for now; NATS input comes with distributed mode.
     #[arg(long)]
     events: PathBuf,
     /// Global settings (live-config.yaml). LIVE_CREW_* variables override it, and
@@ -72,16 +83,23 @@ struct RunArgs {
     /// Write error records here as JSON Lines (created owner-only).
     #[arg(long)]
     errors: Option<PathBuf>,
+    /// Write the host's `__hb` heartbeat records here as JSON Lines (created owner-only).
+    #[arg(long)]
+    heartbeats: Option<PathBuf>,
     /// Exit 0 even if input events were invalid or late (they are still reported).
     #[arg(long)]
     allow_invalid: bool,
     /// Slice length in milliseconds (default 500).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     slice_ms: Option<u64>,
-    /// Accepted for forward compatibility only: live mode (slices closing on wall-clock
-    /// time) is not implemented yet, so runs use batch semantics.
+    /// Live mode: slices close on the wall clock (`w0 + (n+1)·slice_ms + grace_ms`),
+    /// also for file input. Stdin always runs live.
     #[arg(long)]
     live: bool,
+    /// Serve Prometheus metrics on /metrics (and /healthz, /readyz) at this address,
+    /// e.g. 127.0.0.1:9464.
+    #[arg(long)]
+    metrics_addr: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -94,35 +112,96 @@ struct ValidateArgs {
     config: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+struct SocketArgs {
+    /// The host's control socket (default: control_socket from --config or
+    /// LIVE_CREW_CONTROL_SOCKET, else $XDG_RUNTIME_DIR/live-crew.sock, else
+    /// /tmp/live-crew-<uid>.sock).
+    #[arg(long, conflicts_with = "config")]
+    socket: Option<PathBuf>,
+    /// The host's live-config.yaml, to find its control socket.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct HealthArgs {
+    #[command(flatten)]
+    socket: SocketArgs,
+    /// Unhealthy if a crew's last runner heartbeat is older than this (milliseconds).
+    #[arg(long)]
+    max_age: Option<u64>,
+}
+
 /// How a command ended when it did not fail outright.
 enum Status {
     Clean,
-    /// Finished, but with errors or rejected input.
+    /// Finished, but with errors or rejected input (or unhealthy, for `health`).
     WithErrors,
+    /// A second stop signal ended the run at once.
+    Interrupted,
+    /// `health`/`status`: no host answered.
+    Unreachable,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Logging starts before the command; a config that does not load is reported by
+    // the command itself, and logging then uses the environment and defaults.
+    let config = match &cli.command {
+        Command::Run(args) => args.config.as_deref(),
+        Command::Validate(args) => args.config.as_deref(),
+        Command::Health(HealthArgs { socket, .. }) | Command::Status(socket) => {
+            socket.config.as_deref()
+        }
+    };
+    let settings = load_global(config)
+        .or_else(|_| load_global(None))
+        .unwrap_or_default();
+    let format = cli
+        .log_format
+        .or(settings.log_format)
+        .unwrap_or(if io::stderr().is_terminal() {
+            LogFormat::Pretty
+        } else {
+            LogFormat::Json
+        });
+    let filter = if cli.verbose > 0 || cli.quiet > 0 {
+        logging::level_for(cli.verbose, cli.quiet)
+    } else {
+        &settings.log
+    };
+    logging::init(format, filter);
     let result = match cli.command {
         // One thread: the host's work is waiting on pipes, and keeping every task on one
         // thread saves the cross-thread wake-ups that cost ~20 µs per call here. Input
         // parsing and output writing have threads of their own.
-        Command::Run(args) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")
-            .and_then(|runtime| runtime.block_on(run(args))),
+        Command::Run(args) => runtime().and_then(|runtime| runtime.block_on(run(args, format))),
         Command::Validate(args) => validate(args),
+        Command::Health(args) => {
+            runtime().and_then(|runtime| runtime.block_on(health(args.socket, args.max_age, false)))
+        }
+        Command::Status(args) => {
+            runtime().and_then(|runtime| runtime.block_on(health(args, None, true)))
+        }
     };
     match result {
         Ok(Status::Clean) => ExitCode::SUCCESS,
         Ok(Status::WithErrors) => ExitCode::from(1),
+        Ok(Status::Unreachable) => ExitCode::from(2),
+        Ok(Status::Interrupted) => ExitCode::from(130),
         Err(err) => {
             eprintln!("live-crew: error: {err:#}");
             ExitCode::from(exit_code(&err))
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 /// 1 for failures during a run, 2 for everything that stops a run from starting.
@@ -134,47 +213,59 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         err.downcast_ref::<ConfigErrors>().is_some()
             || err.downcast_ref::<input::OpenError>().is_some()
             || err.downcast_ref::<OutputError>().is_some()
+            || err.downcast_ref::<control::BindError>().is_some()
             || err.downcast_ref::<io::Error>().is_some(),
         "unclassified error: {err:#}"
     );
     2
 }
 
-fn init_logging(format: Option<LogFormat>) {
-    let filter =
-        EnvFilter::try_from_env("LIVE_CREW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let format = format.unwrap_or(if io::stderr().is_terminal() {
-        LogFormat::Pretty
-    } else {
-        LogFormat::Json
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Pretty => builder.init(),
-    }
-}
-
-fn load_global(config: Option<&std::path::Path>) -> Result<GlobalConfig, ConfigErrors> {
+fn load_global(config: Option<&Path>) -> Result<GlobalConfig, ConfigErrors> {
     GlobalConfig::load(config, |name| std::env::var(name).ok())
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<Status> {
+/// The configured control socket, or the default one (`explicit` false).
+fn control_socket(global: &GlobalConfig) -> (PathBuf, bool) {
+    match &global.control_socket {
+        Some(path) => (path.clone(), true),
+        None => (
+            control::default_socket(|name| std::env::var(name).ok()),
+            false,
+        ),
+    }
+}
+
+async fn run(args: RunArgs, log_format: LogFormat) -> anyhow::Result<Status> {
+    let started = tokio::time::Instant::now();
     let mut global = load_global(args.config.as_deref())?;
     if let Some(slice_ms) = args.slice_ms {
         global.slice_ms = slice_ms;
+    }
+    if args.metrics_addr.is_some() {
+        global.metrics_addr = args.metrics_addr.clone();
     }
     let crews = Crews::load(&args.crews, &global)?;
     if crews.as_slice().is_empty() {
         tracing::warn!(crews = %args.crews.display(), "no crews found; events are only checked");
     }
-    if args.live {
-        tracing::warn!("--live is not implemented yet; using batch semantics");
-    }
-    let input = input::spawn(&Source::from_arg(&args.events), global.max_event_bytes)?;
-    let batches = until_stop_signal(input.batches);
+    let source = Source::from_arg(&args.events);
+    let mode = if args.live || source == Source::Stdin {
+        Mode::Live
+    } else {
+        Mode::Batch
+    };
+    let input = input::spawn(&source, global.max_event_bytes)?;
+    let shutdown = match Shutdown::install() {
+        Ok(shutdown) => Some(shutdown),
+        Err(err) => {
+            tracing::warn!("cannot catch SIGTERM/SIGINT ({err}); a signal stops the host at once");
+            None
+        }
+    };
+    let batches = match &shutdown {
+        Some(shutdown) => shutdown.cut_input(input.batches),
+        None => input.batches,
+    };
     let actions = match &args.output {
         Some(path) => ActionSink::new(
             Box::new(output::create_private(path, "actions")?),
@@ -189,24 +280,92 @@ async fn run(args: RunArgs) -> anyhow::Result<Status> {
         ))),
         None => ErrorSink::new(None),
     };
+    let heartbeat_file = match &args.heartbeats {
+        Some(path) => Some((output::create_private(path, "heartbeats")?, path.clone())),
+        None => None,
+    };
     let progress = output::show_progress(input.progress.clone());
     let supervisor = Supervisor::start(crews.as_slice(), &global)
         .context("cannot prepare the bundled runners")?;
+    let host = HostState {
+        crews: supervisor.status_handle(),
+        mode: match mode {
+            Mode::Batch => "batch",
+            Mode::Live => "live",
+        },
+        started,
+    };
+    let metrics = Arc::new(Metrics::new(
+        global.context_max_bytes,
+        Some(supervisor.status_handle()),
+    ));
+    // Held until the run ends: dropping them stops serving (and removes the socket).
+    let _metrics_server = match &global.metrics_addr {
+        Some(addr) => {
+            let (bound, task) = metrics::serve(addr, metrics.clone(), host.clone())
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr}; check --metrics-addr"))?;
+            tracing::info!(addr = %bound, "metrics on http://{bound}/metrics");
+            Some(AbortOnDrop(task))
+        }
+        None => None,
+    };
+    let (socket, explicit) = control_socket(&global);
+    let _control = match control::serve(&socket, host.clone()).await {
+        Ok(served) => Some(served),
+        Err(err) if !explicit => {
+            tracing::warn!("{err}; this host runs without a control socket");
+            None
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let _heartbeats = AbortOnDrop(heartbeat::spawn(
+        Duration::from_millis(global.heartbeat_ms),
+        host.clone(),
+        metrics.clone(),
+        heartbeat_file,
+    ));
     let store = MemoryStore::default();
-    let result = scheduler::run(
-        &crews,
-        &global,
-        &supervisor,
-        &store,
-        batches,
+    let outputs = Outputs {
         actions,
         errors,
-    )
-    .await;
+        metrics,
+    };
+    let drain = Duration::from_millis(global.drain_timeout_ms);
+    // The run owns the supervisor, so dropping it on a hard stop drops every crew actor,
+    // which kills its runner.
+    let work = Box::pin(async move {
+        let result =
+            scheduler::run(&crews, &global, &supervisor, &store, batches, outputs, mode).await;
+        supervisor.shutdown().await;
+        result
+    });
+    let result = match shutdown {
+        Some(shutdown) => tokio::select! {
+            result = work => result,
+            stop = shutdown.hard_stop(drain) => {
+                drop(progress);
+                return Ok(hard_stop(stop, &host).await);
+            }
+        },
+        None => work.await,
+    };
     drop(progress);
-    supervisor.shutdown().await;
     let summary = result?;
-    eprint!("{summary}");
+    match log_format {
+        // In JSON mode stderr stays pure JSON lines, for log shippers.
+        LogFormat::Json => {
+            let fields = serde_json::json!({
+                "events": summary.events,
+                "actions": summary.actions,
+                "errors": summary.error_count(),
+            });
+            let fields = fields.as_object().expect("an object");
+            let text = summary.to_string();
+            eprintln!("{}", logging::json_line("info", text.trim_end(), fields));
+        }
+        LogFormat::Pretty => eprint!("{summary}"),
+    }
     let input_problems = summary.error_count() - summary.run_errors();
     if summary.run_errors() > 0 || (input_problems > 0 && !args.allow_invalid) {
         Ok(Status::WithErrors)
@@ -215,70 +374,58 @@ async fn run(args: RunArgs) -> anyhow::Result<Status> {
     }
 }
 
-/// Forwards input until SIGTERM or SIGINT. Then the scheduler sees the end of its input,
-/// so it finishes the open slices and flushes every output, and the runners shut down in
-/// protocol order. A second signal exits at once; the parent-death signal that the
-/// sandbox sets on every crew then takes the crews down with the host.
-fn until_stop_signal(mut input: mpsc::Receiver<Vec<InputItem>>) -> mpsc::Receiver<Vec<InputItem>> {
-    let mut stop = match StopSignals::new() {
-        Ok(stop) => stop,
+/// The run was dropped (its crews' runners are being killed): reaps them and says why.
+async fn hard_stop(stop: HardStop, host: &HostState) -> Status {
+    match stop {
+        HardStop::SecondSignal => tracing::error!("second stop signal: stopping now"),
+        HardStop::DrainTimeout => {
+            tracing::error!("open slices did not finish within drain_timeout_ms: stopping now")
+        }
+    }
+    supervisor::reap_runners(&host.crews).await;
+    match stop {
+        HardStop::SecondSignal => Status::Interrupted,
+        HardStop::DrainTimeout => Status::WithErrors,
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `health` (JSON) and `status` (table): asks the host on its control socket.
+async fn health(args: SocketArgs, max_age: Option<u64>, table: bool) -> anyhow::Result<Status> {
+    let socket = match args.socket {
+        Some(socket) => socket,
+        None => control_socket(&load_global(args.config.as_deref())?).0,
+    };
+    let command = if table { "status" } else { "health" };
+    let report = match control::query(&socket, command, max_age).await {
+        Ok(report) => report,
         Err(err) => {
-            tracing::warn!("cannot catch SIGTERM/SIGINT ({err}); a signal stops the host at once");
-            return input;
+            eprintln!(
+                "live-crew: no host answers on {}: {err}; is `live-crew run` running with this control_socket?",
+                socket.display()
+            );
+            return Ok(Status::Unreachable);
         }
     };
-    let (forward, batches) = mpsc::channel(1);
-    tokio::spawn(async move {
-        let mut stop_requests = 0;
-        loop {
-            tokio::select! {
-                batch = input.recv() => match batch {
-                    Some(batch) => tokio::select! {
-                        sent = forward.send(batch) => if sent.is_err() { return },
-                        () = stop.recv() => { stop_requests = 1; break }
-                    },
-                    None => break,
-                },
-                () = stop.recv() => { stop_requests = 1; break }
-            }
-        }
-        drop(forward);
-        // The handlers stay installed until the host exits, so a signal during the drain
-        // is never lost; the second one overall stops the host at once.
-        while stop_requests < 2 {
-            if stop_requests == 1 {
-                tracing::warn!(
-                    "stop requested: finishing open slices; signal again to stop at once"
-                );
-            }
-            stop.recv().await;
-            stop_requests += 1;
-        }
-        tracing::error!("second stop signal: exiting now");
-        std::process::exit(130);
-    });
-    batches
-}
-
-/// SIGTERM and SIGINT, as one stream of stop requests.
-struct StopSignals {
-    terminate: Signal,
-    interrupt: Signal,
-}
-
-impl StopSignals {
-    fn new() -> io::Result<Self> {
-        Ok(StopSignals {
-            terminate: signal(SignalKind::terminate())?,
-            interrupt: signal(SignalKind::interrupt())?,
-        })
-    }
-
-    async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.terminate.recv() => {}
-            _ = self.interrupt.recv() => {}
-        }
+    let text = if table {
+        control::status_table(&report)
+    } else {
+        serde_json::to_string_pretty(&report).expect("JSON values serialise") + "\n"
+    };
+    // A closed stdout is not an error.
+    let _ = io::stdout().write_all(text.as_bytes());
+    if report["healthy"] == true {
+        Ok(Status::Clean)
+    } else {
+        Ok(Status::WithErrors)
     }
 }
 

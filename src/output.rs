@@ -19,6 +19,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::input::Progress;
+use crate::metrics::Metrics;
 use crate::model::{Action, Timestamp};
 
 /// Actions are handed to the writer thread in chunks of about this size.
@@ -116,6 +117,13 @@ impl ActionSink {
         }
     }
 
+    /// Hands whatever is buffered to the writer (live mode: after every commit).
+    pub async fn flush(&mut self) {
+        if !self.buf.is_empty() {
+            self.send().await;
+        }
+    }
+
     /// Whether nobody reads the output any more; the run may stop early.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
@@ -161,6 +169,7 @@ pub const INPUT_REASONS: [&str; 2] = ["invalid_event", "late_event"];
 pub struct ErrorSink {
     file: Option<(BufWriter<Box<dyn Write + Send>>, PathBuf)>,
     counts: BTreeMap<&'static str, u64>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl ErrorSink {
@@ -169,11 +178,20 @@ impl ErrorSink {
         ErrorSink {
             file: file.map(|(file, path)| (BufWriter::new(file), path)),
             counts: BTreeMap::new(),
+            metrics: None,
         }
+    }
+
+    /// Also counts every record in `errors_total{crew,reason}`.
+    pub fn count_into(&mut self, metrics: Arc<Metrics>) {
+        self.metrics = Some(metrics);
     }
 
     pub fn report(&mut self, record: ErrorRecord) -> Result<(), OutputError> {
         *self.counts.entry(record.reason).or_default() += 1;
+        if let Some(metrics) = &self.metrics {
+            metrics.error(record.crew.as_deref(), record.reason);
+        }
         tracing::warn!(
             reason = record.reason,
             stream = record.stream_id.as_deref(),
@@ -196,19 +214,24 @@ impl ErrorSink {
         Ok(())
     }
 
-    pub fn counts(&self) -> &BTreeMap<&'static str, u64> {
-        &self.counts
-    }
-
-    pub fn finish(self) -> Result<(), OutputError> {
-        if let Some((mut file, path)) = self.file {
+    /// Writes buffered records to the file (live mode: as they happen).
+    pub fn flush(&mut self) -> Result<(), OutputError> {
+        if let Some((file, path)) = &mut self.file {
             file.flush().map_err(|source| OutputError {
                 what: "errors",
-                path,
+                path: path.clone(),
                 source,
             })?;
         }
         Ok(())
+    }
+
+    pub fn counts(&self) -> &BTreeMap<&'static str, u64> {
+        &self.counts
+    }
+
+    pub fn finish(mut self) -> Result<(), OutputError> {
+        self.flush()
     }
 }
 

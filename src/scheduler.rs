@@ -22,6 +22,8 @@ use crate::calls::{CallFailure, CallOutcome, CrewPool, FailureReason};
 use crate::config::{BacklogPolicy, Crews, GlobalConfig, KeySet, Need, Triggers, WaitPolicy};
 use crate::context::{self, ContextStore, Patch, StoreError};
 use crate::input::InputItem;
+use crate::live::LiveClock;
+use crate::metrics::{Metrics, RunMetrics};
 use crate::model::{SharedAction, SharedEvent, Timestamp};
 use crate::output::{ActionSink, CrewStats, ErrorRecord, ErrorSink, OutputError, RunSummary};
 use crate::protocol::{Call, DepItems, JsonObject};
@@ -36,20 +38,36 @@ pub enum RunError {
     Context(#[from] StoreError),
 }
 
-/// Runs a batch: reads `input` to its end, drives every crew through `pool`, and writes
-/// actions and error records. Returns what happened; errors of crews and input are in the
-/// summary, not in the `Result`.
+/// How slices close (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// On input: a later slice's event closes earlier slices.
+    Batch,
+    /// On the wall clock ([`crate::live`]); actions are flushed as each slice commits.
+    Live,
+}
+
+/// Where a run's actions, error records and metrics go.
+pub struct Outputs {
+    pub actions: ActionSink,
+    pub errors: ErrorSink,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Runs `input` to its end, drives every crew through `pool`, and writes actions and
+/// error records. Returns what happened; errors of crews and input are in the summary,
+/// not in the `Result`.
 pub async fn run<P: CrewPool, S: ContextStore>(
     crews: &Crews,
     global: &GlobalConfig,
     pool: &P,
     store: &S,
     input: mpsc::Receiver<Vec<InputItem>>,
-    actions: ActionSink,
-    errors: ErrorSink,
+    outputs: Outputs,
+    mode: Mode,
 ) -> Result<RunSummary, RunError> {
     let started = std::time::Instant::now();
-    let mut scheduler = Scheduler::new(crews, global, pool, store, actions, errors);
+    let mut scheduler = Scheduler::new(crews, global, pool, store, outputs, mode);
     scheduler.drive(input).await?;
     let Scheduler {
         actions,
@@ -308,6 +326,9 @@ struct Scheduler<'a, P, S> {
     errors: ErrorSink,
     summary: RunSummary,
     stats: Vec<CrewStats>,
+    /// Live mode: when slices close.
+    live: Option<LiveClock>,
+    metrics: RunMetrics,
 }
 
 impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
@@ -316,9 +337,15 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
         global: &GlobalConfig,
         pool: &'a P,
         store: &'a S,
-        actions: ActionSink,
-        errors: ErrorSink,
+        outputs: Outputs,
+        mode: Mode,
     ) -> Self {
+        let Outputs {
+            actions,
+            mut errors,
+            metrics,
+        } = outputs;
+        errors.count_into(metrics.clone());
         let plans = Plan::from_crews(crews);
         let offsets = || plans.iter().flat_map(|p| p.needs.iter().map(|n| n.offset));
         let look_back = offsets().min().unwrap_or(0).min(0);
@@ -329,7 +356,17 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
             .saturating_add(usize::try_from(max_wait + look_ahead - look_back).unwrap_or(0))
             .saturating_add(reorder);
         let max_patch_delay = plans.iter().map(|p| p.patch_delay).max().unwrap_or(0);
-        let slicer = Slicer::new(global.slice_ms, global.reorder_slices, global.late_policy);
+        let (slicer, live) = match mode {
+            Mode::Batch => (
+                Slicer::new(global.slice_ms, global.reorder_slices, global.late_policy),
+                None,
+            ),
+            Mode::Live => (
+                Slicer::live(global.slice_ms, global.late_policy),
+                Some(LiveClock::new(global.slice_ms, global.grace_ms)),
+            ),
+        };
+        let metrics = RunMetrics::new(metrics, plans.iter().map(|p| p.name.as_str()));
         Scheduler {
             in_flight: vec![0; plans.len()],
             stats: vec![CrewStats::default(); plans.len()],
@@ -352,6 +389,8 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
             actions,
             errors,
             summary: RunSummary::default(),
+            live,
+            metrics,
         }
     }
 
@@ -363,7 +402,12 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
                 self.pump(stream).await?;
             }
             self.emit();
-            self.actions.flush_if_full().await;
+            if self.live.is_some() {
+                self.actions.flush().await;
+                self.errors.flush()?;
+            } else {
+                self.actions.flush_if_full().await;
+            }
             if self.actions.is_closed() {
                 tracing::info!("output closed; stopping");
                 return Ok(());
@@ -381,11 +425,16 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
             let idle = self.calls.is_empty() && self.deadlines.is_empty();
             let take_input = !input_done && (idle || !self.window_full());
             let next_deadline = self.deadlines.first().map(|(at, _, _)| *at);
+            let next_close = self.live.as_ref().and_then(LiveClock::next_close);
             tokio::select! {
                 biased;
                 Some(done) = self.calls.join_next(), if !self.calls.is_empty() => {
                     let done = done.expect("call tasks do not panic");
                     dirty.extend(self.complete(done)?);
+                }
+                // Before input: a busy feed must not delay a slice's close.
+                () = sleep_until(next_close), if next_close.is_some() && !input_done => {
+                    self.close_due_slices(&mut dirty).await?;
                 }
                 batch = input.recv(), if take_input => match batch {
                     Some(items) => {
@@ -416,6 +465,21 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
         }
     }
 
+    /// Live mode: closes every slice whose wall-clock time has come.
+    async fn close_due_slices(&mut self, dirty: &mut BTreeSet<usize>) -> Result<(), RunError> {
+        let Some(clock) = &mut self.live else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        for due in clock.due(now) {
+            self.metrics.metrics().slice_closed_after(now - due.due);
+            if let Some(closed) = self.slicer.close_below(&due.stream, due.upto) {
+                self.sliced(closed, dirty).await?;
+            }
+        }
+        Ok(())
+    }
+
     fn window_full(&self) -> bool {
         self.streams.iter().any(|s| s.slices.len() > self.window)
     }
@@ -428,6 +492,10 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
         match item {
             Ok(event) => {
                 self.summary.events += 1;
+                self.metrics.event(&event.stream_id);
+                if let Some(clock) = &mut self.live {
+                    clock.saw(&event.stream_id);
+                }
                 let mut out = Vec::new();
                 self.slicer.push(event, &mut out);
                 for sliced in out {
@@ -480,6 +548,7 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
                 placed,
             } => {
                 self.summary.late_events += 1;
+                self.metrics.metrics().late_event();
                 let outcome = match placed {
                     Some(open) => format!("placed into slice {open} (late_policy: next)"),
                     None => "dropped (late_policy: drop)".into(),
@@ -730,6 +799,8 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
             }
             if let Some(context) = commit.context {
                 let state = &mut self.streams[stream];
+                let bytes = context::serialised_len(&context);
+                self.metrics.metrics().context_bytes(&state.name, bytes);
                 state.revision = self
                     .store
                     .commit(&state.name, state.revision, &context)
@@ -802,6 +873,11 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
             elapsed,
         } = done;
         let ts = self.slice_end(stream, slice);
+        let lag = self.live.as_ref().and_then(|clock| {
+            let closed = clock.close_time(&self.streams[stream].name, slice)?;
+            Some(Instant::now().saturating_duration_since(closed))
+        });
+        self.metrics.call_done(crew, elapsed, lag);
         let plan = &self.crews[crew];
         let stats = &mut self.stats[crew];
         stats.calls += 1;
@@ -881,6 +957,7 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
                         }) = lane.runs.get(&slice)
                         {
                             for action in actions {
+                                self.metrics.action(&action.kind);
                                 self.actions.push(action);
                             }
                         }

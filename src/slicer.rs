@@ -1,10 +1,11 @@
-//! Time slices (SPEC §2, batch mode): which slice an event belongs to, and when a slice
-//! closes. Pure logic: no clock, no I/O.
+//! Time slices (SPEC §2): which slice an event belongs to, and when a slice closes.
+//! Pure logic: no clock, no I/O.
 //!
 //! Per stream, `epoch0` is the first event's `ts` and `slice = floor((ts - epoch0) /
 //! slice_ms)` in integer microseconds (negative before epoch0). Slices below the
-//! *watermark* are closed. Reading an event of slice `s` moves the watermark to
-//! `s - reorder_slices`; end of input closes everything.
+//! *watermark* are closed. In batch mode, reading an event of slice `s` moves the
+//! watermark to `s - reorder_slices`. In live mode only [`Slicer::close_below`] moves it,
+//! driven by the wall clock (`crate::live`). End of input closes everything.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -65,6 +66,8 @@ pub struct Slicer {
     slice_us: i64,
     reorder: i64,
     late_policy: LatePolicy,
+    /// Batch mode: events close earlier slices. Live mode: only the clock does.
+    close_on_input: bool,
     streams: HashMap<Arc<str>, StreamSlices>,
 }
 
@@ -76,8 +79,24 @@ impl Slicer {
                 .unwrap_or(SLICE_LIMIT)
                 .min(SLICE_LIMIT),
             late_policy,
+            close_on_input: true,
             streams: HashMap::new(),
         }
+    }
+
+    /// A slicer for live mode: slices close only through [`Slicer::close_below`], and
+    /// `grace_ms` rather than `reorder_slices` absorbs disorder.
+    pub fn live(slice_ms: u64, late_policy: LatePolicy) -> Self {
+        Slicer {
+            close_on_input: false,
+            ..Slicer::new(slice_ms, 0, late_policy)
+        }
+    }
+
+    /// Closes the slices of `stream` below `upto`, if any are still open.
+    pub fn close_below(&mut self, stream: &str, upto: i64) -> Option<Sliced> {
+        let stream = self.streams.get_mut(stream)?;
+        (upto > stream.watermark).then(|| stream.close_below(upto))
     }
 
     pub fn slice_us(&self) -> i64 {
@@ -121,7 +140,7 @@ impl Slicer {
         stream.open.entry(slice).or_default().push(event);
         stream.max_seen = stream.max_seen.max(slice);
         let horizon = stream.max_seen - reorder;
-        if horizon > stream.watermark {
+        if self.close_on_input && horizon > stream.watermark {
             out.push(stream.close_below(horizon));
         }
     }
@@ -233,6 +252,33 @@ mod tests {
         assert_eq!(got, ["s@0:e0", "late e2 @0 -> Some(1)", "s@1:e1,e2,e3"]);
         let got = run(&mut Slicer::new(100, 0, LatePolicy::Drop), &events);
         assert_eq!(got, ["s@0:e0", "late e2 @0 -> None", "s@1:e1,e3"]);
+    }
+
+    #[test]
+    fn live_slices_close_only_when_told() {
+        let mut slicer = Slicer::live(100, LatePolicy::Next);
+        let mut out = Vec::new();
+        slicer.push(event("s", 0, "e0"), &mut out);
+        slicer.push(event("s", 950, "e1"), &mut out);
+        assert!(out.is_empty(), "events never close slices in live mode");
+        assert!(slicer.close_below("t", 1).is_none(), "unknown stream");
+        let Some(Sliced::Closed {
+            from, upto, slices, ..
+        }) = slicer.close_below("s", 3)
+        else {
+            panic!("slices 0..3 close")
+        };
+        assert_eq!((from, upto, slices.len()), (0, 3, 1));
+        assert!(slicer.close_below("s", 2).is_none(), "already closed");
+        slicer.push(event("s", 120, "late"), &mut out);
+        assert!(matches!(
+            out[..],
+            [Sliced::Late {
+                slice: 1,
+                placed: Some(3),
+                ..
+            }]
+        ));
     }
 
     #[test]

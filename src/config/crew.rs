@@ -268,6 +268,13 @@ impl<'a> Checker<'a> {
         }
         let runner = self.runner(&raw.runner, &dir);
         let sandbox = self.sandbox(raw.sandbox, global);
+        if raw.context.is_none() && global.context_acl_required {
+            self.issue(
+                "context",
+                "required (context_acl_required in the global config); list the keys the \
+                 crew may read and write, e.g. context: {read: [score], write: []}",
+            );
+        }
         let context = raw.context.map_or(
             ContextAcl {
                 read: KeySet::All,
@@ -612,5 +619,27 @@ mod tests {
         let spec = load(yaml, &[]).unwrap();
         assert_eq!(spec.wait_policy, WaitPolicy::Timeout(250));
         assert_eq!(spec.triggers, Triggers::Any);
+    }
+}
+
+#[cfg(test)]
+mod context_acl_tests {
+    use super::*;
+
+    #[test]
+    fn context_acl_required_rejects_a_crew_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runtime.yaml");
+        let global = GlobalConfig {
+            context_acl_required: true,
+            ..GlobalConfig::default()
+        };
+        let crew = "crew: c\ntriggers: [x]\nrunner: {kind: command, command: [cat]}\n";
+        std::fs::write(&file, crew).unwrap();
+        let issues = CrewSpec::load(&file, &global).unwrap_err();
+        assert_eq!(issues[0].field, "context");
+        std::fs::write(&file, format!("{crew}context: {{read: [a], write: []}}\n")).unwrap();
+        let spec = CrewSpec::load(&file, &global).unwrap();
+        assert!(spec.context.read.contains("a") && !spec.context.write.contains("a"));
     }
 }

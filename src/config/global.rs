@@ -15,6 +15,14 @@ pub enum LatePolicy {
     Drop,
 }
 
+/// Log format on stderr; without one, pretty on a terminal and JSON lines otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
 /// Sandbox limits that apply to every crew unless its runtime file says otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -65,9 +73,17 @@ pub struct GlobalConfig {
     pub restart_backoff_max_ms: u64,
     /// Maximum stderr lines per second relayed into the log for each crew.
     pub stderr_lines_per_s: u32,
+    /// After SIGTERM/SIGINT: how long open slices may take to finish before the host
+    /// stops at once.
+    pub drain_timeout_ms: u64,
     pub sandbox: SandboxDefaults,
     pub metrics_addr: Option<String>,
     pub control_socket: Option<PathBuf>,
+    /// Log filter (`info`, `warn,live_crew::heartbeat=off`, ...); `-v`/`-q` override it.
+    pub log: String,
+    pub log_format: Option<LogFormat>,
+    /// Every crew must declare `context: {read, write}`; none may default to all keys.
+    pub context_acl_required: bool,
 }
 
 impl Default for GlobalConfig {
@@ -88,9 +104,13 @@ impl Default for GlobalConfig {
             restart_backoff_ms: 100,
             restart_backoff_max_ms: 10_000,
             stderr_lines_per_s: 200,
+            drain_timeout_ms: 20_000,
             sandbox: SandboxDefaults::default(),
             metrics_addr: None,
             control_socket: None,
+            log: "info".into(),
+            log_format: None,
+            context_acl_required: false,
         }
     }
 }
@@ -112,8 +132,11 @@ const ENV_KNOBS: &[&str] = &[
     "restart_backoff_ms",
     "restart_backoff_max_ms",
     "stderr_lines_per_s",
+    "drain_timeout_ms",
     "metrics_addr",
     "control_socket",
+    "log",
+    "log_format",
 ];
 
 impl GlobalConfig {
@@ -200,6 +223,21 @@ mod tests {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/live-config.yaml");
         let template = GlobalConfig::load(Some(&file), |_| None).unwrap();
         assert_eq!(template, GlobalConfig::default());
+    }
+
+    #[test]
+    fn the_production_template_loads_with_strict_settings() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/production.yaml");
+        let config = GlobalConfig::load(Some(&file), |_| None).unwrap();
+        assert_eq!(config.log_format, Some(LogFormat::Json));
+        assert_eq!(config.metrics_addr.as_deref(), Some("127.0.0.1:9464"));
+        assert!(config.control_socket.is_some());
+        assert!(config.context_acl_required);
+        assert_eq!(config.late_policy, LatePolicy::Drop);
+        let defaults = SandboxDefaults::default();
+        assert!(config.sandbox.memory_mb < defaults.memory_mb);
+        assert!(config.sandbox.processes < defaults.processes);
+        assert!(!config.sandbox.network);
     }
 
     #[test]

@@ -206,7 +206,12 @@ async fn run_with(
     let sink = ActionSink::new(Box::new(actions.clone()), "<test>".into());
     let error_sink = ErrorSink::new(Some((Box::new(errors.clone()), "<test>".into())));
     let store = MemoryStore::default();
-    let summary = run(&crews, &global, &pool, &store, rx, sink, error_sink)
+    let outputs = Outputs {
+        actions: sink,
+        errors: error_sink,
+        metrics: Arc::new(Metrics::new(global.context_max_bytes, None)),
+    };
+    let summary = run(&crews, &global, &pool, &store, rx, outputs, Mode::Batch)
         .await
         .unwrap();
     let raw_actions = actions.0.lock().unwrap().clone();
@@ -769,4 +774,221 @@ async fn long_inputs_keep_memory_bounded() {
     let out = run_default(&[("a", ANY)], &[("a", echo(1))], events).await;
     assert_eq!(out.summary.actions, 2000);
     assert_eq!(out.calls.len(), 400);
+}
+
+/// Live mode (SPEC §2): slices close on the (virtual) wall clock while input stays open.
+mod live {
+    use super::*;
+    use crate::config::LatePolicy;
+
+    /// A live run whose input the test feeds over (virtual) time.
+    struct LiveRun {
+        input: mpsc::Sender<Vec<InputItem>>,
+        pool_log: Arc<Mutex<Vec<Record>>>,
+        errors: SharedBuf,
+        actions: SharedBuf,
+        run: tokio::task::JoinHandle<RunSummary>,
+        t0: Instant,
+        metrics: Arc<Metrics>,
+    }
+
+    impl LiveRun {
+        async fn start(
+            crews: &[(&str, &str)],
+            behaviours: &[(&str, Behaviour)],
+            global: GlobalConfig,
+        ) -> LiveRun {
+            let dir = tempfile::tempdir().unwrap();
+            for (name, yaml) in crews {
+                write_crew(dir.path(), name, yaml);
+            }
+            let crews = Crews::load(dir.path(), &global).unwrap();
+            let pool = FakePool::new(behaviours);
+            let pool_log = pool.log.clone();
+            let t0 = pool.t0;
+            let (input, rx) = mpsc::channel(2);
+            let (actions, errors) = (SharedBuf::default(), SharedBuf::default());
+            let metrics = Arc::new(Metrics::new(global.context_max_bytes, None));
+            let outputs = Outputs {
+                actions: ActionSink::new(Box::new(actions.clone()), "<test>".into()),
+                errors: ErrorSink::new(Some((Box::new(errors.clone()), "<test>".into()))),
+                metrics: metrics.clone(),
+            };
+            let run = tokio::spawn(async move {
+                let store = MemoryStore::default();
+                run(&crews, &global, &pool, &store, rx, outputs, Mode::Live)
+                    .await
+                    .unwrap()
+            });
+            LiveRun {
+                input,
+                pool_log,
+                errors,
+                actions,
+                run,
+                t0,
+                metrics,
+            }
+        }
+
+        async fn send(&self, event: Event) {
+            self.input.send(vec![Ok(Arc::new(event))]).await.unwrap();
+        }
+
+        /// Lets virtual time run to `ms` after the start.
+        async fn until(&self, ms: u64) {
+            tokio::time::sleep_until(self.t0 + Duration::from_millis(ms)).await;
+        }
+
+        /// `(crew, slice, start ms)` of the calls so far.
+        fn calls(&self) -> Vec<(String, i64, u64)> {
+            self.pool_log
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|r| (r.crew.clone(), r.slice, r.start_ms))
+                .collect()
+        }
+
+        fn reasons(&self) -> Vec<String> {
+            self.errors
+                .lines()
+                .iter()
+                .map(|e| e["reason"].as_str().unwrap().to_owned())
+                .collect()
+        }
+
+        async fn finish(self) -> RunSummary {
+            drop(self.input);
+            self.run.await.unwrap()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slices_close_on_the_wall_clock_without_further_input() {
+        let live = LiveRun::start(&[("a", ANY)], &[("a", echo(0))], GlobalConfig::default()).await;
+        live.send(ev("s", 0, "x")).await;
+        live.send(ev("s", 20, "y")).await;
+        // Slice 0 closes at w0 + 500 + grace 50 ms, though no later event arrives.
+        live.until(549).await;
+        assert!(live.calls().is_empty(), "{:?}", live.calls());
+        live.until(551).await;
+        assert_eq!(live.calls(), [("a".to_owned(), 0, 550)]);
+        // Its action is written as soon as the slice commits, input still open.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        for _ in 0..100 {
+            if live.actions.lines().len() == 2 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(live.actions.lines().len(), 2);
+        // An event 1.2 s in (by its ts, which arrives on time) runs at its slice's close.
+        live.until(1200).await;
+        live.send(ev("s", 1200, "z")).await;
+        live.until(1600).await;
+        assert_eq!(live.calls().last().unwrap(), &("a".to_owned(), 2, 1550));
+        let summary = live.finish().await;
+        assert_eq!(summary.actions, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn empty_slices_tick_so_needs_on_past_slices_see_a_crew_that_did_not_run() {
+        let global = GlobalConfig {
+            max_wait_slices: 2,
+            ..GlobalConfig::default()
+        };
+        let needs_a = "triggers: [y]\nneeds: [{type: crew, crew: a, offset: -1}]\n";
+        let live = LiveRun::start(
+            &[("a", "triggers: [x]\n"), ("b", needs_a)],
+            &[("a", echo(0)), ("b", echo(0))],
+            global,
+        )
+        .await;
+        // a runs in slice 0; b, triggered in slice 1, needs a in the slice before.
+        live.send(ev("s", 0, "x")).await;
+        live.until(700).await;
+        live.send(ev("s", 700, "y")).await;
+        live.until(1060).await;
+        assert_eq!(
+            live.calls(),
+            [("a".to_owned(), 0, 550), ("b".to_owned(), 1, 1050)]
+        );
+        // b again in slice 2; slices 2..4 stay empty, a does not run in them, and b's
+        // trigger is given up when slice 4 closes, with no input at all.
+        live.until(1200).await;
+        live.send(ev("s", 1200, "y")).await;
+        live.until(2549).await;
+        assert!(live.reasons().is_empty(), "{:?}", live.reasons());
+        live.until(2551).await;
+        assert_eq!(live.reasons(), ["dependency_timeout"]);
+        assert_eq!(live.errors.lines()[0]["slice"], 2);
+        assert_eq!(live.calls().len(), 2);
+        live.finish().await;
+    }
+
+    async fn late_event_run(
+        policy: LatePolicy,
+    ) -> (Vec<(String, i64, u64)>, Vec<String>, RunSummary) {
+        let global = GlobalConfig {
+            late_policy: policy,
+            ..GlobalConfig::default()
+        };
+        let live = LiveRun::start(&[("a", ANY)], &[("a", echo(0))], global).await;
+        live.send(ev("s", 0, "x")).await;
+        // Slice 0 closed at 550; this event of slice 0 arrives at 600.
+        live.until(600).await;
+        live.send(ev("s", 100, "late")).await;
+        live.until(1100).await;
+        let (calls, reasons) = (live.calls(), live.reasons());
+        (calls, reasons, live.finish().await)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn late_events_go_to_the_oldest_open_slice_or_are_dropped() {
+        let (calls, reasons, summary) = late_event_run(LatePolicy::Next).await;
+        assert_eq!(reasons, ["late_event"]);
+        assert_eq!(summary.late_events, 1);
+        assert_eq!(calls, [("a".to_owned(), 0, 550), ("a".to_owned(), 1, 1050)]);
+        let (calls, reasons, summary) = late_event_run(LatePolicy::Drop).await;
+        assert_eq!(reasons, ["late_event"]);
+        assert_eq!(summary.late_events, 1);
+        assert_eq!(calls, [("a".to_owned(), 0, 550)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lagging_latest_crew_collapses_its_backlog_and_the_lag_shows() {
+        let live = LiveRun::start(
+            &[("slow", "triggers: ['*']\nbacklog_policy: latest\n")],
+            &[("slow", echo(1200))],
+            GlobalConfig::default(),
+        )
+        .await;
+        for slice in 0..4 {
+            live.until(slice * 500).await;
+            live.send(ev("s", slice as i64 * 500, &format!("e{slice}")))
+                .await;
+        }
+        live.until(4200).await;
+        // Slice 0 runs 550..1750; slices 1 and 2 close meanwhile and collapse into one
+        // run at slice 2 (1750..2950); slice 3 waits for it.
+        let calls: Vec<(i64, u64)> = live.calls().iter().map(|(_, s, at)| (*s, *at)).collect();
+        assert_eq!(calls, [(0, 550), (2, 1750), (3, 2950)]);
+        let text = live.metrics.encode();
+        // Lags: 1.2 s, 2.95 - 1.55 = 1.4 s, 4.15 - 2.05 = 2.1 s.
+        assert!(
+            text.contains("slice_lag_seconds_count{crew=\"slow\"} 3"),
+            "{text}"
+        );
+        for bucket in [
+            "1.024\",crew=\"slow\"} 0",
+            "2.048\",crew=\"slow\"} 2",
+            "4.096\",crew=\"slow\"} 3",
+        ] {
+            let line = format!("slice_lag_seconds_bucket{{le=\"{bucket}");
+            assert!(text.contains(&line), "no {line} in {text}");
+        }
+        let summary = live.finish().await;
+        assert_eq!(summary.actions, 4);
+    }
 }

@@ -9,7 +9,7 @@ mod launch;
 mod process;
 mod status;
 
-pub use status::{CrewState, CrewStatus};
+pub use status::{CrewState, CrewStatus, StatusHandle};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -107,6 +107,11 @@ impl Supervisor {
         self.monitors.iter().map(|m| m.snapshot()).collect()
     }
 
+    /// A handle that reads the same state from other tasks.
+    pub fn status_handle(&self) -> StatusHandle {
+        StatusHandle(self.monitors.iter().cloned().collect())
+    }
+
     /// Waits until `crew` reaches `state`; returns at once for an unknown crew.
     pub async fn wait_for_state(&self, crew: &str, state: CrewState) {
         if let Some(monitor) = self.monitors.iter().find(|m| m.crew() == crew) {
@@ -121,6 +126,31 @@ impl Supervisor {
         self.crews.clear();
         while self.actors.join_next().await.is_some() {}
     }
+}
+
+/// After the actors were dropped (a hard stop), which SIGKILLs every runner's process
+/// group and cgroup members: waits until each runner has been reaped.
+pub async fn reap_runners(crews: &StatusHandle) {
+    for pid in crews.snapshot().iter().filter_map(|s| s.pid) {
+        reap(pid).await;
+    }
+}
+
+/// Waits (up to a second) until a killed runner has been reaped, by us or by tokio's
+/// own child reaper, which answers ECHILD here.
+async fn reap(pid: u32) {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    for _ in 0..100 {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => tokio::time::sleep(Duration::from_millis(10)).await,
+            _ => return,
+        }
+    }
+    tracing::warn!(
+        pid = pid.as_raw(),
+        "runner not reaped within 1 s of SIGKILL"
+    );
 }
 
 impl CrewPool for Supervisor {

@@ -1,6 +1,7 @@
 //! What each crew's actor is doing, readable at any time without asking the actor:
 //! the source of `live-crew health` and `status`.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -47,6 +48,18 @@ pub struct CrewStatus {
     pub errors: u64,
     /// The sandbox layers this crew's runner is started with.
     pub sandbox_layers: Vec<&'static str>,
+}
+
+/// A cloneable, `'static` view of every crew's monitor, for tasks that report state
+/// (control socket, metrics, heartbeats) while the supervisor runs the crews.
+#[derive(Debug, Clone, Default)]
+pub struct StatusHandle(pub(crate) Arc<[Arc<CrewMonitor>]>);
+
+impl StatusHandle {
+    /// Every crew's current state, in the order the crews were given.
+    pub fn snapshot(&self) -> Vec<CrewStatus> {
+        self.0.iter().map(|m| m.snapshot()).collect()
+    }
 }
 
 /// Shared between an actor, which writes, and any number of readers. Lock-free, so

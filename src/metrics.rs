@@ -1,0 +1,386 @@
+//! Prometheus metrics (SPEC §8): one registry, built where the host starts, and the
+//! `/metrics`, `/healthz` and `/readyz` endpoints on `--metrics-addr`.
+//!
+//! `prometheus-client` (the Prometheus project's own crate) over the `prometheus` crate:
+//! typed label sets, no global registry, and scrape-time collectors, which read crew
+//! state straight from the supervisor instead of mirroring it into gauges.
+//! Hot paths hold handles ([`Counter`], [`Histogram`]) looked up once, so counting an
+//! event is one atomic add.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::control::HostState;
+use crate::supervisor::{CrewState, CrewStatus, StatusHandle};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CrewLabel {
+    crew: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabel {
+    stream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    crew: String,
+    reason: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// 0.5 ms up to ~65 s, doubling.
+fn seconds_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+}
+
+/// Every metric of the host. Cheap to share behind an `Arc`; all updates are atomic.
+pub struct Metrics {
+    registry: Registry,
+    slice_lag: HistogramFamily<CrewLabel>,
+    crew_call: HistogramFamily<CrewLabel>,
+    actions_sent: Family<KindLabel, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    events_received: Family<StreamLabel, Counter>,
+    context_bytes: Family<StreamLabel, Gauge>,
+    heartbeats: Counter,
+    late_events: Counter,
+    slice_close_delay: Histogram,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// The registry with every metric; `crews`, when given, feeds `crew_up` and
+    /// `crew_restarts_total` at scrape time.
+    pub fn new(context_max_bytes: usize, crews: Option<StatusHandle>) -> Metrics {
+        let mut registry = Registry::default();
+        let slice_lag = HistogramFamily::<CrewLabel>::new_with_constructor(seconds_histogram);
+        registry.register(
+            "slice_lag_seconds",
+            "Live mode: from a slice's wall-clock close to the end of a crew's call for it",
+            slice_lag.clone(),
+        );
+        let crew_call = HistogramFamily::<CrewLabel>::new_with_constructor(seconds_histogram);
+        registry.register(
+            "crew_call_seconds",
+            "Duration of crew calls, from dispatch to answer",
+            crew_call.clone(),
+        );
+        let actions_sent = Family::default();
+        registry.register(
+            "actions_sent",
+            "Actions written to the output, by kind",
+            actions_sent.clone(),
+        );
+        let errors = Family::default();
+        registry.register(
+            "errors",
+            "Error records, by crew (empty for input errors) and reason",
+            errors.clone(),
+        );
+        let events_received = Family::default();
+        registry.register(
+            "events_received",
+            "Valid input events, by stream",
+            events_received.clone(),
+        );
+        let context_bytes = Family::default();
+        registry.register(
+            "context_bytes",
+            "Size of the committed context (compact JSON), by stream",
+            context_bytes.clone(),
+        );
+        let context_max = Gauge::<i64>::default();
+        context_max.set(i64::try_from(context_max_bytes).unwrap_or(i64::MAX));
+        registry.register(
+            "context_max_bytes",
+            "The context size cap (context_max_bytes)",
+            context_max,
+        );
+        let heartbeats = Counter::default();
+        registry.register(
+            "heartbeats",
+            "Heartbeat records (__hb) the host emitted",
+            heartbeats.clone(),
+        );
+        let late_events = Counter::default();
+        registry.register(
+            "late_events",
+            "Events for an already closed slice (placed or dropped by late_policy)",
+            late_events.clone(),
+        );
+        let slice_close_delay = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        registry.register(
+            "slice_close_delay_seconds",
+            "Live mode: how long after its due wall-clock time a slice was closed",
+            slice_close_delay.clone(),
+        );
+        if let Some(crews) = crews {
+            registry.register_collector(Box::new(CrewCollector(crews)));
+        }
+        Metrics {
+            registry,
+            slice_lag,
+            crew_call,
+            actions_sent,
+            errors,
+            events_received,
+            context_bytes,
+            heartbeats,
+            late_events,
+            slice_close_delay,
+        }
+    }
+
+    /// `(crew_call_seconds, slice_lag_seconds)` of one crew.
+    pub fn crew_timers(&self, crew: &str) -> (Histogram, Histogram) {
+        let label = CrewLabel { crew: crew.into() };
+        (
+            self.crew_call.get_or_create(&label).clone(),
+            self.slice_lag.get_or_create(&label).clone(),
+        )
+    }
+
+    pub fn events_received(&self, stream: &str) -> Counter {
+        let label = StreamLabel {
+            stream: stream.into(),
+        };
+        self.events_received.get_or_create(&label).clone()
+    }
+
+    pub fn actions_sent(&self, kind: &str) -> Counter {
+        let label = KindLabel { kind: kind.into() };
+        self.actions_sent.get_or_create(&label).clone()
+    }
+
+    pub fn error(&self, crew: Option<&str>, reason: &str) {
+        let label = ErrorLabels {
+            crew: crew.unwrap_or_default().into(),
+            reason: reason.into(),
+        };
+        self.errors.get_or_create(&label).inc();
+    }
+
+    pub fn context_bytes(&self, stream: &str, bytes: usize) {
+        let label = StreamLabel {
+            stream: stream.into(),
+        };
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.context_bytes.get_or_create(&label).set(bytes);
+    }
+
+    pub fn heartbeat(&self) {
+        self.heartbeats.inc();
+    }
+
+    pub fn late_event(&self) {
+        self.late_events.inc();
+    }
+
+    pub fn slice_closed_after(&self, delay: Duration) {
+        self.slice_close_delay.observe(delay.as_secs_f64());
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// The scheduler's handles into [`Metrics`]: looked up once per crew, stream and
+/// action kind, so the per-event cost is a hash lookup and an atomic add.
+pub struct RunMetrics {
+    metrics: Arc<Metrics>,
+    /// `(crew_call_seconds, slice_lag_seconds)` by crew index.
+    crews: Vec<(Histogram, Histogram)>,
+    events: HashMap<String, Counter>,
+    actions: HashMap<String, Counter>,
+}
+
+impl RunMetrics {
+    pub fn new<'a>(metrics: Arc<Metrics>, crews: impl IntoIterator<Item = &'a str>) -> Self {
+        RunMetrics {
+            crews: crews.into_iter().map(|c| metrics.crew_timers(c)).collect(),
+            metrics,
+            events: HashMap::new(),
+            actions: HashMap::new(),
+        }
+    }
+
+    pub fn event(&mut self, stream: &str) {
+        cached(&mut self.events, stream, |s| {
+            self.metrics.events_received(s)
+        })
+        .inc();
+    }
+
+    pub fn action(&mut self, kind: &str) {
+        cached(&mut self.actions, kind, |k| self.metrics.actions_sent(k)).inc();
+    }
+
+    /// A call of crew `crew` (by index) took `call`; in live mode it ended `lag` after
+    /// its slice closed.
+    pub fn call_done(&self, crew: usize, call: Duration, lag: Option<Duration>) {
+        let (call_seconds, lag_seconds) = &self.crews[crew];
+        call_seconds.observe(call.as_secs_f64());
+        if let Some(lag) = lag {
+            lag_seconds.observe(lag.as_secs_f64());
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+fn cached<'m>(
+    map: &'m mut HashMap<String, Counter>,
+    key: &str,
+    make: impl FnOnce(&str) -> Counter,
+) -> &'m Counter {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), make(key));
+    }
+    &map[key]
+}
+
+/// `crew_up` and `crew_restarts_total`, read from the supervisor at scrape time.
+#[derive(Debug)]
+struct CrewCollector(StatusHandle);
+
+impl Collector for CrewCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let crews = self.0.snapshot();
+        let mut up = encoder.encode_descriptor(
+            "crew_up",
+            "1 while the crew's runner is ready or busy, else 0",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for crew in &crews {
+            let value = i64::from(matches!(crew.state, CrewState::Ready | CrewState::Busy));
+            ConstGauge::new(value).encode(up.encode_family(&label(crew))?)?;
+        }
+        let mut restarts = encoder.encode_descriptor(
+            "crew_restarts",
+            "Runner restarts since the host started",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for crew in &crews {
+            ConstCounter::new(u64::from(crew.restarts))
+                .encode(restarts.encode_family(&label(crew))?)?;
+        }
+        Ok(())
+    }
+}
+
+fn label(crew: &CrewStatus) -> CrewLabel {
+    CrewLabel {
+        crew: crew.crew.clone(),
+    }
+}
+
+/// Serves `/metrics`, `/healthz` (the host answers) and `/readyz` (every crew is up)
+/// until the returned task is dropped or aborted.
+pub async fn serve(
+    addr: &str,
+    metrics: Arc<Metrics>,
+    host: HostState,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (metrics, host) = (metrics.clone(), host.clone());
+            let service = hyper::service::service_fn(move |request| {
+                let response = respond(&request, &metrics, &host);
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let served = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(io, service);
+                if let Err(err) = served.await {
+                    tracing::debug!("metrics connection: {err}");
+                }
+            });
+        }
+    });
+    Ok((local, task))
+}
+
+fn respond(
+    request: &Request<Incoming>,
+    metrics: &Metrics,
+    host: &HostState,
+) -> Response<Full<Bytes>> {
+    let text = |status: StatusCode, content_type: &str, body: String| {
+        Response::builder()
+            .status(status)
+            .header(hyper::header::CONTENT_TYPE, content_type)
+            .body(Full::new(Bytes::from(body)))
+            .expect("static headers are valid")
+    };
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    if request.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "GET only\n".into());
+    }
+    match request.uri().path() {
+        "/metrics" => text(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        ),
+        "/healthz" => text(StatusCode::OK, PLAIN, "ok\n".into()),
+        "/readyz" => {
+            let report = host.report(None);
+            let status = if report.healthy {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let body = serde_json::to_string(&report).expect("reports serialise") + "\n";
+            text(status, "application/json", body)
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            PLAIN,
+            "not found; try /metrics, /healthz or /readyz\n".into(),
+        ),
+    }
+}

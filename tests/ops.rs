@@ -1,0 +1,538 @@
+//! Operations through the real binary: live mode on a slow stdin feed, `health` and
+//! `status` over the control socket, a `/metrics` scrape, JSON logs, and stopping.
+
+mod common;
+
+use common::{process_gone, write_hostile_crew};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_live-crew");
+
+/// An event of stream `s` stamped with the current wall-clock time.
+fn event_now(kind: &str, payload: &str) -> String {
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    format!(r#"{{"ts":"{ts}","kind":"{kind}","stream_id":"s","payload":{payload}}}"#) + "\n"
+}
+
+/// A host reading events from its stdin, with its log in `dir/log`.
+struct Host {
+    child: Child,
+    dir: PathBuf,
+    socket: PathBuf,
+}
+
+impl Host {
+    fn start(dir: &Path, crews: &Path, env: &[(&str, &str)], args: &[&str]) -> Host {
+        let socket = dir.join("control.sock");
+        let log = std::fs::File::create(dir.join("log")).unwrap();
+        let mut command = Command::new(BIN);
+        command
+            .args(["run", "--log-format", "json", "--events", "-", "--crews"])
+            .arg(crews)
+            .args(args)
+            .env("LIVE_CREW_CONTROL_SOCKET", &socket)
+            .env("LIVE_CREW_HEARTBEAT_MS", "250")
+            .env("LIVE_CREW_KILL_GRACE_MS", "300")
+            .env("LIVE_CREW_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        Host {
+            child: command.spawn().unwrap(),
+            dir: dir.to_path_buf(),
+            socket,
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(line.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap()
+    }
+
+    /// Waits until `check` holds for the health report, or fails after 20 s.
+    fn wait_health(
+        &self,
+        what: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, report) = health(&["--socket", self.socket.to_str().unwrap()]);
+            if let Some(report) = report.filter(|r| check(r)) {
+                return report;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never {what}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// Waits for the host to exit (at most `secs`); returns its exit code.
+    fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "host did not exit; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `live-crew health ARGS`; returns the exit code and the parsed report.
+fn health(args: &[&str]) -> (i32, Option<serde_json::Value>) {
+    let out = Command::new(BIN).arg("health").args(args).output().unwrap();
+    let report = serde_json::from_slice(&out.stdout).ok();
+    (out.status.code().unwrap(), report)
+}
+
+fn state_of<'a>(report: &'a serde_json::Value, crew: &str) -> &'a serde_json::Value {
+    report["crews"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["crew"] == crew)
+        .unwrap_or_else(|| panic!("no crew {crew} in {report}"))
+}
+
+fn all_ready(report: &serde_json::Value) -> bool {
+    report["crews"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["state"] == "ready")
+}
+
+fn runner_pids(report: &serde_json::Value) -> Vec<i32> {
+    report["crews"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["pid"].as_i64())
+        .map(|pid| pid as i32)
+        .collect()
+}
+
+fn wait_all_gone(pids: &[i32]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pids.iter().all(|pid| process_gone(*pid)) {
+        assert!(
+            Instant::now() < deadline,
+            "crew processes survived: {pids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[test]
+fn live_stdin_slices_close_on_time_and_their_actions_are_flushed_at_once() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = root.path().join("crews");
+    write_hostile_crew(&crews, "echo", "env: {IGNORE_DO: \"1\"}\n");
+    let output = root.path().join("actions.jsonl");
+    let mut host = Host::start(
+        root.path(),
+        &crews,
+        &[],
+        &["--output", output.to_str().unwrap()],
+    );
+    host.wait_health("ready", all_ready);
+    // One event, then nothing: slice 0 closes 500 + 50 ms after it arrived.
+    let sent = Instant::now();
+    host.send(&event_now("tick", "1"));
+    let mut waited = Duration::ZERO;
+    while lines(&output).is_empty() {
+        waited = sent.elapsed();
+        assert!(
+            waited < Duration::from_secs(5),
+            "no action; log:\n{}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        waited >= Duration::from_millis(540),
+        "slice 0 closed early: {waited:?}"
+    );
+    let first = lines(&output);
+    assert_eq!(
+        (first.len(), &first[0]["slice"]),
+        (1, &serde_json::json!(0))
+    );
+    // A second event two slices later lands in slice 2 (slice 1 ticked empty).
+    std::thread::sleep(Duration::from_millis(1100).saturating_sub(sent.elapsed()));
+    host.send(&event_now("tick", "2"));
+    while lines(&output).len() < 2 {
+        assert!(
+            sent.elapsed() < Duration::from_secs(6),
+            "log:\n{}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(lines(&output)[1]["slice"], 2);
+    drop(host.child.stdin.take());
+    assert_eq!(host.wait_exit(10), Some(0), "log:\n{}", host.log());
+}
+
+#[test]
+fn health_reports_every_crew_state_and_exits_0_1_or_2() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = root.path().join("crews");
+    write_hostile_crew(&crews, "steady", "env: {IGNORE_DO: \"1\"}\n");
+    write_hostile_crew(
+        &crews,
+        "stuck",
+        "timeout_ms: 60000\nenv: {SLICE0_MODE: hang}\n",
+    );
+    write_hostile_crew(&crews, "crasher", "env: {SLICE0_MODE: crash}\n");
+    write_hostile_crew(
+        &crews,
+        "fragile",
+        "max_errors: 1\nenv: {SLICE0_MODE: crash}\n",
+    );
+    // Never answers `hello`, so it stays starting for the whole (long) startup timeout.
+    let mute = crews.join("mute");
+    std::fs::create_dir_all(&mute).unwrap();
+    std::fs::write(
+        mute.join("runtime.yaml"),
+        "crew: mute\ntriggers: [never]\nrunner: {kind: command, command: [sleep, \"60\"]}\n",
+    )
+    .unwrap();
+    let mut host = Host::start(
+        root.path(),
+        &crews,
+        &[
+            ("LIVE_CREW_STARTUP_TIMEOUT_MS", "60000"),
+            ("LIVE_CREW_RESTART_BACKOFF_MS", "60000"),
+            ("LIVE_CREW_RESTART_BACKOFF_MAX_MS", "60000"),
+        ],
+        &[],
+    );
+    let socket = host.socket.to_str().unwrap().to_owned();
+    host.wait_health("steady ready", |r| {
+        state_of(r, "steady")["state"] == "ready"
+    });
+    host.send(&event_now("tick", "{}"));
+    let report = host.wait_health("every state", |r| {
+        ["stuck", "crasher", "fragile"]
+            .iter()
+            .all(|c| state_of(r, c)["state"] != "ready" && state_of(r, c)["state"] != "starting")
+    });
+    let states: Vec<(&str, &str, bool)> = report["crews"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["crew"].as_str().unwrap(),
+                c["state"].as_str().unwrap(),
+                c["healthy"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("crasher", "restarting", false),
+            ("fragile", "disabled", false),
+            ("mute", "starting", false),
+            ("steady", "ready", true),
+            ("stuck", "busy", true),
+        ],
+        "{report}"
+    );
+    assert_eq!(report["healthy"], false);
+    assert_eq!(state_of(&report, "fragile")["problem"], "crew is disabled");
+    assert_eq!(state_of(&report, "crasher")["errors"], 1);
+    assert!(state_of(&report, "stuck")["pid"].as_i64().is_some());
+    assert!(state_of(&report, "fragile")["pid"].is_null());
+    assert!(
+        !state_of(&report, "steady")["sandbox_layers"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(health(&["--socket", &socket]).0, 1);
+    let status = Command::new(BIN)
+        .args(["status", "--socket", &socket])
+        .output()
+        .unwrap();
+    assert_eq!(status.status.code(), Some(1));
+    let table = String::from_utf8(status.stdout).unwrap();
+    assert!(table.contains("UNHEALTHY"), "{table}");
+    for (crew, state) in [
+        ("steady", "ready"),
+        ("stuck", "busy"),
+        ("mute", "starting"),
+        ("fragile", "disabled"),
+    ] {
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(crew))
+            .unwrap_or_else(|| panic!("{table}"));
+        assert!(row.contains(state), "{row}");
+    }
+    host.signal(nix::sys::signal::Signal::SIGKILL);
+    host.wait_exit(5);
+    // A killed host leaves its socket file behind, but nobody answers there.
+    assert!(host.socket.exists());
+    assert_eq!(health(&["--socket", &socket]), (2, None));
+}
+
+#[test]
+fn a_healthy_host_exits_0_until_heartbeats_are_older_than_max_age() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = root.path().join("crews");
+    write_hostile_crew(&crews, "steady", "");
+    let socket = root.path().join("control.sock");
+    // A stale socket from a host that was killed: replaced, not an error.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert_eq!(health(&["--socket", socket.to_str().unwrap()]).0, 2);
+    let config = root.path().join("live-config.yaml");
+    std::fs::write(&config, format!("control_socket: {}\n", socket.display())).unwrap();
+    let mut host = Host::start(
+        root.path(),
+        &crews,
+        &[("LIVE_CREW_HEARTBEAT_MS", "30000")],
+        &[],
+    );
+    let report = host.wait_health("ready", all_ready);
+    assert_eq!(report["healthy"], true);
+    assert_eq!(report["host"]["mode"], "live");
+    let mode = std::fs::metadata(&socket).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+    // `--config` finds the socket the same way the host did.
+    let config = config.to_str().unwrap();
+    assert_eq!(health(&["--config", config]).0, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, report) = health(&["--config", config, "--max-age", "100"]);
+    assert_eq!(code, 1, "{report:?}");
+    let problem = state_of(report.as_ref().unwrap(), "steady")["problem"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(problem.starts_with("last heartbeat"), "{problem}");
+    assert_eq!(health(&["--config", config, "--max-age", "60000"]).0, 0);
+    drop(host.child.stdin.take());
+    assert_eq!(host.wait_exit(10), Some(0), "log:\n{}", host.log());
+    assert!(!socket.exists(), "the socket file is removed on exit");
+    assert_eq!(health(&["--config", config]).0, 2);
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let code = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[test]
+fn metrics_scrape_has_every_metric_and_every_log_line_is_json() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = root.path().join("crews");
+    write_hostile_crew(&crews, "failer", "env: {SLICE0_MODE: fail}\n");
+    let writer = crews.join("writer");
+    std::fs::create_dir_all(&writer).unwrap();
+    std::fs::write(
+        writer.join("runtime.yaml"),
+        "crew: writer\ntriggers: ['*']\nrunner: {kind: python, module: \"handlers:react\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        writer.join("handlers.py"),
+        "def react(events, ctx, deps):\n    ctx['seen'] = len(events)\n    return [{'kind': 'noted', 'payload': len(events)}]\n",
+    )
+    .unwrap();
+    let output = root.path().join("actions.jsonl");
+    let heartbeats = root.path().join("heartbeats.jsonl");
+    let mut host = Host::start(
+        root.path(),
+        &crews,
+        &[],
+        &[
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--output",
+            output.to_str().unwrap(),
+            "--heartbeats",
+            heartbeats.to_str().unwrap(),
+        ],
+    );
+    host.wait_health("ready", all_ready);
+    let addr = host
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|l| l["addr"].as_str().map(str::to_owned))
+        .expect("the metrics address is logged");
+    let first = event_now("tick", "{}");
+    host.send(&first);
+    // Slice 0 closes at 550 ms; the same event again at 700 ms is late.
+    std::thread::sleep(Duration::from_millis(700));
+    host.send(&first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lines(&output).len() < 2 {
+        assert!(Instant::now() < deadline, "log:\n{}", host.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, text) = http_get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    for sample in [
+        "slice_lag_seconds_bucket{le=\"0.0005\",crew=\"writer\"}",
+        "actions_sent_total{kind=\"noted\"} ",
+        "errors_total{crew=\"failer\",reason=\"runner_error\"} 1",
+        "heartbeats_total ",
+        "crew_up{crew=\"writer\"} 1",
+        "crew_restarts_total{crew=\"failer\"} 0",
+        "crew_call_seconds_count{crew=\"failer\"} ",
+        "events_received_total{stream=\"s\"} 2",
+        "late_events_total 1",
+        "context_bytes{stream=\"s\"} 10",
+        "context_max_bytes 4096",
+    ] {
+        assert!(text.contains(sample), "no {sample} in:\n{text}");
+    }
+    assert!(text.ends_with("# EOF\n"));
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    let (code, ready) = http_get(&addr, "/readyz");
+    assert_eq!(code, 200, "{ready}");
+    assert_eq!(http_get(&addr, "/nope").0, 404);
+    drop(host.child.stdin.take());
+    assert_eq!(
+        host.wait_exit(10),
+        Some(1),
+        "a runner_error makes the exit status 1"
+    );
+    let log = host.log();
+    let records: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    for record in &records {
+        assert!(
+            record["ts"].is_string() && record["level"].is_string() && record["msg"].is_string(),
+            "{record}"
+        );
+    }
+    let ready = records.iter().find(|r| r["msg"] == "runner ready").unwrap();
+    assert!(
+        ready["crew"].is_string() && ready["t_ms"].is_number(),
+        "{ready}"
+    );
+    let late = records
+        .iter()
+        .find(|r| r["reason"] == "late_event")
+        .unwrap();
+    assert_eq!(
+        (&late["stream"], &late["slice"]),
+        (&serde_json::json!("s"), &serde_json::json!(0))
+    );
+    assert!(records.iter().any(|r| r["msg"] == "__hb"));
+    assert!(
+        records
+            .iter()
+            .any(|r| r["msg"].as_str().unwrap().contains("2 events"))
+    );
+    let beats = lines(&heartbeats);
+    assert!(!beats.is_empty());
+    assert_eq!(beats[0]["kind"], "__hb");
+    assert_eq!(beats.last().unwrap()["crews"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_second_signal_stops_at_once_and_leaves_no_crew_process() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = root.path().join("crews");
+    write_hostile_crew(&crews, "stuck", "timeout_ms: 60000\n");
+    write_hostile_crew(&crews, "idle", "env: {IGNORE_DO: \"1\"}\n");
+    let mut host = Host::start(root.path(), &crews, &[], &[]);
+    let report = host.wait_health("ready", all_ready);
+    let pids = runner_pids(&report);
+    assert_eq!(pids.len(), 2);
+    host.send(&event_now("tick", r#"{"do":"hang"}"#));
+    host.wait_health("busy", |r| state_of(r, "stuck")["state"] == "busy");
+    host.signal(nix::sys::signal::Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        host.child.try_wait().unwrap().is_none(),
+        "draining waits for the stuck call"
+    );
+    let stopped = Instant::now();
+    host.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(host.wait_exit(5), Some(130), "log:\n{}", host.log());
+    assert!(stopped.elapsed() < Duration::from_secs(3));
+    wait_all_gone(&pids);
+    assert!(!host.socket.exists());
+}
+
+#[test]
+fn the_drain_timeout_stops_a_stuck_drain() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = root.path().join("crews");
+    write_hostile_crew(&crews, "stuck", "timeout_ms: 60000\n");
+    let mut host = Host::start(
+        root.path(),
+        &crews,
+        &[("LIVE_CREW_DRAIN_TIMEOUT_MS", "500")],
+        &[],
+    );
+    let pids = runner_pids(&host.wait_health("ready", all_ready));
+    host.send(&event_now("tick", r#"{"do":"hang"}"#));
+    host.wait_health("busy", |r| state_of(r, "stuck")["state"] == "busy");
+    host.signal(nix::sys::signal::Signal::SIGINT);
+    assert_eq!(host.wait_exit(5), Some(1), "log:\n{}", host.log());
+    assert!(host.log().contains("drain_timeout_ms"));
+    wait_all_gone(&pids);
+}
