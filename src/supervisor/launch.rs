@@ -11,8 +11,8 @@ use crate::config::{CrewSpec, RunnerSpec};
 const RUNNER_ENTRY: &str = "from live_crew_runner.serve import main; main()";
 
 /// Everything needed to spawn one crew's runner, computed once per crew. `host_env` looks
-/// up the host's environment; only `LIVE_CREW_PYTHON` and the crew's `env_passthrough`
-/// names are ever read through it, so no other host variable reaches a crew.
+/// up the host's environment; only `LIVE_CREW_PYTHON`, `LIVE_CREW_LLM` and the crew's
+/// `env_passthrough` names are ever read through it, so no other host variable reaches a crew.
 pub(crate) fn spawn_spec(
     spec: &CrewSpec,
     bundled_python_path: &Path,
@@ -26,6 +26,10 @@ pub(crate) fn spawn_spec(
                 .or_else(|| host_env("LIVE_CREW_PYTHON"))
                 .unwrap_or_else(|| "python3".to_owned());
             env.push(("PYTHONPATH".into(), bundled_python_path.into()));
+            // The LLM override for crewai/prompt crews (SPEC §10) follows the host's.
+            if let Some(model) = host_env("LIVE_CREW_LLM") {
+                env.push(("LIVE_CREW_LLM".into(), model.into()));
+            }
             // `-c` rather than `-m`: loading runpy would add ~8 ms to every start.
             (
                 PathBuf::from(python),
