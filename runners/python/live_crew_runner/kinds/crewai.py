@@ -75,7 +75,7 @@ def build_crew(crew_dir: str, runner: dict[str, Any], llm: BaseLLM | None) -> Cr
         print_traceback(exc)
         raise CrewError(f"cannot load '{source}': {describe(exc)}") from None
     try:
-        return crew_from_object(target, source)
+        return crew_from_object(target, source, llm)
     except CrewError:
         raise
     except _CREW_FAILURES as exc:
@@ -83,11 +83,18 @@ def build_crew(crew_dir: str, runner: dict[str, Any], llm: BaseLLM | None) -> Cr
         raise CrewError(f"building the crew from '{source}' raised {describe(exc)}") from None
 
 
-def crew_from_object(target: Any, source: str) -> Crew:
+def crew_from_object(target: Any, source: str, llm: BaseLLM | None) -> Crew:
     """A ``Crew``; or a ``@CrewBase`` class or factory that yields one."""
     from crewai import Crew
 
-    made = target() if callable(target) and not isinstance(target, Crew) else target
+    if isinstance(target, Crew):
+        made = target
+    elif not callable(target):
+        made = target  # reported below
+    elif llm is not None and isinstance(target, type) and hasattr(target, "load_configurations"):
+        made = _crewbase_without_models(target)
+    else:
+        made = target()
     if not isinstance(made, Crew) and callable(getattr(made, "crew", None)):
         made = made.crew()  # a @CrewBase instance: its @crew method builds the Crew
     if not isinstance(made, Crew):
@@ -96,6 +103,30 @@ def crew_from_object(target: Any, source: str) -> Crew:
             "class, or a function returning a Crew"
         )
     return made
+
+
+def _crewbase_without_models(crew_class: type) -> Any:
+    """An instance of a ``@CrewBase`` class whose agents are built without their ``llm``.
+
+    CrewBase builds the agents while the instance is created, from ``agents_config``; a
+    model named there would be created (and its provider package may not even be
+    installed) only to be overridden. Dropping it from the loaded settings gives each
+    agent CrewAI's default model object, which the override then replaces.
+    """
+    load_configurations = crew_class.load_configurations  # type: ignore[attr-defined]
+
+    def load_without_models(instance: Any) -> None:
+        load_configurations(instance)
+        for settings in instance.agents_config.values():
+            if isinstance(settings, dict):
+                settings.pop("llm", None)
+                settings.pop("function_calling_llm", None)
+
+    crew_class.load_configurations = load_without_models  # type: ignore[attr-defined]
+    try:
+        return crew_class()
+    finally:
+        crew_class.load_configurations = load_configurations  # type: ignore[attr-defined]
 
 
 def crew_from_yaml(crew_dir: str, llm: BaseLLM | None) -> Crew:

@@ -35,6 +35,7 @@ def load(hello: Hello) -> Handler:
     import jinja2  # a CrewAI dependency
 
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+    environment.policies["json.dumps_function"] = _dumps_strictly
 
     def compile_template(field: str, text: Any) -> Template:
         if not isinstance(text, str):
@@ -58,6 +59,18 @@ def load(hello: Hello) -> Handler:
         payload = _compile_payload(output.get("payload"), f"outputs[{index}].payload", compile_template)
         compiled.append((output["kind"], payload))
     return PromptHandler(make_llm(model), system, user, patch, compiled)
+
+
+def _dumps_strictly(value: Any, **kwargs: Any) -> str:
+    """``tojson`` that names a missing variable instead of failing on its placeholder."""
+    import jinja2
+
+    def default(item: Any) -> Any:
+        if isinstance(item, jinja2.Undefined):
+            item._fail_with_undefined_error()
+        raise TypeError(f"{type(item).__name__} is not JSON")
+
+    return json.dumps(value, default=default, **kwargs)
 
 
 def _compile_payload(value: Any, field: str, compile_template: Any) -> Any:
@@ -111,8 +124,8 @@ class PromptHandler:
                 {"role": "system", "content": self._system.render(variables)},
                 {"role": "user", "content": self._user.render(variables)},
             ]
-        except jinja2.UndefinedError as exc:
-            raise CrewError(f"the prompt template uses a missing variable: {exc.message}") from None
+        except (jinja2.TemplateError, TypeError, ValueError) as exc:
+            raise CrewError(f"the prompt templates failed: {describe(exc)}") from None
         if not messages[0]["content"]:
             messages.pop(0)
         try:
@@ -127,8 +140,8 @@ class PromptHandler:
                 for kind, payload in self._outputs
             ]
             patch_text = self._patch.render(variables).strip() if self._patch else ""
-        except jinja2.UndefinedError as exc:
-            raise CrewError(f"an output template uses a missing variable: {exc.message}") from None
+        except (jinja2.TemplateError, TypeError, ValueError) as exc:
+            raise CrewError(f"the output templates failed: {describe(exc)}") from None
         patch: Any = {}
         if patch_text:
             try:
