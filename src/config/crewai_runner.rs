@@ -2,7 +2,7 @@
 //! `live-crew validate` finds what the bundled runner would otherwise fail on at start.
 //! Each problem is a `(field, message)` pair; the caller adds the file.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
@@ -11,7 +11,15 @@ use crate::model::check_kind;
 
 type Problems = Vec<(String, String)>;
 
-const CREWAI_FIELDS: &[&str] = &["kind", "python", "class", "module", "llm", "output"];
+const CREWAI_FIELDS: &[&str] = &[
+    "kind",
+    "python",
+    "class",
+    "module",
+    "pythonpath",
+    "llm",
+    "output",
+];
 const PROMPT_FIELDS: &[&str] = &[
     "kind",
     "python",
@@ -28,13 +36,15 @@ const OUTPUT_SUFFIX: &str = "_output";
 pub(super) fn check_crewai(runner: &Map<String, Value>, dir: &Path, crew: &str) -> Problems {
     let mut problems = unknown_fields(runner, CREWAI_FIELDS);
     check_llm(runner, &mut problems);
+    let mut roots = vec![dir.to_path_buf(), dir.join("src")];
+    roots.extend(python_path(runner.get("pythonpath"), &mut problems));
     match (runner.get("class"), runner.get("module")) {
         (Some(_), Some(_)) => problems.push((
             "runner.module".into(),
             "set either runner.class or runner.module, not both".into(),
         )),
-        (Some(source), None) => check_source(source, "runner.class", dir, &mut problems),
-        (None, Some(source)) => check_source(source, "runner.module", dir, &mut problems),
+        (Some(source), None) => check_source(source, "runner.class", &roots, &mut problems),
+        (None, Some(source)) => check_source(source, "runner.module", &roots, &mut problems),
         (None, None) => {
             let has =
                 |name: &str| dir.join(name).is_file() || dir.join("config").join(name).is_file();
@@ -130,8 +140,35 @@ fn check_llm(runner: &Map<String, Value>, problems: &mut Problems) {
     }
 }
 
-/// `module:attr`, with the module a Python file in the crew folder or its `src/`.
-fn check_source(source: &Value, field: &str, dir: &Path, problems: &mut Problems) {
+/// `runner.pythonpath`: absolute folders the runner adds to `sys.path`, so a crew
+/// registered through the Python API imports from the user's project where it lies.
+fn python_path(value: Option<&Value>, problems: &mut Problems) -> Vec<PathBuf> {
+    let Some(value) = value else {
+        return Vec::new();
+    };
+    let Some(items) = value.as_array() else {
+        problems.push((
+            "runner.pythonpath".into(),
+            "must be a list of absolute folders".into(),
+        ));
+        return Vec::new();
+    };
+    let mut folders = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item.as_str().map(PathBuf::from) {
+            Some(path) if path.is_absolute() && path.is_dir() => folders.push(path),
+            _ => problems.push((
+                format!("runner.pythonpath[{i}]"),
+                format!("{item} is not an absolute path of an existing folder"),
+            )),
+        }
+    }
+    folders
+}
+
+/// `module:attr`, with the module a Python file under one of `roots` (the crew folder,
+/// its `src/`, `runner.pythonpath`).
+fn check_source(source: &Value, field: &str, roots: &[PathBuf], problems: &mut Problems) {
     let text = source.as_str().unwrap_or_default();
     let Some((module, attr)) = text.split_once(':') else {
         problems.push((
@@ -152,7 +189,7 @@ fn check_source(source: &Value, field: &str, dir: &Path, problems: &mut Problems
         ));
         return;
     }
-    if !python_module_exists(dir, module) && !python_module_exists(&dir.join("src"), module) {
+    if !roots.iter().any(|root| python_module_exists(root, module)) {
         let relative = module.replace('.', "/");
         problems.push((
             field.into(),
@@ -241,6 +278,18 @@ mod tests {
         std::fs::write(dir.path().join("src/game/crew.py"), "").unwrap();
         let in_src = "{kind: crewai, module: \"game.crew:build\"}";
         assert!(check_crewai(&runner(in_src), dir.path(), "c").is_empty());
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(elsewhere.path().join("app.py"), "").unwrap();
+        let on_path = format!(
+            "{{kind: crewai, module: \"app:crew\", pythonpath: [\"{}\"]}}",
+            elsewhere.path().display()
+        );
+        assert!(check_crewai(&runner(&on_path), dir.path(), "c").is_empty());
+        let relative = "{kind: crewai, module: \"app:crew\", pythonpath: [\"rel\"]}";
+        assert_eq!(
+            fields(check_crewai(&runner(relative), dir.path(), "c")),
+            ["runner.pythonpath[0]", "runner.module"]
+        );
         for (yaml, field) in [
             (
                 "{kind: crewai, class: \"missing:GameCrew\"}",

@@ -4,8 +4,8 @@ Where the crew comes from, first match wins:
 
 - ``runner.class`` or ``runner.module``, as ``module:attr``: a ``@CrewBase`` class, a
   ``Crew``, or a function returning either; the module is a file in the crew folder (or
-  its ``src/``). A ``@CrewBase`` class finds ``config/agents.yaml`` and
-  ``config/tasks.yaml`` beside its module, as CrewAI does.
+  its ``src/``, or a ``runner.pythonpath`` folder). A ``@CrewBase`` class finds
+  ``config/agents.yaml`` and ``config/tasks.yaml`` beside its module, as CrewAI does.
 - Otherwise ``agents.yaml`` + ``tasks.yaml`` (+ optional ``crew.yaml`` with ``Crew``
   fields such as ``process``), beside the runtime file or in ``config/``. A task without
   an ``agent`` key gets the agent at its own position, or the only agent.
@@ -64,8 +64,9 @@ def build_crew(crew_dir: str, runner: dict[str, Any], llm: BaseLLM | None) -> Cr
         return crew_from_yaml(crew_dir, llm)
     if not isinstance(source, str) or ":" not in source:
         raise CrewError(f"runner.class/module must be 'module:attr', got {source!r}")
-    for folder in (os.path.join(crew_dir, "src"), crew_dir):
-        if os.path.isdir(folder) and folder not in sys.path:
+    extra = runner.get("pythonpath") or []  # the Python API's: the user's project
+    for folder in (*reversed(extra), os.path.join(crew_dir, "src"), crew_dir):
+        if isinstance(folder, str) and os.path.isdir(folder) and folder not in sys.path:
             sys.path.insert(0, folder)
     module_name, _, attr = source.partition(":")
     try:
