@@ -1,6 +1,6 @@
 """What the ``crewai`` and ``prompt`` kinds share: a quiet CrewAI and the LLM override.
 
-CrewAI is imported only after ``quiet_crewai`` has set its opt-out variables: telemetry
+CrewAI is imported only after ``import_crewai`` has set its opt-out variables: telemetry
 and tracing read them when their modules load. Its home-directory files (settings, the
 kickoff-outputs database) go under ``HOME``, which the host points at the runner's
 private temp folder.
@@ -32,8 +32,17 @@ _QUIET = {
 LLM_ENV = "LIVE_CREW_LLM"
 
 
-def quiet_crewai() -> None:
+def import_crewai() -> None:
+    """Imports CrewAI with telemetry and tracing off; a clear error when it is missing."""
     os.environ.update(_QUIET)
+    try:
+        import crewai  # noqa: F401
+    except ImportError as exc:
+        raise CrewError(
+            f"cannot import crewai ({describe(exc)}); install it into the interpreter this "
+            f"crew runs with ({sys.executable}), or point runner.python or LIVE_CREW_PYTHON "
+            "at one that has it"
+        ) from None
 
 
 def llm_model(runner: dict[str, Any]) -> str | None:

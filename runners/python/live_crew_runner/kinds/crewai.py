@@ -19,7 +19,7 @@ import os
 import re
 import sys
 
-from live_crew_runner.crewai_setup import llm_model, make_llm, print_traceback, quiet_crewai
+from live_crew_runner.crewai_setup import import_crewai, llm_model, make_llm, print_traceback
 from live_crew_runner.handler import CrewError, check_actions, describe
 from live_crew_runner.protocol import dumps
 
@@ -42,7 +42,7 @@ _CREW_FAILURES = (Exception, SystemExit)
 
 
 def load(hello: Hello) -> Handler:
-    quiet_crewai()
+    import_crewai()
     runner = hello.config["runner"]
     model = llm_model(runner)
     llm = make_llm(model) if model else None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from live_crew_runner.crewai_setup import llm_model, make_llm, print_traceback, quiet_crewai
+from live_crew_runner.crewai_setup import import_crewai, llm_model, make_llm, print_traceback
 from live_crew_runner.handler import CrewError, check_actions, describe
 
 TYPE_CHECKING = False
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 def load(hello: Hello) -> Handler:
-    quiet_crewai()
+    import_crewai()
     runner = hello.config["runner"]
     model = llm_model(runner)
     if model is None:
