@@ -12,6 +12,7 @@ pub mod model;
 pub mod output;
 pub mod protocol;
 pub mod runners;
+pub mod scaffold;
 pub mod scheduler;
 pub mod slicer;
 pub mod supervisor;

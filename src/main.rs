@@ -15,6 +15,7 @@ use live_crew::config::{ConfigErrors, Crews, GlobalConfig};
 use live_crew::context::MemoryStore;
 use live_crew::input::{self, InputItem, Source};
 use live_crew::output::{self, ActionSink, ErrorSink, OutputError};
+use live_crew::scaffold::{self, CrewKind};
 use live_crew::scheduler::{self, RunError};
 use live_crew::supervisor::Supervisor;
 
@@ -45,6 +46,26 @@ enum Command {
     Run(RunArgs),
     /// Check a crews folder without running anything; reports every problem.
     Validate(ValidateArgs),
+    /// Create a crew folder from a template.
+    #[command(subcommand)]
+    New(NewCommand),
+}
+
+#[derive(Subcommand)]
+enum NewCommand {
+    /// A crew folder that `validate` accepts and `run` runs as it is.
+    Crew(NewCrewArgs),
+}
+
+#[derive(clap::Args)]
+struct NewCrewArgs {
+    /// The crew's name, also its folder's.
+    name: String,
+    #[arg(long, value_enum, default_value = "crewai")]
+    kind: CrewKind,
+    /// The crews folder to create it in.
+    #[arg(long, default_value = ".")]
+    crews: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -109,6 +130,7 @@ fn main() -> ExitCode {
             .context("cannot start the async runtime")
             .and_then(|runtime| runtime.block_on(run(args))),
         Command::Validate(args) => validate(args),
+        Command::New(NewCommand::Crew(args)) => new_crew(args),
     };
     match result {
         Ok(Status::Clean) => ExitCode::SUCCESS,
@@ -292,6 +314,17 @@ fn validate(args: ValidateArgs) -> anyhow::Result<Status> {
         )
     };
     // A closed stdout is not an error.
+    let _ = io::stdout().write_all(report.as_bytes());
+    Ok(Status::Clean)
+}
+
+fn new_crew(args: NewCrewArgs) -> anyhow::Result<Status> {
+    let dir = scaffold::new_crew(&args.crews, &args.name, args.kind)?;
+    let report = format!(
+        "created {}; check it with: live-crew validate --crews {}\n",
+        dir.display(),
+        args.crews.display()
+    );
     let _ = io::stdout().write_all(report.as_bytes());
     Ok(Status::Clean)
 }

@@ -166,3 +166,54 @@ fn a_crew_raising_inside_crewai_fails_only_its_own_call() {
         "{error}"
     );
 }
+
+#[test]
+fn new_crew_scaffolds_crews_that_validate_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let crews = dir.path().join("crews");
+    let live_crew = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_live-crew"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let crews_arg = crews.to_str().unwrap();
+    for (name, kind) in [
+        ("thinker", "crewai"),
+        ("reactor", "python"),
+        ("talker", "command"),
+    ] {
+        live_crew(&["new", "crew", name, "--kind", kind, "--crews", crews_arg]);
+    }
+    let report = live_crew(&["validate", "--crews", crews_arg]);
+    assert!(report.contains("3 crews OK"), "{report}");
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(
+        &events,
+        r#"{"ts":"2025-06-01T18:00:00Z","kind":"ping","stream_id":"s","payload":{"n":1}}"#,
+    )
+    .unwrap();
+    let out = run(&crews, &events);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let actions = lines(&out.stdout);
+    let produced: Vec<(&str, &str)> = actions
+        .iter()
+        .map(|a| (a["crew"].as_str().unwrap(), a["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        produced,
+        [
+            ("reactor", "seen"),
+            ("talker", "seen"),
+            ("thinker", "thinker_output")
+        ]
+    );
+    assert!(
+        actions[2]["payload"]["raw"]
+            .as_str()
+            .unwrap()
+            .contains("in slice 0")
+    );
+}
