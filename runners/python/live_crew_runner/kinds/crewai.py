@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 #: CrewAI's own placeholder pattern (``crewai.utilities.string_utils``): ``{name}`` only,
 #: so JSON braces in a description are left alone.
 _VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_\-]*)}")
-#: Inputs every call has besides the trigger events' payload keys.
-SYSTEM_INPUTS = ("events", "context", "deps", "slice", "stream_id")
 _CREW_FAILURES = (Exception, SystemExit)
 
 
