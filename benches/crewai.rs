@@ -2,13 +2,14 @@
 //! `LIVE_CREW_PYTHON` naming an interpreter that has crewai (the project venv). Prints a
 //! Markdown table for the README.
 //!
-//! - per-call overhead of a warm CrewAI crew on the `fake` LLM: round trips through the
-//!   host minus CrewAI's own kickoff time for the same crew and inputs, measured
-//!   in-process by `benches/crewai_kickoff.py`, alternating in blocks;
+//! - per-call overhead of a warm CrewAI crew on the `fake` LLM: each round trip through
+//!   the host minus CrewAI's own kickoff time for that call, which the benchmark crew
+//!   (`benches/fixtures/crews/crewai_timed`) measures in-process around `Crew.kickoff`
+//!   and appends to its output;
 //! - startup: from `Supervisor::start` to all three crews of `examples/match_day_crewai`
 //!   ready, started together, and the runners' resident memory then.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,8 +21,7 @@ use live_crew::protocol::Call;
 use live_crew::supervisor::{CrewState, Supervisor};
 
 const WARMUP: usize = 20;
-const BLOCK: usize = 50;
-const BLOCKS: usize = 4;
+const CALLS: usize = 300;
 const STARTS: usize = 3;
 
 fn main() {
@@ -30,7 +30,12 @@ fn main() {
         .build()
         .unwrap();
     let python = std::env::var("LIVE_CREW_PYTHON").unwrap_or_else(|_| "python3".into());
-    let (host, in_process) = runtime.block_on(per_call(&python));
+    let (host, kickoffs) = runtime.block_on(per_call());
+    let overheads: Vec<Duration> = host
+        .iter()
+        .zip(&kickoffs)
+        .map(|(round_trip, kickoff)| round_trip.saturating_sub(*kickoff))
+        .collect();
     let (starts, rss_mb) = runtime.block_on(startup());
     let import = cold_import(&python);
 
@@ -40,12 +45,10 @@ fn main() {
         "warm CrewAI crew (fake LLM), round trip through the host",
         &host,
     );
-    row("the same crew's kickoff, in-process", &in_process);
-    let overhead =
-        percentile(&host, 50.0).as_secs_f64() - percentile(&in_process, 50.0).as_secs_f64();
-    println!(
-        "| per-call overhead: host round trip − in-process kickoff (p50) | {:.2} ms | |",
-        overhead * 1e3
+    row("its `Crew.kickoff`, timed inside the runner", &kickoffs);
+    row(
+        "per-call overhead: round trip − kickoff, per call",
+        &overheads,
     );
     row(
         "startup: 3 CrewAI crews started together, until all are ready",
@@ -53,10 +56,7 @@ fn main() {
     );
     row("cold `python -c 'import crewai'` alone", &import);
     println!("| resident memory per CrewAI runner once ready | {rss_mb} | |");
-    println!(
-        "\n({} round trips each way after {WARMUP} warm-up calls; {STARTS} starts)",
-        BLOCK * BLOCKS
-    );
+    println!("\n({CALLS} calls after {WARMUP} warm-up calls; {STARTS} starts)");
 }
 
 fn root() -> PathBuf {
@@ -88,59 +88,42 @@ fn goal_call(id: u64) -> Call {
     }
 }
 
-/// Host round trips and in-process kickoffs, alternating in blocks so the VM's timing
-/// drift hits both alike.
-async fn per_call(python: &str) -> (Vec<Duration>, Vec<Duration>) {
-    let crews_dir = root().join("benches/fixtures/crews");
-    let spec =
-        live_crew::config::CrewSpec::load(&crews_dir.join("crewai_warm/runtime.yaml"), &global())
-            .expect("benchmark crew is valid");
+/// Per call: the host round trip, and the kickoff time the crew measured itself.
+async fn per_call() -> (Vec<Duration>, Vec<Duration>) {
+    let spec = live_crew::config::CrewSpec::load(
+        &root().join("benches/fixtures/crews/crewai_timed/runtime.yaml"),
+        &global(),
+    )
+    .expect("benchmark crew is valid");
     let pool = Supervisor::start(std::slice::from_ref(&spec), &global()).unwrap();
-    pool.wait_for_state("crewai_warm", CrewState::Ready).await;
-    let mut id = 0;
-    let mut host = Vec::new();
-    let mut in_process = Vec::new();
-    for block in 0..=BLOCKS {
-        let warm_up = block == 0;
-        let count = if warm_up { WARMUP } else { BLOCK };
-        for _ in 0..count {
-            id += 1;
-            let started = Instant::now();
-            pool.call("crewai_warm", goal_call(id))
-                .await
-                .expect("the crew answers");
-            if !warm_up {
-                host.push(started.elapsed());
-            }
-        }
-        if !warm_up {
-            in_process.extend(kickoffs(python, &spec.dir, BLOCK));
+    pool.wait_for_state("crewai_timed", CrewState::Ready).await;
+    let mut round_trips = Vec::new();
+    let mut kickoffs = Vec::new();
+    for id in 0..(WARMUP + CALLS) as u64 {
+        let started = Instant::now();
+        let output = pool
+            .call("crewai_timed", goal_call(id))
+            .await
+            .expect("the crew answers");
+        let elapsed = started.elapsed();
+        if id >= WARMUP as u64 {
+            round_trips.push(elapsed);
+            kickoffs.push(kickoff_time(&output.actions[0].payload));
         }
     }
     pool.shutdown().await;
-    (host, in_process)
+    (round_trips, kickoffs)
 }
 
-fn kickoffs(python: &str, crew_dir: &Path, count: usize) -> Vec<Duration> {
-    let out = Command::new(python)
-        .arg(root().join("benches/crewai_kickoff.py"))
-        .arg(crew_dir)
-        .arg(WARMUP.to_string())
-        .arg(count.to_string())
-        .env("PYTHONPATH", root().join("runners/python"))
-        .env("HOME", home().path())
-        .output()
-        .expect("the baseline runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| Duration::from_secs_f64(line.parse().unwrap()))
-        .collect()
+/// The `[kickoff <seconds>s]` the benchmark crew appends to its raw output.
+fn kickoff_time(payload: &serde_json::value::RawValue) -> Duration {
+    let payload: serde_json::Value = serde_json::from_str(payload.get()).unwrap();
+    let raw = payload["raw"].as_str().unwrap();
+    let seconds = raw
+        .rsplit_once("[kickoff ")
+        .and_then(|(_, rest)| rest.strip_suffix("s]"))
+        .expect("the crew reports its kickoff time");
+    Duration::from_secs_f64(seconds.parse().unwrap())
 }
 
 /// Time to ready of the three match_day_crewai crews, and their runners' RSS.
