@@ -62,3 +62,35 @@ pub(crate) fn spawn_spec(
         user: sandbox.user,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::GlobalConfig;
+
+    fn spec(runner: &str, files: &[&str]) -> (tempfile::TempDir, CrewSpec) {
+        let dir = tempfile::tempdir().unwrap();
+        for file in files {
+            std::fs::write(dir.path().join(file), "").unwrap();
+        }
+        let file = dir.path().join("runtime.yaml");
+        std::fs::write(&file, format!("crew: c\ntriggers: [x]\nrunner: {runner}\n")).unwrap();
+        let spec = CrewSpec::load(&file, &GlobalConfig::default()).unwrap();
+        (dir, spec)
+    }
+
+    #[test]
+    fn the_llm_override_reaches_bundled_runners_only() {
+        let host = |name: &str| (name == "LIVE_CREW_LLM").then(|| "fake".to_owned());
+        let has_llm = |spawn: &SpawnSpec| {
+            spawn
+                .env
+                .iter()
+                .any(|(k, v)| k == "LIVE_CREW_LLM" && v == "fake")
+        };
+        let (_dir, crewai) = spec("{kind: crewai}", &["agents.yaml", "tasks.yaml"]);
+        assert!(has_llm(&spawn_spec(&crewai, Path::new("/r"), host)));
+        let (_dir, command) = spec("{kind: command, command: [cat]}", &[]);
+        assert!(!has_llm(&spawn_spec(&command, Path::new("/r"), host)));
+    }
+}

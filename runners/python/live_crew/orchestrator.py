@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,8 +64,8 @@ class CrewOrchestrator:
         self,
         name: str,
         crew: Any,
-        triggers: list[str],
-        dependencies: list[tuple[str, int]] = (),  # type: ignore[assignment]
+        triggers: Sequence[str],
+        dependencies: Sequence[tuple[str, int]] = (),
         timeout_ms: int | None = None,
         wait_policy: str | None = None,
         llm: str | None = None,

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("crewai", reason="the Python API runs CrewAI crews")
 
-from conftest import RUNNERS_PYTHON, event  # noqa: E402
+from conftest import FIXTURES, RUNNERS_PYTHON, event  # noqa: E402
 from live_crew import CrewOrchestrator, LiveCrewError  # noqa: E402
 from live_crew.orchestrator import crew_reference  # noqa: E402
 
@@ -31,11 +31,16 @@ def hello_crews(monkeypatch: pytest.MonkeyPatch):
     return hello_crews
 
 
-def test_crews_are_referenced_by_module_path(hello_crews):
+def test_crews_are_referenced_by_module_path(hello_crews, monkeypatch: pytest.MonkeyPatch):
     root = str(EXAMPLE / "python")
     assert crew_reference(hello_crews.greeter) == ("hello_crews", "greeter", root)
     hello_crews.ready_made = hello_crews.greeter()  # a Crew object held by the module
     assert crew_reference(hello_crews.ready_made) == ("hello_crews", "ready_made", root)
+
+    monkeypatch.syspath_prepend(str(FIXTURES / "crewai_class"))
+    from class_crew import ReportCrew  # a @CrewBase class
+
+    assert crew_reference(ReportCrew) == ("class_crew", "ReportCrew", str(FIXTURES / "crewai_class"))
 
     def local_factory():
         return None
