@@ -192,6 +192,17 @@ def test_fake_llm_is_deterministic_and_prompt_dependent():
     assert answer(messages, ' {"a": 1} ') == '{"a": 1}'
 
 
+def test_a_real_model_string_replaces_every_agents_llm_without_calling_it():
+    handler = load("crewai_yaml", {"llm": "openai/gpt-4o-mini"})
+    agents = handler._crew.agents
+    assert len(agents) == 2
+    assert {(agent.llm.model, type(agent.llm).__name__) for agent in agents} == {
+        ("gpt-4o-mini", "OpenAICompletion")
+    }
+    with pytest.raises(CrewError, match="cannot create the LLM 'nosuchprovider/x'"):
+        load("crewai_yaml", {"llm": "nosuchprovider/x"})
+
+
 def test_llm_env_overrides_runner_llm(monkeypatch: pytest.MonkeyPatch):
     from live_crew_runner.crewai_setup import llm_model
 
