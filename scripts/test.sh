@@ -17,4 +17,6 @@ export LIVE_CREW_PYTHON="$PWD/.venv/bin/python"
 unset PYTHONDONTWRITEBYTECODE
 
 cargo test --workspace
+# The Python API's tests drive the binary cargo test just built.
+export LIVE_CREW_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/live-crew"
 .venv/bin/python -m pytest runners/python/tests -q

@@ -17,6 +17,7 @@ pub mod model;
 pub mod output;
 pub mod protocol;
 pub mod runners;
+pub mod scaffold;
 pub mod scheduler;
 pub mod shutdown;
 pub mod slicer;

@@ -19,6 +19,7 @@ use live_crew::input::{self, Source};
 use live_crew::logging::{self, LogFormat};
 use live_crew::metrics::{self, Metrics};
 use live_crew::output::{self, ActionSink, ErrorSink, OutputError};
+use live_crew::scaffold::{self, CrewKind};
 use live_crew::scheduler::{self, Mode, Outputs, RunError};
 use live_crew::shutdown::{HardStop, Shutdown};
 use live_crew::supervisor::{self, Supervisor};
@@ -61,6 +62,26 @@ enum Command {
     Health(HealthArgs),
     /// The running host's crews as a table (same exit codes as `health`).
     Status(SocketArgs),
+    /// Create a crew folder from a template.
+    #[command(subcommand)]
+    New(NewCommand),
+}
+
+#[derive(Subcommand)]
+enum NewCommand {
+    /// A crew folder that `validate` accepts and `run` runs as it is.
+    Crew(NewCrewArgs),
+}
+
+#[derive(clap::Args)]
+struct NewCrewArgs {
+    /// The crew's name, also its folder's.
+    name: String,
+    #[arg(long, value_enum, default_value = "crewai")]
+    kind: CrewKind,
+    /// The crews folder to create it in.
+    #[arg(long, default_value = ".")]
+    crews: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -154,6 +175,7 @@ fn main() -> ExitCode {
         Command::Health(HealthArgs { socket, .. }) | Command::Status(socket) => {
             socket.config.as_deref()
         }
+        Command::New(_) => None,
     };
     let settings = load_global(config)
         .or_else(|_| load_global(None))
@@ -184,6 +206,7 @@ fn main() -> ExitCode {
         Command::Status(args) => {
             runtime().and_then(|runtime| runtime.block_on(health(args, None, true)))
         }
+        Command::New(NewCommand::Crew(args)) => new_crew(args),
     };
     match result {
         Ok(Status::Clean) => ExitCode::SUCCESS,
@@ -444,6 +467,17 @@ fn validate(args: ValidateArgs) -> anyhow::Result<Status> {
         )
     };
     // A closed stdout is not an error.
+    let _ = io::stdout().write_all(report.as_bytes());
+    Ok(Status::Clean)
+}
+
+fn new_crew(args: NewCrewArgs) -> anyhow::Result<Status> {
+    let dir = scaffold::new_crew(&args.crews, &args.name, args.kind)?;
+    let report = format!(
+        "created {}; check it with: live-crew validate --crews {}\n",
+        dir.display(),
+        args.crews.display()
+    );
     let _ = io::stdout().write_all(report.as_bytes());
     Ok(Status::Clean)
 }

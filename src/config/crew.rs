@@ -6,7 +6,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{ConfigIssue, GlobalConfig, yaml_issue};
+use super::{ConfigIssue, GlobalConfig, crewai_runner, yaml_issue};
 use crate::model::{check_crew_name, check_kind};
 
 #[derive(Deserialize)]
@@ -20,6 +20,7 @@ struct RawCrew {
     slice_stride: Option<u64>,
     backlog_policy: Option<BacklogPolicy>,
     timeout_ms: Option<u64>,
+    startup_timeout_ms: Option<u64>,
     max_errors: Option<u32>,
     runner: serde_json::Map<String, Value>,
     #[serde(default)]
@@ -187,6 +188,8 @@ pub struct CrewSpec {
     pub slice_stride: u64,
     pub backlog_policy: BacklogPolicy,
     pub timeout_ms: u64,
+    /// How long the runner has to answer `hello` with `ready`.
+    pub startup_timeout_ms: u64,
     pub max_errors: u32,
     pub runner: RunnerSpec,
     pub sandbox: SandboxSettings,
@@ -198,6 +201,14 @@ pub struct CrewSpec {
 }
 
 const BUNDLED_KINDS: [&str; 3] = ["python", "crewai", "prompt"];
+
+/// Kinds that import CrewAI: a cold `import crewai` alone takes seconds and ~170 MB, and
+/// its address space (threads, native libraries) outgrows the general defaults.
+const CREWAI_KINDS: [&str; 2] = ["crewai", "prompt"];
+/// The least startup timeout a CrewAI crew gets unless its runtime file sets one.
+pub const CREWAI_STARTUP_TIMEOUT_MS: u64 = 60_000;
+/// The least `memory_mb` a CrewAI crew gets unless its runtime file sets one.
+pub const CREWAI_MEMORY_MB: u64 = 4096;
 
 impl CrewSpec {
     /// Loads and validates one runtime file. Returns every problem found.
@@ -262,12 +273,26 @@ impl<'a> Checker<'a> {
         if timeout_ms == 0 {
             self.issue("timeout_ms", "must be at least 1");
         }
+        let raw_memory_unset = raw.sandbox.memory_mb.is_none();
         let max_errors = raw.max_errors.unwrap_or(3);
         if max_errors == 0 {
             self.issue("max_errors", "must be at least 1");
         }
-        let runner = self.runner(&raw.runner, &dir);
-        let sandbox = self.sandbox(raw.sandbox, global);
+        let runner = self.runner(&raw.runner, &dir, &raw.crew);
+        let uses_crewai = matches!(&runner, Some(RunnerSpec::BundledPython { kind, .. })
+            if CREWAI_KINDS.contains(&kind.as_str()));
+        let startup_timeout_ms = match raw.startup_timeout_ms {
+            Some(ms) => ms,
+            None if uses_crewai => global.startup_timeout_ms.max(CREWAI_STARTUP_TIMEOUT_MS),
+            None => global.startup_timeout_ms,
+        };
+        if startup_timeout_ms == 0 {
+            self.issue("startup_timeout_ms", "must be at least 1");
+        }
+        let mut sandbox = self.sandbox(raw.sandbox, global);
+        if uses_crewai && raw_memory_unset {
+            sandbox.memory_mb = sandbox.memory_mb.max(CREWAI_MEMORY_MB);
+        }
         if raw.context.is_none() && global.context_acl_required {
             self.issue(
                 "context",
@@ -306,6 +331,7 @@ impl<'a> Checker<'a> {
             slice_stride,
             backlog_policy: raw.backlog_policy.unwrap_or(BacklogPolicy::Fifo),
             timeout_ms,
+            startup_timeout_ms,
             max_errors,
             runner: runner.expect("no issues means the runner was valid"),
             sandbox,
@@ -373,6 +399,7 @@ impl<'a> Checker<'a> {
         &mut self,
         runner: &serde_json::Map<String, Value>,
         dir: &Path,
+        crew: &str,
     ) -> Option<RunnerSpec> {
         let Some(kind) = runner.get("kind").and_then(Value::as_str) else {
             self.issue(
@@ -390,6 +417,14 @@ impl<'a> Checker<'a> {
                     None
                 }
             };
+            let problems = match kind {
+                "crewai" => crewai_runner::check_crewai(runner, dir, crew),
+                "prompt" => crewai_runner::check_prompt(runner),
+                _ => Vec::new(),
+            };
+            for (field, message) in problems {
+                self.issue(field, message);
+            }
             if kind == "python" {
                 self.python_module(runner.get("module"), dir);
             }
@@ -454,12 +489,8 @@ impl<'a> Checker<'a> {
             );
             return;
         }
-        let relative = module.replace('.', "/");
-        let candidates = [
-            dir.join(format!("{relative}.py")),
-            dir.join(&relative).join("__init__.py"),
-        ];
-        if !candidates.iter().any(|path| path.is_file()) {
+        if !python_module_exists(dir, module) {
+            let relative = module.replace('.', "/");
             self.issue(
                 "runner.module",
                 format!("module '{module}' not found: expected {relative}.py in the crew folder"),
@@ -517,6 +548,13 @@ impl<'a> Checker<'a> {
             user,
         }
     }
+}
+
+/// Whether the dotted Python `module` is a file (or package) under `dir`.
+pub(super) fn python_module_exists(dir: &Path, module: &str) -> bool {
+    let relative = module.replace('.', "/");
+    dir.join(format!("{relative}.py")).is_file()
+        || dir.join(&relative).join("__init__.py").is_file()
 }
 
 /// `sandbox.user`: a user name, or `uid[:gid]`.
@@ -615,10 +653,27 @@ mod tests {
 
     #[test]
     fn wait_policies_parse() {
-        let yaml = "crew: a\ntriggers: ['*']\nwait_policy: timeout:250\nrunner: {kind: crewai}\n";
+        let yaml = "crew: a\ntriggers: ['*']\nwait_policy: timeout:250\nrunner: {kind: command, command: [cat]}\n";
         let spec = load(yaml, &[]).unwrap();
         assert_eq!(spec.wait_policy, WaitPolicy::Timeout(250));
         assert_eq!(spec.triggers, Triggers::Any);
+    }
+
+    #[test]
+    fn crewai_crews_get_longer_startup_and_more_memory_unless_they_say_otherwise() {
+        let files = ["agents.yaml", "tasks.yaml", "handlers.py"];
+        let crewai = load("crew: a\ntriggers: [x]\nrunner: {kind: crewai}\n", &files).unwrap();
+        assert_eq!(crewai.startup_timeout_ms, CREWAI_STARTUP_TIMEOUT_MS);
+        assert_eq!(crewai.sandbox.memory_mb, CREWAI_MEMORY_MB);
+        let own = "crew: a\ntriggers: [x]\nstartup_timeout_ms: 9000\nrunner: {kind: crewai}\n\
+                   sandbox: {memory_mb: 512}\n";
+        let own = load(own, &files).unwrap();
+        assert_eq!((own.startup_timeout_ms, own.sandbox.memory_mb), (9000, 512));
+        let python = "crew: a\ntriggers: [x]\nrunner: {kind: python, module: handlers}\n";
+        let python = load(python, &files).unwrap();
+        let defaults = GlobalConfig::default();
+        assert_eq!(python.startup_timeout_ms, defaults.startup_timeout_ms);
+        assert_eq!(python.sandbox.memory_mb, defaults.sandbox.memory_mb);
     }
 }
 

@@ -4,6 +4,7 @@
 //! checked value cannot be invalid. Every problem is reported with its file and field.
 
 mod crew;
+mod crewai_runner;
 pub(crate) mod crews_dir;
 mod global;
 

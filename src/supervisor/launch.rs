@@ -11,8 +11,8 @@ use crate::config::{CrewSpec, RunnerSpec};
 const RUNNER_ENTRY: &str = "from live_crew_runner.serve import main; main()";
 
 /// Everything needed to spawn one crew's runner, computed once per crew. `host_env` looks
-/// up the host's environment; only `LIVE_CREW_PYTHON` and the crew's `env_passthrough`
-/// names are ever read through it, so no other host variable reaches a crew.
+/// up the host's environment; only `LIVE_CREW_PYTHON`, `LIVE_CREW_LLM` and the crew's
+/// `env_passthrough` names are ever read through it, so no other host variable reaches a crew.
 pub(crate) fn spawn_spec(
     spec: &CrewSpec,
     bundled_python_path: &Path,
@@ -26,6 +26,10 @@ pub(crate) fn spawn_spec(
                 .or_else(|| host_env("LIVE_CREW_PYTHON"))
                 .unwrap_or_else(|| "python3".to_owned());
             env.push(("PYTHONPATH".into(), bundled_python_path.into()));
+            // The LLM override for crewai/prompt crews (SPEC §10) follows the host's.
+            if let Some(model) = host_env("LIVE_CREW_LLM") {
+                env.push(("LIVE_CREW_LLM".into(), model.into()));
+            }
             // `-c` rather than `-m`: loading runpy would add ~8 ms to every start.
             (
                 PathBuf::from(python),
@@ -56,5 +60,37 @@ pub(crate) fn spawn_spec(
             processes: Some(sandbox.processes),
         },
         user: sandbox.user,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::GlobalConfig;
+
+    fn spec(runner: &str, files: &[&str]) -> (tempfile::TempDir, CrewSpec) {
+        let dir = tempfile::tempdir().unwrap();
+        for file in files {
+            std::fs::write(dir.path().join(file), "").unwrap();
+        }
+        let file = dir.path().join("runtime.yaml");
+        std::fs::write(&file, format!("crew: c\ntriggers: [x]\nrunner: {runner}\n")).unwrap();
+        let spec = CrewSpec::load(&file, &GlobalConfig::default()).unwrap();
+        (dir, spec)
+    }
+
+    #[test]
+    fn the_llm_override_reaches_bundled_runners_only() {
+        let host = |name: &str| (name == "LIVE_CREW_LLM").then(|| "fake".to_owned());
+        let has_llm = |spawn: &SpawnSpec| {
+            spawn
+                .env
+                .iter()
+                .any(|(k, v)| k == "LIVE_CREW_LLM" && v == "fake")
+        };
+        let (_dir, crewai) = spec("{kind: crewai}", &["agents.yaml", "tasks.yaml"]);
+        assert!(has_llm(&spawn_spec(&crewai, Path::new("/r"), host)));
+        let (_dir, command) = spec("{kind: command, command: [cat]}", &[]);
+        assert!(!has_llm(&spawn_spec(&command, Path::new("/r"), host)));
     }
 }

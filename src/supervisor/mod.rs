@@ -52,6 +52,7 @@ impl Supervisor {
         tracing::info!(layers = ?sandbox.active_layers(), "sandbox layers");
         let limits = RunnerLimits {
             heartbeat: Duration::from_millis(global.heartbeat_ms),
+            // Per crew below: CrewAI crews get a longer default (`CrewSpec::load`).
             startup_timeout: Duration::from_millis(global.startup_timeout_ms),
             kill_grace: Duration::from_millis(global.kill_grace_ms),
             max_line_bytes: global.max_line_bytes,
@@ -87,7 +88,10 @@ impl Supervisor {
                 }),
                 hello,
                 sandbox: sandbox.clone(),
-                limits: limits.clone(),
+                limits: RunnerLimits {
+                    startup_timeout: Duration::from_millis(spec.startup_timeout_ms),
+                    ..limits.clone()
+                },
                 backoff: backoff.clone(),
             };
             actors.spawn(actor.run(queue, stopped.clone()));

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 _KINDS: dict[str, str] = {
     "python": "live_crew_runner.kinds.python",
+    "crewai": "live_crew_runner.kinds.crewai",
+    "prompt": "live_crew_runner.kinds.prompt",
 }
 
 

@@ -1,0 +1,75 @@
+"""What the ``crewai`` and ``prompt`` kinds share: a quiet CrewAI and the LLM override.
+
+CrewAI is imported only after ``import_crewai`` has set its opt-out variables: telemetry
+and tracing read them when their modules load. Its home-directory files (settings, the
+kickoff-outputs database) go under ``HOME``, which the host points at the runner's
+private temp folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from live_crew_runner.handler import CrewError, describe
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from crewai.llms.base_llm import BaseLLM
+
+#: Forced, not defaulted: a crew's `env` must not turn uploads back on by accident.
+_QUIET = {
+    "CREWAI_DISABLE_TELEMETRY": "true",
+    "CREWAI_DISABLE_TRACKING": "true",
+    "OTEL_SDK_DISABLED": "true",
+    "CREWAI_TRACING_ENABLED": "false",
+    "CREWAI_DISABLE_VERSION_CHECK": "true",
+}
+
+#: Names the LLM for every agent; set on the host, it wins over `runner.llm`.
+LLM_ENV = "LIVE_CREW_LLM"
+
+
+def import_crewai() -> None:
+    """Imports CrewAI with telemetry and tracing off; a clear error when it is missing."""
+    os.environ.update(_QUIET)
+    try:
+        import crewai  # noqa: F401
+    except ImportError as exc:
+        raise CrewError(
+            f"cannot import crewai ({describe(exc)}); install it into the interpreter this "
+            f"crew runs with ({sys.executable}), or point runner.python or LIVE_CREW_PYTHON "
+            "at one that has it"
+        ) from None
+
+
+def llm_model(runner: dict[str, Any]) -> str | None:
+    """The model that replaces every agent's LLM: ``$LIVE_CREW_LLM``, else ``runner.llm``."""
+    model = os.environ.get(LLM_ENV) or runner.get("llm")
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        raise CrewError(f"runner.llm must be a model name such as 'fake', got {model!r}")
+    return model
+
+
+def make_llm(model: str) -> BaseLLM:
+    """``fake``, or any model string CrewAI's ``LLM`` accepts (``openai/gpt-4o-mini``...)."""
+    try:
+        if model == "fake":
+            from live_crew_runner.fake_llm import FakeLLM
+
+            return FakeLLM(model=model)
+        from crewai import LLM
+
+        return LLM(model=model)
+    except Exception as exc:
+        print_traceback(exc)
+        raise CrewError(f"cannot create the LLM '{model}': {describe(exc)}") from None
+
+
+def print_traceback(exc: BaseException) -> None:
+    """The crew's traceback goes to the host log (stderr); the reply gets one line."""
+    import traceback
+
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
