@@ -185,8 +185,8 @@ async fn run(args: RunArgs) -> anyhow::Result<Status> {
         None => ErrorSink::new(None),
     };
     let progress = output::show_progress(input.progress.clone());
-    let supervisor = Supervisor::start(crews.as_slice(), &global)
-        .context("cannot prepare the bundled runners")?;
+    let supervisor =
+        Supervisor::start(crews.as_slice(), &global).context("cannot start the crews")?;
     let store = MemoryStore::default();
     let result = scheduler::run(
         &crews,

@@ -5,7 +5,7 @@ mod common;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use common::{sh, stdout};
-use live_crew_sandbox::{Limits, Sandbox, SandboxError};
+use live_crew_sandbox::{Layer, Limits, Sandbox, SandboxError};
 
 #[tokio::test]
 async fn child_leads_its_own_session_and_process_group() {
@@ -78,9 +78,19 @@ async fn rlimits_are_applied_and_core_dumps_are_off() {
         open_files: Some(64),
         processes: None,
     };
-    let mut child = Sandbox::probe().spawn(&spec).unwrap();
+    let sandbox = Sandbox::probe();
+    let mut child = sandbox.spawn(&spec).unwrap();
     let out = stdout(&mut child).await;
-    assert_eq!(out.lines().collect::<Vec<_>>(), ["0", "64", "30", "524288"]);
+    // With the memory cgroup limiting what is used, the address space gets twice that.
+    let address_space = if sandbox.has(Layer::MemoryCgroup) {
+        "1048576"
+    } else {
+        "524288"
+    };
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["0", "64", "30", address_space]
+    );
     assert!(child.wait().await.unwrap().success());
 }
 

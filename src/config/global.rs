@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{ConfigErrors, ConfigIssue, yaml_issue};
+use live_crew_sandbox::Layer;
+
+use super::{ConfigErrors, ConfigIssue, parse_layers, yaml_issue};
 
 /// What happens to an event whose slice has already closed (live mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -24,6 +26,11 @@ pub struct SandboxDefaults {
     pub open_files: u64,
     pub processes: u64,
     pub network: bool,
+    pub pid_namespace: bool,
+    /// Layers every crew requires, unless its own `sandbox.require` says otherwise.
+    pub require: Vec<String>,
+    /// Layers the host runs without, as if the kernel lacked them.
+    pub disable: Vec<String>,
 }
 
 impl Default for SandboxDefaults {
@@ -34,7 +41,22 @@ impl Default for SandboxDefaults {
             open_files: 256,
             processes: 64,
             network: false,
+            pid_namespace: true,
+            require: Vec::new(),
+            disable: Vec::new(),
         }
+    }
+}
+
+impl SandboxDefaults {
+    /// `require` as layers; `GlobalConfig::load` has checked the names.
+    pub fn require_layers(&self) -> Vec<Layer> {
+        parse_layers(&self.require).unwrap_or_default()
+    }
+
+    /// `disable` as layers; `GlobalConfig::load` has checked the names.
+    pub fn disabled_layers(&self) -> Vec<Layer> {
+        parse_layers(&self.disable).unwrap_or_default()
     }
 }
 
@@ -164,6 +186,18 @@ impl GlobalConfig {
         ] {
             if value == 0 {
                 issues.push(ConfigIssue::new(&origin, field, "must be at least 1"));
+            }
+        }
+        for (field, names) in [
+            ("require", &config.sandbox.require),
+            ("disable", &config.sandbox.disable),
+        ] {
+            if let Err((i, why)) = parse_layers(names) {
+                issues.push(ConfigIssue::new(
+                    &origin,
+                    format!("sandbox.{field}[{i}]"),
+                    why,
+                ));
             }
         }
         if config.kv_backend != "memory" {

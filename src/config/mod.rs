@@ -74,3 +74,27 @@ fn yaml_issue(file: &Path, err: &serde_saphyr::Error) -> ConfigIssue {
     let message = err.to_string();
     ConfigIssue::new(file, "", message)
 }
+
+/// Sandbox layer names from `sandbox.require` or `sandbox.disable`; on error, the index
+/// of the first unknown name and why.
+fn parse_layers(names: &[String]) -> Result<Vec<live_crew_sandbox::Layer>, (usize, String)> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            live_crew_sandbox::Layer::from_name(name).ok_or_else(|| {
+                let known: Vec<&str> = live_crew_sandbox::Layer::ALL
+                    .iter()
+                    .map(|layer| layer.name())
+                    .collect();
+                (
+                    i,
+                    format!(
+                        "'{name}' is not a sandbox layer; known: {}",
+                        known.join(", ")
+                    ),
+                )
+            })
+        })
+        .collect()
+}
