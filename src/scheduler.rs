@@ -51,6 +51,7 @@ pub async fn run<P: CrewPool, S: ContextStore>(
     let started = std::time::Instant::now();
     let mut scheduler = Scheduler::new(crews, global, pool, store, actions, errors);
     scheduler.drive(input).await?;
+    let scheduler_overflowed = scheduler.slicer.overflowed();
     let Scheduler {
         actions,
         errors,
@@ -62,6 +63,7 @@ pub async fn run<P: CrewPool, S: ContextStore>(
     actions.finish().await?;
     summary.errors = errors.counts().clone();
     errors.finish()?;
+    summary.overflowed_events = scheduler_overflowed;
     summary.crews = crews.into_iter().map(|c| c.name).zip(stats).collect();
     summary.elapsed = started.elapsed();
     Ok(summary)
@@ -329,7 +331,8 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
             .saturating_add(usize::try_from(max_wait + look_ahead - look_back).unwrap_or(0))
             .saturating_add(reorder);
         let max_patch_delay = plans.iter().map(|p| p.patch_delay).max().unwrap_or(0);
-        let slicer = Slicer::new(global.slice_ms, global.reorder_slices, global.late_policy);
+        let slicer = Slicer::new(global.slice_ms, global.reorder_slices, global.late_policy)
+            .with_cap(global.max_events_per_slice, global.slice_overflow);
         Scheduler {
             in_flight: vec![0; plans.len()],
             stats: vec![CrewStats::default(); plans.len()],

@@ -17,6 +17,17 @@ pub enum LatePolicy {
     Drop,
 }
 
+/// What happens to a stream's events past `max_events_per_slice` in one slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverflowPolicy {
+    /// Dropped.
+    Drop,
+    /// Replaces the newest kept event of the same kind (latest value wins); dropped if
+    /// the slice holds no event of its kind.
+    Collapse,
+}
+
 /// Sandbox limits that apply to every crew unless its runtime file says otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -74,6 +85,9 @@ pub struct GlobalConfig {
     pub context_max_bytes: usize,
     /// Largest accepted input event (one line or array element), in bytes.
     pub max_event_bytes: usize,
+    /// Most events one stream puts in one slice; the rest go by `slice_overflow`.
+    pub max_events_per_slice: usize,
+    pub slice_overflow: OverflowPolicy,
     pub kv_backend: String,
     /// How long a runner has to answer `hello` with `ready`.
     pub startup_timeout_ms: u64,
@@ -103,6 +117,8 @@ impl Default for GlobalConfig {
             max_wait_slices: 8,
             context_max_bytes: 4096,
             max_event_bytes: 256 * 1024,
+            max_events_per_slice: 10_000,
+            slice_overflow: OverflowPolicy::Drop,
             kv_backend: "memory".into(),
             startup_timeout_ms: 10_000,
             kill_grace_ms: 2000,
@@ -127,6 +143,8 @@ const ENV_KNOBS: &[&str] = &[
     "max_wait_slices",
     "context_max_bytes",
     "max_event_bytes",
+    "max_events_per_slice",
+    "slice_overflow",
     "kv_backend",
     "startup_timeout_ms",
     "kill_grace_ms",
@@ -183,6 +201,7 @@ impl GlobalConfig {
             ("startup_timeout_ms", config.startup_timeout_ms),
             ("max_wait_slices", config.max_wait_slices),
             ("max_event_bytes", config.max_event_bytes as u64),
+            ("max_events_per_slice", config.max_events_per_slice as u64),
         ] {
             if value == 0 {
                 issues.push(ConfigIssue::new(&origin, field, "must be at least 1"));

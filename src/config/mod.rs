@@ -15,7 +15,7 @@ pub use crew::{
     WaitPolicy,
 };
 pub use crews_dir::{Crews, MAX_NEED_OFFSET};
-pub use global::{GlobalConfig, LatePolicy, SandboxDefaults};
+pub use global::{GlobalConfig, LatePolicy, OverflowPolicy, SandboxDefaults};
 
 /// One problem in a configuration file, located by file and field.
 #[derive(Debug, Clone, PartialEq, Eq)]
