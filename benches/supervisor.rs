@@ -42,19 +42,14 @@ fn main() {
     let python = std::env::var("LIVE_CREW_PYTHON").unwrap_or_else(|_| "python3".into());
     let line = HostMessage::Call(sample_call(0)).encode();
 
-    let (bare, minimal, host) = runtime.block_on(round_trips(&python, &line));
-    let (plain, layered) = runtime.block_on(spawn_to_ready(&python));
-    let probe: Vec<Duration> = (0..SPAWNS)
-        .map(|_| {
-            let started = Instant::now();
-            let _ = live_crew_sandbox::Sandbox::probe();
-            started.elapsed()
-        })
-        .collect();
-    let heartbeat = runtime.block_on(heartbeat_detection());
-
     println!("| measurement | p50 | p99 |");
     println!("|---|---|---|");
+    if std::env::args().any(|arg| arg == "spawn") {
+        spawn_rows(&runtime, &python);
+        println!("\n({SPAWNS} spawns per variant)");
+        return;
+    }
+    let (bare, minimal, host) = runtime.block_on(round_trips(&python, &line));
     row("bare Python echo round trip", &bare);
     row("host → minimal protocol runner round trip", &minimal);
     row("host → bundled Python runner round trip", &host);
@@ -68,11 +63,8 @@ fn main() {
         "| whole overhead per call: bundled runner − bare echo (p50) | {:.1} µs | |",
         over_bare(&host)
     );
-    row("spawn-to-ready, plain spawn (no sandbox)", &plain);
-    for (name, samples) in &layered {
-        row(&format!("spawn-to-ready, {name}"), samples);
-    }
-    row("Sandbox::probe, once at host start", &probe);
+    spawn_rows(&runtime, &python);
+    let heartbeat = runtime.block_on(heartbeat_detection());
     row(
         "stopped heartbeat: detection past the 3 × heartbeat_ms deadline",
         &heartbeat,
@@ -81,6 +73,23 @@ fn main() {
         "\n(message: {} bytes; {ROUND_TRIPS} round trips, {SPAWNS} spawns, {HEARTBEAT_STOPS} heartbeat stops)",
         line.len()
     );
+}
+
+/// Spawn-to-ready per sandbox variant, and the one-time probe.
+fn spawn_rows(runtime: &tokio::runtime::Runtime, python: &str) {
+    let (plain, layered) = runtime.block_on(spawn_to_ready(python));
+    let probe: Vec<Duration> = (0..SPAWNS)
+        .map(|_| {
+            let started = Instant::now();
+            let _ = live_crew_sandbox::Sandbox::probe();
+            started.elapsed()
+        })
+        .collect();
+    row("spawn-to-ready, plain spawn (no sandbox)", &plain);
+    for (name, samples) in &layered {
+        row(&format!("spawn-to-ready, {name}"), samples);
+    }
+    row("Sandbox::probe, once at host start", &probe);
 }
 
 fn sample_call(id: u64) -> Call {
