@@ -39,11 +39,45 @@ impl BundledRunners {
     pub fn python_path(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Compiles the runner's modules to bytecode for `python`. Runners may not write
+    /// here (Landlock), so without this each start would compile them again (~6 ms).
+    pub fn precompile(&self, python: &Path) -> io::Result<()> {
+        let status = std::process::Command::new(python)
+            .args(["-I", "-m", "compileall", "-q"])
+            .arg(self.dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!("compileall ended with {status}")))
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn precompiled_runners_hold_bytecode_for_every_module() {
+        let runners = BundledRunners::extract().unwrap();
+        runners.precompile(Path::new("python3")).unwrap();
+        for (relative, _) in embedded::FILES.iter().filter(|(p, _)| p.ends_with(".py")) {
+            let source = runners.python_path().join(relative);
+            let cache = source.parent().unwrap().join("__pycache__");
+            let stem = source.file_stem().unwrap().to_str().unwrap();
+            let compiled = std::fs::read_dir(&cache).unwrap().flatten().any(|entry| {
+                entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{stem}."))
+            });
+            assert!(compiled, "no bytecode for {relative}");
+        }
+    }
 
     #[test]
     fn every_runner_source_file_is_embedded() {

@@ -25,18 +25,12 @@ pub(crate) fn spawn_spec(
     let mut read = vec![spec.dir.clone()];
     let (program, args) = match &spec.runner {
         RunnerSpec::BundledPython { python, .. } => {
-            let python = python
-                .clone()
-                .or_else(|| host_env("LIVE_CREW_PYTHON"))
-                .unwrap_or_else(|| "python3".to_owned());
+            let python = bundled_python(python.as_deref(), &host_env);
             env.push(("PYTHONPATH".into(), bundled_python_path.into()));
             read.push(bundled_python_path.to_path_buf());
             read.extend(runtime_dirs(Path::new(&python), host_path.as_deref()));
             // `-c` rather than `-m`: loading runpy would add ~8 ms to every start.
-            (
-                PathBuf::from(python),
-                vec!["-c".into(), RUNNER_ENTRY.into()],
-            )
+            (python, vec!["-c".into(), RUNNER_ENTRY.into()])
         }
         RunnerSpec::Command { program, args } => {
             let crew_dir = spec.dir.canonicalize().unwrap_or_else(|_| spec.dir.clone());
@@ -82,6 +76,19 @@ pub(crate) fn spawn_spec(
             seccomp: true,
         },
     }
+}
+
+/// The interpreter of a bundled-runner crew: `runner.python`, else `$LIVE_CREW_PYTHON`,
+/// else `python3`.
+pub(crate) fn bundled_python(
+    configured: Option<&str>,
+    host_env: impl Fn(&str) -> Option<String>,
+) -> PathBuf {
+    configured
+        .map(str::to_owned)
+        .or_else(|| host_env("LIVE_CREW_PYTHON"))
+        .unwrap_or_else(|| "python3".to_owned())
+        .into()
 }
 
 /// The folders a program's runtime lives in, for Landlock read access: for a program

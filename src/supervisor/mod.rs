@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::calls::{CallFailure, CallOutcome, CrewPool, FailureReason};
-use crate::config::{CrewSpec, GlobalConfig};
+use crate::config::{CrewSpec, GlobalConfig, RunnerSpec};
 use crate::protocol::{Call, Hello, HostMessage, PROTOCOL_VERSION};
 use crate::runners::BundledRunners;
 use process::{RunnerLimits, RunnerProcess};
@@ -48,6 +48,22 @@ impl Supervisor {
     /// Must be called inside a tokio runtime.
     pub fn start(crews: &[CrewSpec], global: &GlobalConfig) -> std::io::Result<Supervisor> {
         let runners = Arc::new(BundledRunners::extract()?);
+        let interpreters: std::collections::BTreeSet<_> = crews
+            .iter()
+            .filter_map(|spec| match &spec.runner {
+                RunnerSpec::BundledPython { python, .. } => {
+                    Some(launch::bundled_python(python.as_deref(), |name| {
+                        std::env::var(name).ok()
+                    }))
+                }
+                RunnerSpec::Command { .. } => None,
+            })
+            .collect();
+        for python in interpreters {
+            if let Err(error) = runners.precompile(&python) {
+                tracing::warn!(python = %python.display(), %error, "cannot precompile the bundled runner; each runner start compiles it");
+            }
+        }
         let sandbox = Arc::new(Sandbox::probe_without(&global.sandbox.disabled_layers()));
         let limits = RunnerLimits {
             heartbeat: Duration::from_millis(global.heartbeat_ms),
