@@ -152,12 +152,22 @@ fn switched_off_layers_fall_back_with_a_warning() {
     let outside = root.path().join("outside.txt");
     let secret = root.path().join("secret.txt");
     std::fs::write(&secret, "the host's secret").unwrap();
-    let specs = attackers(listener(), &outside, &secret);
-    let config = "sandbox:\n  disable: [netns, landlock, seccomp]\n";
-    let (output, actions) = run(root.path(), &specs, config);
+    let mut specs = attackers(listener(), &outside, &secret);
+    specs.push((
+        "hog".into(),
+        "sandbox: {memory_mb: 256}\nenv: {SLICE0_MODE: oom}\n".into(),
+    ));
+    let off = [
+        "netns",
+        "pid_namespace",
+        "landlock",
+        "seccomp",
+        "memory_cgroup",
+    ];
+    let config = format!("sandbox:\n  disable: [{}]\n", off.join(", "));
+    let (output, actions) = run(root.path(), &specs, &config);
     let log = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{log}");
-    for layer in ["netns", "landlock", "seccomp"] {
+    for layer in off {
         assert!(
             log.lines()
                 .any(|line| line.contains("switched off by configuration")
@@ -171,7 +181,25 @@ fn switched_off_layers_fall_back_with_a_warning() {
     assert!(outside.exists());
     assert_eq!(slice0(&actions, "reader"), "ok", "{log}");
     assert_eq!(slice0(&actions, "tracer"), "ok", "{log}");
-    for (crew, _) in &specs {
+    // The pids cgroup, still on, takes the escapee down without the pid namespace.
+    let escapee = slice0(&actions, "escaper").as_i64().unwrap() as i32;
+    assert!(
+        process_gone(escapee),
+        "grandchild {escapee} outlived its crew"
+    );
+    // Without the memory cgroup, RLIMIT_AS stops the hog: a MemoryError that kills the
+    // runner, a crash rather than an OOM kill.
+    let reported: Vec<(String, String)> = lines(&root.path().join("errors.jsonl"))
+        .iter()
+        .map(|e| (e["crew"].to_string(), e["reason"].to_string()))
+        .collect();
+    assert_eq!(
+        reported,
+        [("\"hog\"".to_owned(), "\"crash\"".to_owned())],
+        "{log}"
+    );
+    assert_eq!(actions.slices_of("hog"), [1, 2]);
+    for (crew, _) in specs.iter().filter(|(crew, _)| crew != "hog") {
         assert_eq!(actions.slices_of(crew), [0, 1, 2], "{crew}: {log}");
     }
 }
