@@ -243,6 +243,12 @@ async fn grandchild_that_ignores_sigterm_and_holds_stdout() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // In a pid namespace the grandchild dies with its parent, possibly before the host
+    // has seen the exit: wait for the restart before the next call.
+    while pool.status()[0].restarts == 0 {
+        assert!(Instant::now() < deadline, "the crew was not restarted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(ask(&pool, "parent", 2, "{}").await.is_ok());
     pool.shutdown().await;
 }
