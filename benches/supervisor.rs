@@ -236,13 +236,16 @@ const VARIANTS: [(&str, &[&str]); 6] = [
 /// the sandbox and extracts the bundled runner once per host, is not timed.
 async fn spawn_to_ready(python: &str) -> (Vec<Duration>, Vec<(&'static str, Vec<Duration>)>) {
     let crews = [crew(&fixture("benches/fixtures/crews/echo/runtime.yaml"))];
+    // The plain spawn loads the same precompiled runner copy the host would.
+    let runners = live_crew::runners::BundledRunners::extract().unwrap();
+    runners.precompile(Path::new(python)).unwrap();
     let mut plain = Vec::with_capacity(SPAWNS);
     let mut layered: Vec<(&str, Vec<Duration>)> = VARIANTS
         .iter()
         .map(|(name, _)| (*name, Vec::new()))
         .collect();
     for _ in 0..SPAWNS {
-        plain.push(plain_spawn_to_ready(python).await);
+        plain.push(plain_spawn_to_ready(python, runners.python_path()).await);
         for ((_, off), (_, samples)) in VARIANTS.iter().zip(&mut layered) {
             let mut config = global();
             config.sandbox.disable = off.iter().map(|layer| layer.to_string()).collect();
@@ -256,8 +259,10 @@ async fn spawn_to_ready(python: &str) -> (Vec<Duration>, Vec<(&'static str, Vec<
     (plain, layered)
 }
 
-/// The bundled runner started with a plain `tokio::process::Command`, `hello` to `ready`.
-async fn plain_spawn_to_ready(python: &str) -> Duration {
+/// The bundled runner started with a plain `tokio::process::Command` (environment
+/// cleared as the sandbox does, so no host PYTHON* variable changes its start), `hello`
+/// to `ready`.
+async fn plain_spawn_to_ready(python: &str, runner_path: &Path) -> Duration {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let spec = crew(&fixture("benches/fixtures/crews/echo/runtime.yaml"));
     let hello = HostMessage::Hello(live_crew::protocol::Hello {
@@ -271,7 +276,9 @@ async fn plain_spawn_to_ready(python: &str) -> Duration {
     let started = Instant::now();
     let mut child = tokio::process::Command::new(python)
         .args(["-c", "from live_crew_runner.serve import main; main()"])
-        .env("PYTHONPATH", fixture("runners/python"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PYTHONPATH", runner_path)
         .env("LIVE_CREW_CREW_DIR", &spec.dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
