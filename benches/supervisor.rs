@@ -77,7 +77,7 @@ fn main() {
 
 /// Spawn-to-ready per sandbox variant, and the one-time probe.
 fn spawn_rows(runtime: &tokio::runtime::Runtime, python: &str) {
-    let (plain, layered) = runtime.block_on(spawn_to_ready(python));
+    let (plain, forked, layered) = runtime.block_on(spawn_to_ready(python));
     let probe: Vec<Duration> = (0..SPAWNS)
         .map(|_| {
             let started = Instant::now();
@@ -86,6 +86,10 @@ fn spawn_rows(runtime: &tokio::runtime::Runtime, python: &str) {
         })
         .collect();
     row("spawn-to-ready, plain spawn (no sandbox)", &plain);
+    row(
+        "spawn-to-ready, plain spawn through fork (empty pre-exec)",
+        &forked,
+    );
     for (name, samples) in &layered {
         row(&format!("spawn-to-ready, {name}"), samples);
     }
@@ -234,18 +238,27 @@ const VARIANTS: [(&str, &[&str]); 6] = [
 /// Spawn-to-ready: from the moment the crew's actor may run (the single-thread runtime
 /// runs it only once this task waits) to `ready`. `Supervisor::start`, which probes
 /// the sandbox and extracts the bundled runner once per host, is not timed.
-async fn spawn_to_ready(python: &str) -> (Vec<Duration>, Vec<(&'static str, Vec<Duration>)>) {
+/// Samples of the plain spawn, the plain spawn through `fork`, and each variant.
+type SpawnSamples = (
+    Vec<Duration>,
+    Vec<Duration>,
+    Vec<(&'static str, Vec<Duration>)>,
+);
+
+async fn spawn_to_ready(python: &str) -> SpawnSamples {
     let crews = [crew(&fixture("benches/fixtures/crews/echo/runtime.yaml"))];
     // The plain spawn loads the same precompiled runner copy the host would.
     let runners = live_crew::runners::BundledRunners::extract().unwrap();
     runners.precompile(Path::new(python)).unwrap();
     let mut plain = Vec::with_capacity(SPAWNS);
+    let mut forked = Vec::with_capacity(SPAWNS);
     let mut layered: Vec<(&str, Vec<Duration>)> = VARIANTS
         .iter()
         .map(|(name, _)| (*name, Vec::new()))
         .collect();
     for _ in 0..SPAWNS {
-        plain.push(plain_spawn_to_ready(python, runners.python_path()).await);
+        plain.push(plain_spawn_to_ready(python, runners.python_path(), false).await);
+        forked.push(plain_spawn_to_ready(python, runners.python_path(), true).await);
         for ((_, off), (_, samples)) in VARIANTS.iter().zip(&mut layered) {
             let mut config = global();
             config.sandbox.disable = off.iter().map(|layer| layer.to_string()).collect();
@@ -256,13 +269,16 @@ async fn spawn_to_ready(python: &str) -> (Vec<Duration>, Vec<(&'static str, Vec<
             pool.shutdown().await;
         }
     }
-    (plain, layered)
+    (plain, forked, layered)
 }
 
 /// The bundled runner started with a plain `tokio::process::Command` (environment
 /// cleared as the sandbox does, so no host PYTHON* variable changes its start), `hello`
 /// to `ready`.
-async fn plain_spawn_to_ready(python: &str, runner_path: &Path) -> Duration {
+///
+/// With `forked`, an empty pre-exec closure makes std `fork` instead of `posix_spawn`,
+/// as it must for the sandbox's pre-exec sequence.
+async fn plain_spawn_to_ready(python: &str, runner_path: &Path, forked: bool) -> Duration {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let spec = crew(&fixture("benches/fixtures/crews/echo/runtime.yaml"));
     let hello = HostMessage::Hello(live_crew::protocol::Hello {
@@ -274,7 +290,8 @@ async fn plain_spawn_to_ready(python: &str, runner_path: &Path) -> Duration {
     })
     .encode();
     let started = Instant::now();
-    let mut child = tokio::process::Command::new(python)
+    let mut command = tokio::process::Command::new(python);
+    command
         .args(["-c", "from live_crew_runner.serve import main; main()"])
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -282,9 +299,14 @@ async fn plain_spawn_to_ready(python: &str, runner_path: &Path) -> Duration {
         .env("LIVE_CREW_CREW_DIR", &spec.dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        .kill_on_drop(true);
+    if forked {
+        // SAFETY: the closure does nothing, so it is trivially async-signal-safe.
+        unsafe {
+            command.pre_exec(|| Ok(()));
+        }
+    }
+    let mut child = command.spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(&hello).await.unwrap();
     let mut ready = String::new();
