@@ -284,3 +284,40 @@ async fn fork_bomb_under_a_process_limit_of_32() {
         "fork bomb processes survived: {running:?}"
     );
 }
+
+#[tokio::test]
+async fn status_shows_the_layers_each_crew_really_gets() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = [
+        hostile_crew(root.path(), "offline", ""),
+        hostile_crew(
+            root.path(),
+            "online",
+            "sandbox: {network: true, pid_namespace: false}\n",
+        ),
+    ];
+    let mut config = global();
+    config.sandbox.disable = vec!["seccomp".into()];
+    let pool = Supervisor::start(&crews, &config).unwrap();
+    let status = pool.status();
+    let layers = |i: usize| &status[i].sandbox_layers;
+    for layer in ["netns", "pid_namespace", "landlock", "pids_cgroup"] {
+        assert!(
+            layers(0).contains(&layer),
+            "offline lacks {layer}: {status:?}"
+        );
+    }
+    assert!(layers(1).contains(&"landlock"), "{status:?}");
+    for layer in ["netns", "pid_namespace"] {
+        assert!(
+            !layers(1).contains(&layer),
+            "online has {layer}: {status:?}"
+        );
+    }
+    assert!(
+        status
+            .iter()
+            .all(|s| !s.sandbox_layers.contains(&"seccomp"))
+    );
+    pool.shutdown().await;
+}
