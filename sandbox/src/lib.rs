@@ -14,6 +14,7 @@
 //! | `pdeathsig` | SIGKILL when the host dies | always on |
 //! | `rlimits` | address space, CPU seconds, open files, core size 0 | always on |
 //! | `close_fds` | only stdin, stdout and stderr survive `exec` | always on |
+//! | `no_caps` | no capabilities (also for root) and no_new_privs | always on |
 //! | `netns` | own network namespace with no interface up | full network |
 //! | `pid_namespace` | own pid namespace: the crew's processes die with its runner | the cgroup kill |
 //! | `landlock` | reads only system, runtime and granted paths; writes only its temp folder and granted paths | open filesystem |
@@ -108,7 +109,14 @@ pub struct Sandbox {
 }
 
 /// The layers every child gets, on any host.
-const BASIC_LAYERS: [&str; 5] = ["session", "pdeathsig", "close_fds", "env_clear", "rlimits"];
+const BASIC_LAYERS: [&str; 6] = [
+    "session",
+    "pdeathsig",
+    "close_fds",
+    "env_clear",
+    "rlimits",
+    "no_caps",
+];
 
 impl Sandbox {
     /// Probes the kernel for the isolation layers this host can use.

@@ -81,8 +81,10 @@ impl PreExec {
             setuid(Uid::from_raw(user.uid))?;
             die_with_host(self.host)?;
         }
-        // 8. No privileges gained through exec (setuid binaries, file capabilities):
-        //    Landlock and seccomp need it, and it is right for every crew.
+        // 8. No capabilities, even for a crew that runs as root, and no privileges
+        //    gained through exec (setuid binaries, file capabilities): Landlock and
+        //    seccomp need no_new_privs, and it is right for every crew.
+        drop_capabilities()?;
         // SAFETY: PR_SET_NO_NEW_PRIVS takes no pointers.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err(io::Error::last_os_error());
@@ -139,6 +141,67 @@ fn parent_from_proc() -> Option<libc::pid_t> {
             .is_ascii_digit()
             .then(|| pid * 10 + libc::pid_t::from(digit - b'0'))
     })
+}
+
+/// Empties the capability bounding set (so exec cannot bring any back), the ambient set,
+/// and the effective, permitted and inheritable sets. Without CAP_SETPCAP (a crew user
+/// that is not root has none left) the bounding set cannot be touched and needs not be.
+fn drop_capabilities() -> io::Result<()> {
+    /// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
+    const VERSION_3: u32 = 0x2008_0522;
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    // Capability numbers run to CAP_LAST_CAP (40 on Linux 6.x); past it EINVAL.
+    for capability in 0..64 {
+        // SAFETY: PR_CAPBSET_DROP takes a number, no pointers.
+        let dropped = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, capability, 0, 0, 0) };
+        if dropped != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+            break;
+        }
+    }
+    // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointers.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    let header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let empty = [
+        Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        },
+        Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: capset reads the header and two data structs of version 3 from the
+    // pointers, which point at live values on this stack frame of the right layout.
+    let set = unsafe { libc::syscall(libc::SYS_capset, &header, empty.as_ptr()) };
+    if set == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Moves the calling process into the group whose `cgroup.procs` is `procs`.

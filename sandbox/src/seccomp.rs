@@ -12,12 +12,30 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
-/// Denied outright: debugging other processes, mounting, kernel images and modules,
-/// reboot, swap, BPF, perf, the kernel keyring, and joining other namespaces.
+/// Denied outright: reaching into other processes, mounting, kernel images and modules,
+/// reboot, swap, BPF, perf, the kernel keyring, joining other namespaces, and calls that
+/// change the host (clock, host name, accounting) or are favourite exploit vehicles
+/// (io_uring, userfaultfd, open_by_handle_at, raw I/O ports).
 const DENIED: &[libc::c_long] = &[
     libc::SYS_ptrace,
     libc::SYS_process_vm_readv,
     libc::SYS_process_vm_writev,
+    libc::SYS_pidfd_getfd,
+    libc::SYS_open_by_handle_at,
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
+    libc::SYS_userfaultfd,
+    libc::SYS_settimeofday,
+    libc::SYS_clock_settime,
+    libc::SYS_sethostname,
+    libc::SYS_setdomainname,
+    libc::SYS_acct,
+    libc::SYS_syslog,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_iopl,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_ioperm,
     libc::SYS_mount,
     libc::SYS_umount2,
     libc::SYS_pivot_root,

@@ -145,3 +145,27 @@ async fn basic_layers_are_always_active() {
         assert!(layers.contains(&layer), "{layer} missing from {layers:?}");
     }
 }
+
+#[tokio::test]
+async fn a_crew_has_no_capabilities_even_as_root() {
+    let spec = sh(
+        "nocaps",
+        "grep -E '^(CapEff|CapPrm|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status; ulimit -H -n 100000 2>/dev/null || echo 'cannot raise'",
+    );
+    let mut spec = spec;
+    spec.limits.open_files = Some(64);
+    let mut child = Sandbox::probe().spawn(&spec).unwrap();
+    let out = stdout(&mut child).await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "CapPrm:\t0000000000000000",
+            "CapEff:\t0000000000000000",
+            "CapBnd:\t0000000000000000",
+            "CapAmb:\t0000000000000000",
+            "NoNewPrivs:\t1",
+            "cannot raise"
+        ]
+    );
+}
