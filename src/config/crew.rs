@@ -662,7 +662,7 @@ mod tests {
 
     #[test]
     fn sandbox_grants_must_exist_and_not_climb() {
-        let yaml = "crew: a\ntriggers: [x]\nrunner: {kind: crewai}\n\
+        let yaml = "crew: a\ntriggers: [x]\nrunner: {kind: command, command: [cat]}\n\
                     sandbox: {read: [data, /nonexistent/x, ../up], write: [out], require: [landlock, apparmor]}\n";
         let issues = load(yaml, &["data"]).unwrap_err();
         assert_eq!(
@@ -674,7 +674,7 @@ mod tests {
                 "sandbox.require[1]"
             ]
         );
-        let yaml = "crew: a\ntriggers: [x]\nrunner: {kind: crewai}\n\
+        let yaml = "crew: a\ntriggers: [x]\nrunner: {kind: command, command: [cat]}\n\
                     sandbox: {read: [data, /usr/share], pid_namespace: false, require: [seccomp]}\n";
         let spec = load(yaml, &["data"]).unwrap();
         assert!(spec.sandbox.read[0].ends_with("data") && spec.sandbox.read[0].is_absolute());
