@@ -13,7 +13,8 @@ use std::path::Path;
 use common::{Actions, crews, event, lines, live_crew, process_gone};
 
 /// The hostile crews and what each tries in slice 0; `TARGET` is filled in per test.
-fn attackers(port: u16, outside: &Path, secret: &Path) -> Vec<(String, String)> {
+/// `socket` is a Unix socket the test listens on.
+fn attackers(port: u16, socket: &Path, outside: &Path, secret: &Path) -> Vec<(String, String)> {
     let crew = |mode: &str, target: String, sandbox: &str| {
         format!(
             "timeout_ms: 3000\nsandbox: {{{sandbox}}}\nenv: {{SLICE0_MODE: {mode}, TARGET: '{target}'}}\n"
@@ -24,6 +25,10 @@ fn attackers(port: u16, outside: &Path, secret: &Path) -> Vec<(String, String)> 
         (
             "online".into(),
             crew("connect", port.to_string(), "network: true"),
+        ),
+        (
+            "unixer".into(),
+            crew("unix_connect", socket.display().to_string(), ""),
         ),
         (
             "writer".into(),
@@ -80,6 +85,13 @@ fn slice0(actions: &Actions, crew: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no slice-0 action from {crew}: {:?}", actions.0))
 }
 
+/// A Unix socket listener at `path` that accepts in the background.
+fn unix_listener(path: &Path) -> &Path {
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || for _connection in listener.incoming() {});
+    path
+}
+
 /// A listener on 127.0.0.1 that accepts in the background.
 fn listener() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -94,7 +106,8 @@ fn each_layer_stops_its_attack_while_the_other_crews_keep_going() {
     let outside = root.path().join("outside.txt");
     let secret = root.path().join("secret.txt");
     std::fs::write(&secret, "the host's secret").unwrap();
-    let mut specs = attackers(listener(), &outside, &secret);
+    let socket = root.path().join("host.sock");
+    let mut specs = attackers(listener(), unix_listener(&socket), &outside, &secret);
     specs.push((
         "hog".into(),
         "sandbox: {memory_mb: 256}\nenv: {SLICE0_MODE: oom}\n".into(),
@@ -104,6 +117,7 @@ fn each_layer_stops_its_attack_while_the_other_crews_keep_going() {
 
     assert_eq!(slice0(&actions, "offline"), "ENETUNREACH", "{log}");
     assert_eq!(slice0(&actions, "online"), "ok", "{log}");
+    assert_eq!(slice0(&actions, "unixer"), "EPERM", "{log}");
     assert_eq!(slice0(&actions, "writer"), "EACCES", "{log}");
     assert!(!outside.exists(), "the crew wrote outside its temp folder");
     assert_eq!(slice0(&actions, "reader"), "EACCES", "{log}");
@@ -152,7 +166,8 @@ fn switched_off_layers_fall_back_with_a_warning() {
     let outside = root.path().join("outside.txt");
     let secret = root.path().join("secret.txt");
     std::fs::write(&secret, "the host's secret").unwrap();
-    let mut specs = attackers(listener(), &outside, &secret);
+    let socket = root.path().join("host.sock");
+    let mut specs = attackers(listener(), unix_listener(&socket), &outside, &secret);
     specs.push((
         "hog".into(),
         "sandbox: {memory_mb: 256}\nenv: {SLICE0_MODE: oom}\n".into(),
@@ -177,6 +192,7 @@ fn switched_off_layers_fall_back_with_a_warning() {
     }
     // Without the layers, the same attempts get through.
     assert_eq!(slice0(&actions, "offline"), "ok", "{log}");
+    assert_eq!(slice0(&actions, "unixer"), "ok", "{log}");
     assert_eq!(slice0(&actions, "writer"), "ok", "{log}");
     assert!(outside.exists());
     assert_eq!(slice0(&actions, "reader"), "ok", "{log}");

@@ -65,7 +65,8 @@ const DENIED: &[libc::c_long] = &[
 /// The compiled filters, installed together.
 #[derive(Debug)]
 pub(crate) struct Filters {
-    /// [`DENIED`], and `unshare`/`clone` asking for a new user namespace: EPERM.
+    /// [`DENIED`], `unshare`/`clone` asking for a new user namespace, and
+    /// `socket(AF_UNIX)`: EPERM.
     deny: BpfProgram,
     /// `clone3`, whose flags sit in memory a filter cannot read: ENOSYS, on which libc
     /// falls back to `clone`, where the user-namespace flag is checked.
@@ -93,6 +94,17 @@ impl Filters {
             vec![new_user_ns(SeccompCmpArgLen::Dword)?],
         );
         denied.insert(libc::SYS_clone, vec![new_user_ns(SeccompCmpArgLen::Qword)?]);
+        // Unix sockets by path are out of Landlock's reach (up to ABI 7) and of the
+        // network namespace's: without this a crew could connect to any socket on the
+        // host, the host's own control socket included. socketpair still works.
+        let unix = SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::Eq,
+            libc::AF_UNIX as u64,
+        )
+        .and_then(|condition| SeccompRule::new(vec![condition]))?;
+        denied.insert(libc::SYS_socket, vec![unix]);
         let deny = SeccompFilter::new(
             denied,
             SeccompAction::Allow,

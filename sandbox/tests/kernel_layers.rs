@@ -128,12 +128,14 @@ async fn seccomp_denies_with_eperm_and_threads_still_work() {
     let Some(sandbox) = sandbox_with(Layer::Seccomp) else {
         return;
     };
-    // PTRACE_TRACEME and unshare(CLONE_NEWUSER) fail with EPERM; a thread (clone3,
-    // answered ENOSYS, then clone) still starts.
-    let code = "import ctypes, threading\n\
+    // PTRACE_TRACEME, unshare(CLONE_NEWUSER) and socket(AF_UNIX) fail with EPERM; a
+    // thread (clone3, answered ENOSYS, then clone) and a socketpair still work.
+    let code = "import ctypes, socket, threading\n\
                 libc = ctypes.CDLL(None, use_errno=True)\n\
                 print(libc.ptrace(0, 0, None, None), ctypes.get_errno())\n\
                 print(libc.unshare(0x10000000), ctypes.get_errno())\n\
+                print(libc.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0), ctypes.get_errno())\n\
+                socket.socketpair()\n\
                 t = threading.Thread(target=lambda: None); t.start(); t.join(); print('thread')";
     let mut spec = python("filtered", code);
     spec.isolation.seccomp = true;
@@ -142,6 +144,7 @@ async fn seccomp_denies_with_eperm_and_threads_still_work() {
     assert_eq!(
         stdout(&mut child).await.lines().collect::<Vec<_>>(),
         [
+            format!("-1 {eperm}"),
             format!("-1 {eperm}"),
             format!("-1 {eperm}"),
             "thread".into()
