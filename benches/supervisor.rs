@@ -3,7 +3,9 @@
 //!
 //! - call round trip through the host to the bundled Python runner, side by side with a
 //!   bare pipe echo of a stdlib Python child fed the same line;
-//! - spawn-to-ready of a sandboxed stdlib Python runner;
+//! - spawn-to-ready of a stdlib Python runner: plain, then with the sandbox's optional
+//!   layers switched on one after another (interleaved, so drift hits all alike), and
+//!   the one-time `Sandbox::probe` at host start;
 //! - how far past its deadline a stopped heartbeat is detected.
 
 use std::io::{BufRead, BufReader, Write};
@@ -40,12 +42,14 @@ fn main() {
     let python = std::env::var("LIVE_CREW_PYTHON").unwrap_or_else(|_| "python3".into());
     let line = HostMessage::Call(sample_call(0)).encode();
 
-    let (bare, minimal, host) = runtime.block_on(round_trips(&python, &line));
-    let spawn = runtime.block_on(spawn_to_ready());
-    let heartbeat = runtime.block_on(heartbeat_detection());
-
     println!("| measurement | p50 | p99 |");
     println!("|---|---|---|");
+    if std::env::args().any(|arg| arg == "spawn") {
+        spawn_rows(&runtime, &python);
+        println!("\n({SPAWNS} spawns per variant)");
+        return;
+    }
+    let (bare, minimal, host) = runtime.block_on(round_trips(&python, &line));
     row("bare Python echo round trip", &bare);
     row("host → minimal protocol runner round trip", &minimal);
     row("host → bundled Python runner round trip", &host);
@@ -59,7 +63,8 @@ fn main() {
         "| whole overhead per call: bundled runner − bare echo (p50) | {:.1} µs | |",
         over_bare(&host)
     );
-    row("spawn-to-ready, sandboxed stdlib Python runner", &spawn);
+    spawn_rows(&runtime, &python);
+    let heartbeat = runtime.block_on(heartbeat_detection());
     row(
         "stopped heartbeat: detection past the 3 × heartbeat_ms deadline",
         &heartbeat,
@@ -68,6 +73,27 @@ fn main() {
         "\n(message: {} bytes; {ROUND_TRIPS} round trips, {SPAWNS} spawns, {HEARTBEAT_STOPS} heartbeat stops)",
         line.len()
     );
+}
+
+/// Spawn-to-ready per sandbox variant, and the one-time probe.
+fn spawn_rows(runtime: &tokio::runtime::Runtime, python: &str) {
+    let (plain, forked, layered) = runtime.block_on(spawn_to_ready(python));
+    let probe: Vec<Duration> = (0..SPAWNS)
+        .map(|_| {
+            let started = Instant::now();
+            let _ = live_crew_sandbox::Sandbox::probe();
+            started.elapsed()
+        })
+        .collect();
+    row("spawn-to-ready, plain spawn (no sandbox)", &plain);
+    row(
+        "spawn-to-ready, plain spawn through fork (empty pre-exec)",
+        &forked,
+    );
+    for (name, samples) in &layered {
+        row(&format!("spawn-to-ready, {name}"), samples);
+    }
+    row("Sandbox::probe, once at host start", &probe);
 }
 
 fn sample_call(id: u64) -> Call {
@@ -185,17 +211,114 @@ fn fixture(relative: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
-async fn spawn_to_ready() -> Vec<Duration> {
+/// Sandbox variants, each adding one optional layer to the one before: the layers the
+/// variant switches off (`sandbox.disable`).
+const VARIANTS: [(&str, &[&str]); 6] = [
+    (
+        "basic layers only (session, pdeathsig, rlimits, close_fds, env)",
+        &[
+            "pids_cgroup",
+            "memory_cgroup",
+            "netns",
+            "pid_namespace",
+            "landlock",
+            "seccomp",
+        ],
+    ),
+    (
+        "+ pids and memory cgroups",
+        &["netns", "pid_namespace", "landlock", "seccomp"],
+    ),
+    ("+ netns", &["pid_namespace", "landlock", "seccomp"]),
+    ("+ pid_namespace", &["landlock", "seccomp"]),
+    ("+ landlock", &["seccomp"]),
+    ("+ seccomp = full sandbox", &[]),
+];
+
+/// Spawn-to-ready: from the moment the crew's actor may run (the single-thread runtime
+/// runs it only once this task waits) to `ready`. `Supervisor::start`, which probes
+/// the sandbox and extracts the bundled runner once per host, is not timed.
+/// Samples of the plain spawn, the plain spawn through `fork`, and each variant.
+type SpawnSamples = (
+    Vec<Duration>,
+    Vec<Duration>,
+    Vec<(&'static str, Vec<Duration>)>,
+);
+
+async fn spawn_to_ready(python: &str) -> SpawnSamples {
     let crews = [crew(&fixture("benches/fixtures/crews/echo/runtime.yaml"))];
-    let mut samples = Vec::with_capacity(SPAWNS);
+    // The plain spawn loads the same runner copy (with its build-time bytecode) the host
+    // would.
+    let runners = live_crew::runners::BundledRunners::extract().unwrap();
+    let mut plain = Vec::with_capacity(SPAWNS);
+    let mut forked = Vec::with_capacity(SPAWNS);
+    let mut layered: Vec<(&str, Vec<Duration>)> = VARIANTS
+        .iter()
+        .map(|(name, _)| (*name, Vec::new()))
+        .collect();
     for _ in 0..SPAWNS {
-        let started = Instant::now();
-        let pool = Supervisor::start(&crews, &global()).unwrap();
-        pool.wait_for_state("echo", CrewState::Ready).await;
-        samples.push(started.elapsed());
-        pool.shutdown().await;
+        plain.push(plain_spawn_to_ready(python, runners.python_path(), false).await);
+        forked.push(plain_spawn_to_ready(python, runners.python_path(), true).await);
+        for ((_, off), (_, samples)) in VARIANTS.iter().zip(&mut layered) {
+            let mut config = global();
+            config.sandbox.disable = off.iter().map(|layer| layer.to_string()).collect();
+            let pool = Supervisor::start(&crews, &config).unwrap();
+            let started = Instant::now();
+            pool.wait_for_state("echo", CrewState::Ready).await;
+            samples.push(started.elapsed());
+            pool.shutdown().await;
+        }
     }
-    samples
+    (plain, forked, layered)
+}
+
+/// The bundled runner started with a plain `tokio::process::Command` (environment
+/// cleared as the sandbox does, so no host PYTHON* variable changes its start), `hello`
+/// to `ready`.
+///
+/// With `forked`, an empty pre-exec closure makes std `fork` instead of `posix_spawn`,
+/// as it must for the sandbox's pre-exec sequence.
+async fn plain_spawn_to_ready(python: &str, runner_path: &Path, forked: bool) -> Duration {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let spec = crew(&fixture("benches/fixtures/crews/echo/runtime.yaml"));
+    let hello = HostMessage::Hello(live_crew::protocol::Hello {
+        protocol: live_crew::protocol::PROTOCOL_VERSION,
+        crew: spec.name.clone(),
+        crew_dir: spec.dir.display().to_string(),
+        config: spec.document.clone(),
+        heartbeat_ms: 1000,
+    })
+    .encode();
+    let started = Instant::now();
+    let mut command = tokio::process::Command::new(python);
+    command
+        .args(["-c", "from live_crew_runner.serve import main; main()"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PYTHONPATH", runner_path)
+        .env("LIVE_CREW_CREW_DIR", &spec.dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    if forked {
+        // SAFETY: the closure does nothing, so it is trivially async-signal-safe.
+        unsafe {
+            command.pre_exec(|| Ok(()));
+        }
+    }
+    let mut child = command.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&hello).await.unwrap();
+    let mut ready = String::new();
+    tokio::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert!(ready.contains("ready"), "{ready}");
+    drop(stdin);
+    let _ = child.wait().await;
+    elapsed
 }
 
 /// The hostile runner sends one last heartbeat and stops; the host must fail the call

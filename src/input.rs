@@ -194,6 +194,32 @@ fn first_non_blank<R: BufRead>(reader: &mut R) -> io::Result<Option<u8>> {
     Ok(buf.iter().copied().find(|b| !b.is_ascii_whitespace()))
 }
 
+/// Deepest nesting of arrays and objects accepted in one event (the event object itself
+/// is level 1), so that hostile input cannot make a crew's JSON parser recurse without
+/// bound.
+pub const MAX_EVENT_DEPTH: usize = 64;
+
+/// The nesting depth of `text` if it exceeds [`MAX_EVENT_DEPTH`]; brackets inside
+/// strings do not count.
+fn too_deep(text: &[u8]) -> Option<usize> {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in text {
+        match (in_string, byte) {
+            (true, _) if escaped => escaped = false,
+            (true, b'\\') => escaped = true,
+            (true, b'"') | (false, b'"') => in_string = !in_string,
+            (false, b'{' | b'[') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (false, b'}' | b']') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    (deepest > MAX_EVENT_DEPTH).then_some(deepest)
+}
+
 fn parse(text: &[u8], line: u64, index: Option<u64>, max_bytes: usize, len: usize) -> InputItem {
     let error = |message: String| InputError {
         line,
@@ -204,6 +230,12 @@ fn parse(text: &[u8], line: u64, index: Option<u64>, max_bytes: usize, len: usiz
         return Err(error(format!(
             "event is {len} bytes, over max_event_bytes ({max_bytes}); \
              shrink the payload or raise max_event_bytes"
+        )));
+    }
+    if let Some(depth) = too_deep(text) {
+        return Err(error(format!(
+            "event nests {depth} levels deep, over the limit of {MAX_EVENT_DEPTH}; \
+             flatten the payload"
         )));
     }
     let text = std::str::from_utf8(text).map_err(|err| error(format!("not UTF-8: {err}")))?;
@@ -482,6 +514,26 @@ mod tests {
                 .starts_with("line 5: field 'event'")
         );
         assert_eq!(items[3], Ok("c".into()));
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_with_its_line_and_reading_goes_on() {
+        let nested = |levels: usize| {
+            format!(
+                r#"{{"ts":"2025-01-01T00:00:00Z","kind":"k","stream_id":"s","payload":{}"[{{\"x\""{}}}"#,
+                "[".repeat(levels),
+                "]".repeat(levels)
+            )
+        };
+        let text = format!("{}\n{}\n{}\n", nested(63), nested(64), event("ok"));
+        let got = read_all(&text, 1 << 20, false);
+        assert!(got[0].is_ok(), "{:?}", got[0]);
+        let err = got[1].as_ref().unwrap_err();
+        assert!(
+            err.starts_with("line 2: event nests 65 levels deep, over the limit of 64"),
+            "{err}"
+        );
+        assert!(got[2].is_ok());
     }
 
     #[test]

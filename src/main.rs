@@ -308,8 +308,8 @@ async fn run(args: RunArgs, log_format: LogFormat) -> anyhow::Result<Status> {
         None => None,
     };
     let progress = output::show_progress(input.progress.clone());
-    let supervisor = Supervisor::start(crews.as_slice(), &global)
-        .context("cannot prepare the bundled runners")?;
+    let supervisor =
+        Supervisor::start(crews.as_slice(), &global).context("cannot start the crews")?;
     let host = HostState {
         crews: supervisor.status_handle(),
         mode: match mode {

@@ -266,6 +266,8 @@ pub struct RunSummary {
     pub actions: u64,
     pub late_events: u64,
     pub context_conflicts: u64,
+    /// Events over `max_events_per_slice`, dropped or collapsed.
+    pub overflowed_events: u64,
     /// Error records by reason.
     pub errors: BTreeMap<&'static str, u64>,
     /// Per crew, in run order.
@@ -317,6 +319,13 @@ impl fmt::Display for RunSummary {
                 f,
                 "  late events: {}, context conflicts: {}",
                 self.late_events, self.context_conflicts
+            )?;
+        }
+        if self.overflowed_events > 0 {
+            writeln!(
+                f,
+                "  events over max_events_per_slice (dropped or collapsed): {}",
+                self.overflowed_events
             )?;
         }
         for (name, stats) in &self.crews {

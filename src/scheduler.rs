@@ -69,6 +69,7 @@ pub async fn run<P: CrewPool, S: ContextStore>(
     let started = std::time::Instant::now();
     let mut scheduler = Scheduler::new(crews, global, pool, store, outputs, mode);
     scheduler.drive(input).await?;
+    let scheduler_overflowed = scheduler.slicer.overflowed();
     let Scheduler {
         actions,
         errors,
@@ -80,6 +81,7 @@ pub async fn run<P: CrewPool, S: ContextStore>(
     actions.finish().await?;
     summary.errors = errors.counts().clone();
     errors.finish()?;
+    summary.overflowed_events = scheduler_overflowed;
     summary.crews = crews.into_iter().map(|c| c.name).zip(stats).collect();
     summary.elapsed = started.elapsed();
     Ok(summary)
@@ -358,11 +360,13 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
         let max_patch_delay = plans.iter().map(|p| p.patch_delay).max().unwrap_or(0);
         let (slicer, live) = match mode {
             Mode::Batch => (
-                Slicer::new(global.slice_ms, global.reorder_slices, global.late_policy),
+                Slicer::new(global.slice_ms, global.reorder_slices, global.late_policy)
+                    .with_cap(global.max_events_per_slice, global.slice_overflow),
                 None,
             ),
             Mode::Live => (
-                Slicer::live(global.slice_ms, global.late_policy),
+                Slicer::live(global.slice_ms, global.late_policy)
+                    .with_cap(global.max_events_per_slice, global.slice_overflow),
                 Some(LiveClock::new(global.slice_ms, global.grace_ms)),
             ),
         };

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::config::LatePolicy;
+use crate::config::{LatePolicy, OverflowPolicy};
 use crate::model::{SharedEvent, Timestamp};
 
 /// The watermark after end of input: every slice is closed.
@@ -69,6 +69,11 @@ pub struct Slicer {
     /// Batch mode: events close earlier slices. Live mode: only the clock does.
     close_on_input: bool,
     streams: HashMap<Arc<str>, StreamSlices>,
+    /// Most events one stream's slice holds (`max_events_per_slice`), and what happens
+    /// to the ones past it.
+    cap: (usize, OverflowPolicy),
+    /// Events past the cap, dropped or collapsed into a kept one.
+    overflowed: u64,
 }
 
 impl Slicer {
@@ -81,6 +86,8 @@ impl Slicer {
             late_policy,
             close_on_input: true,
             streams: HashMap::new(),
+            cap: (usize::MAX, OverflowPolicy::Drop),
+            overflowed: 0,
         }
     }
 
@@ -97,6 +104,17 @@ impl Slicer {
     pub fn close_below(&mut self, stream: &str, upto: i64) -> Option<Sliced> {
         let stream = self.streams.get_mut(stream)?;
         (upto > stream.watermark).then(|| stream.close_below(upto))
+    }
+
+    /// Caps each stream's slice at `max_events` events; see [`OverflowPolicy`].
+    pub fn with_cap(mut self, max_events: usize, policy: OverflowPolicy) -> Self {
+        self.cap = (max_events, policy);
+        self
+    }
+
+    /// Events that went over the cap so far.
+    pub fn overflowed(&self) -> u64 {
+        self.overflowed
     }
 
     pub fn slice_us(&self) -> i64 {
@@ -137,7 +155,19 @@ impl Slicer {
                 None => return,
             }
         }
-        stream.open.entry(slice).or_default().push(event);
+        let events = stream.open.entry(slice).or_default();
+        match self.cap {
+            (max, _) if events.len() < max => events.push(event),
+            (_, policy) => {
+                self.overflowed += 1;
+                if policy == OverflowPolicy::Collapse {
+                    // The newest value of a kind wins; a kind the slice lacks is dropped.
+                    if let Some(kept) = events.iter_mut().rev().find(|e| e.kind == event.kind) {
+                        *kept = event;
+                    }
+                }
+            }
+        }
         stream.max_seen = stream.max_seen.max(slice);
         let horizon = stream.max_seen - reorder;
         if self.close_on_input && horizon > stream.watermark {
@@ -213,6 +243,50 @@ mod tests {
                 } => vec![format!("late {} @{slice} -> {placed:?}", event.kind)],
             })
             .collect()
+    }
+
+    #[test]
+    fn a_full_slice_drops_or_collapses_and_counts() {
+        let events = [
+            ("s", 0, "a"),
+            ("s", 1, "b"),
+            ("s", 2, "a"),
+            ("s", 3, "c"),
+            ("t", 4, "a"),
+        ];
+        let slice_of = |policy| {
+            let mut slicer = Slicer::new(500, 0, LatePolicy::Next).with_cap(2, policy);
+            let mut out = Vec::new();
+            for (stream, ms, kind) in events {
+                let mut e = (*event(stream, ms, kind)).clone();
+                e.payload = serde_json::value::RawValue::from_string(ms.to_string()).unwrap();
+                slicer.push(Arc::new(e), &mut out);
+            }
+            slicer.finish(&mut out);
+            let kept: Vec<String> = out
+                .iter()
+                .flat_map(|item| match item {
+                    Sliced::Closed { stream, slices, .. } => slices
+                        .iter()
+                        .flat_map(|(_, events)| {
+                            events
+                                .iter()
+                                .map(|e| format!("{stream}:{}={}", e.kind, e.payload.get()))
+                        })
+                        .collect(),
+                    Sliced::Late { .. } => Vec::new(),
+                })
+                .collect();
+            (kept, slicer.overflowed())
+        };
+        assert_eq!(
+            slice_of(OverflowPolicy::Drop),
+            (vec!["s:a=0".into(), "s:b=1".into(), "t:a=4".into()], 2)
+        );
+        assert_eq!(
+            slice_of(OverflowPolicy::Collapse),
+            (vec!["s:a=2".into(), "s:b=1".into(), "t:a=4".into()], 2)
+        );
     }
 
     #[test]

@@ -4,73 +4,11 @@
 
 mod common;
 
-use common::{process_gone, write_hostile_crew};
+use common::{Actions, crews, event, lines, live_crew, process_gone, run_batch};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A crews folder of hostile-runner crews, each with extra runtime-file lines.
-fn crews(root: &Path, crews: &[(&str, &str)]) -> PathBuf {
-    let dir = root.join("crews");
-    for (name, extra) in crews {
-        write_hostile_crew(&dir, name, extra);
-    }
-    dir
-}
-
-/// The actions a run printed, and the slices each crew answered.
-struct Actions(Vec<serde_json::Value>);
-
-impl Actions {
-    fn parse(stdout: &[u8]) -> Self {
-        Actions(
-            std::str::from_utf8(stdout)
-                .unwrap()
-                .lines()
-                .map(|line| serde_json::from_str(line).unwrap())
-                .collect(),
-        )
-    }
-
-    fn slices_of(&self, crew: &str) -> Vec<i64> {
-        self.0
-            .iter()
-            .filter(|a| a["crew"] == crew)
-            .map(|a| a["slice"].as_i64().unwrap())
-            .collect()
-    }
-}
-
-fn event(ms: u64, payload: &str) -> String {
-    format!(
-        r#"{{"ts":"2025-01-01T00:00:{:02}.{:03}Z","kind":"tick","stream_id":"s","payload":{payload}}}"#,
-        ms / 1000,
-        ms % 1000
-    ) + "\n"
-}
-
-fn live_crew() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_live-crew"));
-    command
-        .env("LIVE_CREW_HEARTBEAT_MS", "250")
-        .env("LIVE_CREW_KILL_GRACE_MS", "300")
-        .env("LIVE_CREW_LOG", "info");
-    command
-}
-
-/// Runs the host over an events file to the end, with error records to `errors`.
-fn run_batch(crews: &Path, events: &Path, errors: &Path) -> std::process::Output {
-    live_crew()
-        .args(["run", "--crews"])
-        .arg(crews)
-        .arg("--events")
-        .arg(events)
-        .arg("--errors")
-        .arg(errors)
-        .output()
-        .unwrap()
-}
 
 /// Starts the host reading events from its stdin; returns it with stdin open.
 fn start_on_stdin(crews: &Path, output: &Path, errors: &Path) -> Child {
@@ -133,14 +71,6 @@ fn wait_all_gone(pids: &[i32]) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
 }
 
 #[test]

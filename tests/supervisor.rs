@@ -243,6 +243,12 @@ async fn grandchild_that_ignores_sigterm_and_holds_stdout() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // In a pid namespace the grandchild dies with its parent, possibly before the host
+    // has seen the exit: wait for the restart before the next call.
+    while pool.status()[0].restarts == 0 {
+        assert!(Instant::now() < deadline, "the crew was not restarted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(ask(&pool, "parent", 2, "{}").await.is_ok());
     pool.shutdown().await;
 }
@@ -277,4 +283,41 @@ async fn fork_bomb_under_a_process_limit_of_32() {
         running.is_empty(),
         "fork bomb processes survived: {running:?}"
     );
+}
+
+#[tokio::test]
+async fn status_shows_the_layers_each_crew_really_gets() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = [
+        hostile_crew(root.path(), "offline", ""),
+        hostile_crew(
+            root.path(),
+            "online",
+            "sandbox: {network: true, pid_namespace: false}\n",
+        ),
+    ];
+    let mut config = global();
+    config.sandbox.disable = vec!["seccomp".into()];
+    let pool = Supervisor::start(&crews, &config).unwrap();
+    let status = pool.status();
+    let layers = |i: usize| &status[i].sandbox_layers;
+    for layer in ["netns", "pid_namespace", "landlock", "pids_cgroup"] {
+        assert!(
+            layers(0).contains(&layer),
+            "offline lacks {layer}: {status:?}"
+        );
+    }
+    assert!(layers(1).contains(&"landlock"), "{status:?}");
+    for layer in ["netns", "pid_namespace"] {
+        assert!(
+            !layers(1).contains(&layer),
+            "online has {layer}: {status:?}"
+        );
+    }
+    assert!(
+        status
+            .iter()
+            .all(|s| !s.sandbox_layers.contains(&"seccomp"))
+    );
+    pool.shutdown().await;
 }

@@ -22,6 +22,8 @@ pub struct Child {
     pub stdout: Option<tokio::process::ChildStdout>,
     pub stderr: Option<tokio::process::ChildStderr>,
     pub(crate) inner: tokio::process::Child,
+    /// Whether the leader is PID 1 of a pid namespace of its own.
+    pub(crate) pid_namespace: bool,
     pub(crate) cgroups: CrewCgroups,
     pub(crate) workdir: tempfile::TempDir,
 }
@@ -71,7 +73,16 @@ impl Child {
     /// SIGTERM to the group and up to `grace` for the leader to exit; then SIGKILL to
     /// the group and everything in the crew's cgroups. Always reaps the leader, and
     /// removes the cgroups once they are empty.
+    ///
+    /// PID 1 of a pid namespace only gets SIGTERM from the host if it handles it; a
+    /// leader in its own pid namespace without a handler is killed at once, which is
+    /// what SIGTERM would have done to it.
     pub async fn terminate(&mut self, grace: Duration) -> io::Result<ExitStatus> {
+        let grace = if self.pid_namespace && !handles_sigterm(self.pid) {
+            Duration::ZERO
+        } else {
+            grace
+        };
         self.signal_group(Signal::SIGTERM);
         let status = match tokio::time::timeout(grace, self.inner.wait()).await {
             Ok(status) => status,
@@ -92,4 +103,17 @@ impl Drop for Child {
         self.kill_all();
         tracing::debug!(crew = %self.crew, pid = self.pid, "crew child dropped and killed");
     }
+}
+
+/// Whether `pid` has a SIGTERM handler (`SigCgt` in `/proc/<pid>/status`). True when
+/// unknown, so the caller falls back to the ordinary grace.
+fn handles_sigterm(pid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    let caught = status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok());
+    caught.is_none_or(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
 }

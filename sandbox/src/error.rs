@@ -21,6 +21,17 @@ pub enum SandboxError {
         source: io::Error,
     },
     #[error(
+        "cannot set up the filesystem rules for crew '{crew}'{}: {reason} \
+         (hint: every path in sandbox.read and sandbox.write must exist and be readable \
+         by the host)",
+        path.as_ref().map(|path| format!(" at {}", path.display())).unwrap_or_default()
+    )]
+    Landlock {
+        crew: String,
+        path: Option<PathBuf>,
+        reason: String,
+    },
+    #[error(
         "cannot start '{program}' for crew '{crew}': {source} \
          (hint: check that the program exists and is executable, also by the crew's user \
          if one is set, and that the crew's limits leave room to start it)"

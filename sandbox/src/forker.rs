@@ -5,26 +5,34 @@
 //! `block_in_place` turned into one) would be killed when that thread retires after
 //! its idle timeout. Forking from a thread that never exits ties the signal to the
 //! host's life, which is what the layer promises.
+//!
+//! The thread also puts a crew in a pid namespace of its own: `unshare(CLONE_NEWPID)`
+//! makes the thread's *next* child PID 1 of a new namespace, and `setns` back to the
+//! host's namespace right after the spawn keeps the following crews out of it.
 
+use std::fs::File;
 use std::io;
 use std::sync::Mutex;
 use std::sync::mpsc::{self, Sender, SyncSender};
 
+use nix::sched::{CloneFlags, setns, unshare};
 use tokio::process::{Child, Command};
 use tokio::runtime::Handle;
 
-/// A command to spawn within a runtime, and where to send the result.
-type Job = (Command, Handle, SyncSender<io::Result<Child>>);
+/// A command to spawn within a runtime, whether in a new pid namespace, and where to
+/// send the result.
+type Job = (Command, Handle, bool, SyncSender<io::Result<Child>>);
 
 static FORKER: Mutex<Option<Sender<Job>>> = Mutex::new(None);
 
-/// Spawns `command` on the forker thread, registered with the caller's tokio runtime.
-pub(crate) fn spawn(command: Command) -> io::Result<Child> {
+/// Spawns `command` on the forker thread, registered with the caller's tokio runtime;
+/// with `new_pid_namespace`, as PID 1 of a pid namespace of its own.
+pub(crate) fn spawn(command: Command, new_pid_namespace: bool) -> io::Result<Child> {
     let runtime = Handle::try_current()
         .map_err(|_| io::Error::other("the sandbox must be used from within a tokio runtime"))?;
     let (reply, result) = mpsc::sync_channel(1);
     forker()?
-        .send((command, runtime, reply))
+        .send((command, runtime, new_pid_namespace, reply))
         .map_err(|_| io::Error::other("the sandbox's forker thread is gone"))?;
     result
         .recv()
@@ -43,11 +51,27 @@ fn forker() -> io::Result<Sender<Job>> {
     std::thread::Builder::new()
         .name("live-crew-forker".to_owned())
         .spawn(move || {
-            for (mut command, runtime, reply) in jobs {
+            // The host's pid namespace, to come back to after each crew's.
+            let host_pid_ns = File::open("/proc/self/ns/pid");
+            for (mut command, runtime, new_pid_namespace, reply) in jobs {
                 let _runtime = runtime.enter();
-                let _ = reply.send(command.spawn());
+                let result = match (&host_pid_ns, new_pid_namespace) {
+                    (Ok(host), true) => spawn_in_new_pid_namespace(&mut command, host),
+                    (Err(error), true) => Err(io::Error::new(error.kind(), error.to_string())),
+                    (_, false) => command.spawn(),
+                };
+                let _ = reply.send(result);
             }
         })?;
     *forker = Some(sender.clone());
     Ok(sender)
+}
+
+/// Spawns `command` as PID 1 of a new pid namespace, then returns the thread to `host`.
+fn spawn_in_new_pid_namespace(command: &mut Command, host: &File) -> io::Result<Child> {
+    unshare(CloneFlags::CLONE_NEWPID)?;
+    let child = command.spawn();
+    // Without this, the next child would join this crew's namespace.
+    setns(host, CloneFlags::CLONE_NEWPID)?;
+    child
 }

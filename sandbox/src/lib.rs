@@ -12,31 +12,43 @@
 //! | `env_clear` | environment cleared, then PATH, LANG, HOME, TMPDIR and the crew's env | always on |
 //! | `session` | own session and process group (`setsid`) | always on |
 //! | `pdeathsig` | SIGKILL when the host dies | always on |
-//! | `pids_cgroup` | `pids.max` for the crew and everything it starts | `RLIMIT_NPROC`, which root ignores |
-//! | `memory_cgroup` | memory limit for the crew as a whole, OOM kills visible | `RLIMIT_AS` per process only |
 //! | `rlimits` | address space, CPU seconds, open files, core size 0 | always on |
 //! | `close_fds` | only stdin, stdout and stderr survive `exec` | always on |
+//! | `no_caps` | no capabilities (also for root) and no_new_privs | always on |
+//! | `netns` | own network namespace with no interface up | full network |
+//! | `pid_namespace` | own pid namespace: the crew's processes die with its runner | the cgroup kill |
+//! | `landlock` | reads only system, runtime and granted paths; writes only its temp folder and granted paths | open filesystem |
+//! | `seccomp` | ptrace, mount, modules, bpf, keyring, new user namespaces... fail with EPERM | none |
+//! | `pids_cgroup` | `pids.max` for the crew and everything it starts | `RLIMIT_NPROC`, which root ignores |
+//! | `memory_cgroup` | memory limit for the crew as a whole, OOM kills visible | `RLIMIT_AS` per process only |
 //!
-//! [`Sandbox::probe`] finds out once which cgroup layers the host can use.
+//! [`Sandbox::probe`] finds out once which optional layers ([`Layer`]) the host can use.
 
 mod cgroup;
 mod child;
 mod error;
+mod filesystem;
 mod forker;
+mod layers;
 mod preexec;
+mod seccomp;
 mod spawn;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use child::Child;
 pub use error::SandboxError;
+pub use filesystem::FsRules;
+pub use layers::Layer;
 
 /// Resource limits for one crew, from its `sandbox:` section (or the config defaults).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Limits {
-    /// Memory limit in MiB: `RLIMIT_AS` for each process, and the memory cgroup for the
-    /// crew as a whole where available.
+    /// Memory limit in MiB: the memory cgroup for the crew as a whole where available,
+    /// and `RLIMIT_AS` for each process (twice this with the memory cgroup, as address
+    /// space reserved for thread stacks and malloc arenas is not memory used).
     pub memory_mb: Option<u64>,
     /// CPU seconds (`RLIMIT_CPU`): SIGXCPU at the limit, SIGKILL one second later.
     pub cpu_s: Option<u64>,
@@ -65,54 +77,173 @@ pub struct SpawnSpec {
     pub env: Vec<(OsString, OsString)>,
     pub limits: Limits,
     pub user: Option<User>,
+    pub isolation: Isolation,
+}
+
+/// The optional kernel layers one crew asks for. Each applies only where the host has
+/// it ([`Sandbox::layers_for`] tells); `Default` asks for none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Isolation {
+    /// A network namespace of its own, with no interface up: no network at all.
+    pub no_network: bool,
+    /// A pid namespace of its own, so that nothing the crew starts outlives its runner.
+    pub pid_namespace: bool,
+    /// Landlock rules; `None` leaves the filesystem as the crew's user sees it.
+    pub filesystem: Option<FsRules>,
+    /// The seccomp deny list.
+    pub seccomp: bool,
 }
 
 /// The host's view of what isolation is available, probed once at startup.
 ///
-/// `Sandbox::default()` uses no cgroups at all; call [`Sandbox::probe`] to find them.
+/// `Sandbox::default()` has none of the optional layers; call [`Sandbox::probe`] to
+/// find them.
 #[derive(Debug, Clone, Default)]
 pub struct Sandbox {
     cgroups: cgroup::Controllers,
+    netns: bool,
+    pid_namespace: bool,
+    landlock: bool,
+    /// Compiled once; `None` without the seccomp layer.
+    seccomp: Option<Arc<seccomp::Filters>>,
 }
+
+/// The layers every child gets, on any host.
+const BASIC_LAYERS: [&str; 6] = [
+    "session",
+    "pdeathsig",
+    "close_fds",
+    "env_clear",
+    "rlimits",
+    "no_caps",
+];
 
 impl Sandbox {
     /// Probes the kernel for the isolation layers this host can use.
     ///
     /// It also removes the crew cgroups and working directories that a previous host
     /// left behind when it was killed, after killing whatever still runs in the groups.
-    /// Logs a warning when the process limit can only be enforced with `RLIMIT_NPROC`.
+    /// Logs a warning for every optional layer the host has to do without.
     pub fn probe() -> Self {
+        Self::probe_without(&[])
+    }
+
+    /// [`Sandbox::probe`], treating the layers in `switched_off` as unavailable, as a
+    /// host's configuration may ask.
+    pub fn probe_without(switched_off: &[Layer]) -> Self {
+        let on = |layer| !switched_off.contains(&layer);
+        let mut cgroups = cgroup::Controllers::probe();
+        if !on(Layer::PidsCgroup) {
+            cgroups.pids = None;
+        }
+        if !on(Layer::MemoryCgroup) {
+            cgroups.memory = None;
+        }
+        let seccomp = if on(Layer::Seccomp) && layers::seccomp_works() {
+            seccomp::Filters::compile()
+                .map_err(|error| tracing::warn!(%error, "cannot compile the seccomp filter"))
+                .ok()
+                .map(Arc::new)
+        } else {
+            None
+        };
         let sandbox = Sandbox {
-            cgroups: cgroup::Controllers::probe(),
+            cgroups,
+            netns: on(Layer::Netns) && layers::netns_works(),
+            pid_namespace: on(Layer::PidNamespace) && layers::pid_namespace_works(),
+            landlock: on(Layer::Landlock) && layers::landlock_abi() >= 1,
+            seccomp,
         };
         spawn::sweep_stale_workdirs();
         tracing::info!(layers = ?sandbox.active_layers(), "sandbox layers probed");
-        if sandbox.weak_process_limit() {
-            tracing::warn!(
-                "no writable pids cgroup: crew process limits fall back to RLIMIT_NPROC, \
-                 which root ignores and which counts all processes of the user; \
-                 mount a writable cgroup (v2 with the pids controller, or v1 pids) to enforce them"
-            );
+        for layer in Layer::ALL.into_iter().filter(|&layer| !sandbox.has(layer)) {
+            if switched_off.contains(&layer) {
+                tracing::warn!(%layer, "sandbox layer switched off by configuration");
+            } else {
+                tracing::warn!(
+                    %layer,
+                    hint = fallback_hint(layer),
+                    "sandbox layer unavailable on this host; crews run without it"
+                );
+            }
         }
         sandbox
     }
 
-    /// Names of the isolation layers that spawned children get.
+    /// Whether the host can give its crews `layer`.
+    pub fn has(&self, layer: Layer) -> bool {
+        match layer {
+            Layer::Netns => self.netns,
+            Layer::PidNamespace => self.pid_namespace,
+            Layer::Landlock => self.landlock,
+            Layer::Seccomp => self.seccomp.is_some(),
+            Layer::PidsCgroup => self.cgroups.pids.is_some(),
+            Layer::MemoryCgroup => self.cgroups.memory.is_some(),
+        }
+    }
+
+    /// Names of the isolation layers that this host can give its children.
     pub fn active_layers(&self) -> Vec<&'static str> {
-        let mut layers = vec!["session", "pdeathsig", "close_fds", "env_clear", "rlimits"];
-        if self.cgroups.pids.is_some() {
-            layers.push("pids_cgroup");
-        }
-        if self.cgroups.memory.is_some() {
-            layers.push("memory_cgroup");
-        }
+        let mut layers = BASIC_LAYERS.to_vec();
+        layers.extend(
+            Layer::ALL
+                .into_iter()
+                .filter(|&layer| self.has(layer))
+                .map(Layer::name),
+        );
         layers
+    }
+
+    /// Names of the layers a child started from `spec` gets: the basic ones, and the
+    /// optional ones it asks for that this host has.
+    pub fn layers_for(&self, spec: &SpawnSpec) -> Vec<&'static str> {
+        let mut layers = BASIC_LAYERS.to_vec();
+        layers.extend(
+            Layer::ALL
+                .into_iter()
+                .filter(|&layer| self.applies(layer, spec))
+                .map(Layer::name),
+        );
+        layers
+    }
+
+    /// Whether a child started from `spec` gets `layer`.
+    fn applies(&self, layer: Layer, spec: &SpawnSpec) -> bool {
+        let isolation = &spec.isolation;
+        let wanted = match layer {
+            Layer::Netns => isolation.no_network,
+            Layer::PidNamespace => isolation.pid_namespace,
+            Layer::Landlock => isolation.filesystem.is_some(),
+            Layer::Seccomp => isolation.seccomp,
+            Layer::PidsCgroup => true,
+            Layer::MemoryCgroup => spec.limits.memory_mb.is_some(),
+        };
+        wanted && self.has(layer)
     }
 
     /// True when `Limits::processes` is only enforced by `RLIMIT_NPROC`, which root
     /// ignores and which counts every process of the user, not just the crew's.
     pub fn weak_process_limit(&self) -> bool {
         self.cgroups.pids.is_none()
+    }
+}
+
+/// What a host without `layer` can do about it.
+fn fallback_hint(layer: Layer) -> &'static str {
+    match layer {
+        Layer::Netns | Layer::PidNamespace => {
+            "namespaces need root (CAP_SYS_ADMIN) and a kernel with network and pid namespaces"
+        }
+        Layer::Landlock => "needs Linux 5.13+ with landlock in the kernel's lsm= list",
+        Layer::Seccomp => "needs a kernel with CONFIG_SECCOMP_FILTER",
+        Layer::PidsCgroup => {
+            "process limits fall back to RLIMIT_NPROC, which root ignores and which counts \
+             all processes of the user; mount a writable cgroup (v2 with the pids \
+             controller, or v1 pids)"
+        }
+        Layer::MemoryCgroup => {
+            "memory is limited per process by RLIMIT_AS only; mount a writable memory cgroup"
+        }
     }
 }
 

@@ -10,9 +10,10 @@ use std::process::Stdio;
 use nix::unistd::{Gid, Uid, chown};
 
 use crate::cgroup::CrewCgroups;
-use crate::preexec::PreExec;
+use crate::filesystem::PreparedRuleset;
+use crate::preexec::{self, CgroupCover, PreExec};
 use crate::{
-    Child, PREFIX, Sandbox, SandboxError, SpawnSpec, file_safe, forker, left_by_dead_host,
+    Child, Layer, PREFIX, Sandbox, SandboxError, SpawnSpec, file_safe, forker, left_by_dead_host,
 };
 
 /// PATH when the host has none.
@@ -28,12 +29,36 @@ impl Sandbox {
     pub fn spawn(&self, spec: &SpawnSpec) -> Result<Child, SandboxError> {
         let workdir = private_workdir(spec)?;
         let cgroups = CrewCgroups::create(&self.cgroups, &spec.name, &spec.limits)?;
-        let pre_exec = PreExec::new(
-            &spec.limits,
-            spec.user,
-            cgroups.procs_files()?,
-            self.weak_process_limit(),
-        );
+        let cover = CgroupCover {
+            pids: self.applies(Layer::PidsCgroup, spec),
+            memory: self.applies(Layer::MemoryCgroup, spec),
+        };
+        let landlock = match &spec.isolation.filesystem {
+            Some(rules) if self.applies(Layer::Landlock, spec) => Some(
+                PreparedRuleset::build(rules, workdir.path()).map_err(|error| {
+                    SandboxError::Landlock {
+                        crew: spec.name.clone(),
+                        path: error.path,
+                        reason: error.reason,
+                    }
+                })?,
+            ),
+            _ => None,
+        };
+        let pre_exec = PreExec {
+            host: std::process::id() as libc::pid_t,
+            cgroup_procs: cgroups.procs_files()?,
+            new_netns: self.applies(Layer::Netns, spec),
+            rlimits: preexec::rlimits(&spec.limits, cover, preexec::current_hard_limit),
+            fd_limit: preexec::fd_limit(),
+            user: spec.user,
+            landlock,
+            seccomp: self
+                .seccomp
+                .clone()
+                .filter(|_| self.applies(Layer::Seccomp, spec)),
+        };
+        let pid_namespace = self.applies(Layer::PidNamespace, spec);
         let mut command = tokio::process::Command::new(&spec.program);
         command
             .args(&spec.args)
@@ -58,7 +83,7 @@ impl Sandbox {
             program: spec.program.display().to_string(),
             source,
         };
-        let mut child = forker::spawn(command).map_err(spawn_error)?;
+        let mut child = forker::spawn(command, pid_namespace).map_err(spawn_error)?;
         let pid = child
             .id()
             .ok_or_else(|| spawn_error(std::io::Error::other("the child has no pid")))?;
@@ -69,6 +94,7 @@ impl Sandbox {
             stdout: child.stdout.take(),
             stderr: child.stderr.take(),
             inner: child,
+            pid_namespace,
             cgroups,
             workdir,
         })

@@ -5,7 +5,7 @@ mod common;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use common::{sh, stdout};
-use live_crew_sandbox::{Limits, Sandbox, SandboxError};
+use live_crew_sandbox::{Layer, Limits, Sandbox, SandboxError};
 
 #[tokio::test]
 async fn child_leads_its_own_session_and_process_group() {
@@ -78,9 +78,19 @@ async fn rlimits_are_applied_and_core_dumps_are_off() {
         open_files: Some(64),
         processes: None,
     };
-    let mut child = Sandbox::probe().spawn(&spec).unwrap();
+    let sandbox = Sandbox::probe();
+    let mut child = sandbox.spawn(&spec).unwrap();
     let out = stdout(&mut child).await;
-    assert_eq!(out.lines().collect::<Vec<_>>(), ["0", "64", "30", "524288"]);
+    // With the memory cgroup limiting what is used, the address space gets twice that.
+    let address_space = if sandbox.has(Layer::MemoryCgroup) {
+        "1048576"
+    } else {
+        "524288"
+    };
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["0", "64", "30", address_space]
+    );
     assert!(child.wait().await.unwrap().success());
 }
 
@@ -134,4 +144,28 @@ async fn basic_layers_are_always_active() {
     for layer in ["session", "pdeathsig", "close_fds", "env_clear", "rlimits"] {
         assert!(layers.contains(&layer), "{layer} missing from {layers:?}");
     }
+}
+
+#[tokio::test]
+async fn a_crew_has_no_capabilities_even_as_root() {
+    let spec = sh(
+        "nocaps",
+        "grep -E '^(CapEff|CapPrm|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status; ulimit -H -n 100000 2>/dev/null || echo 'cannot raise'",
+    );
+    let mut spec = spec;
+    spec.limits.open_files = Some(64);
+    let mut child = Sandbox::probe().spawn(&spec).unwrap();
+    let out = stdout(&mut child).await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "CapPrm:\t0000000000000000",
+            "CapEff:\t0000000000000000",
+            "CapBnd:\t0000000000000000",
+            "CapAmb:\t0000000000000000",
+            "NoNewPrivs:\t1",
+            "cannot raise"
+        ]
+    );
 }

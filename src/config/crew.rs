@@ -6,7 +6,9 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{ConfigIssue, GlobalConfig, crewai_runner, yaml_issue};
+use live_crew_sandbox::Layer;
+
+use super::{ConfigIssue, GlobalConfig, crewai_runner, parse_layers, yaml_issue};
 use crate::model::{check_crew_name, check_kind};
 
 #[derive(Deserialize)]
@@ -48,6 +50,12 @@ struct RawSandbox {
     processes: Option<u64>,
     network: Option<bool>,
     user: Option<String>,
+    #[serde(default)]
+    read: Vec<String>,
+    #[serde(default)]
+    write: Vec<String>,
+    pid_namespace: Option<bool>,
+    require: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -172,6 +180,13 @@ pub struct SandboxSettings {
     pub processes: u64,
     pub network: bool,
     pub user: Option<live_crew_sandbox::User>,
+    /// Extra paths the crew may read and execute (Landlock), absolute and existing.
+    pub read: Vec<PathBuf>,
+    /// Extra paths the crew may read and write (Landlock), absolute and existing.
+    pub write: Vec<PathBuf>,
+    pub pid_namespace: bool,
+    /// Layers without which the host must not start.
+    pub require: Vec<Layer>,
 }
 
 /// A validated crew.
@@ -289,7 +304,7 @@ impl<'a> Checker<'a> {
         if startup_timeout_ms == 0 {
             self.issue("startup_timeout_ms", "must be at least 1");
         }
-        let mut sandbox = self.sandbox(raw.sandbox, global);
+        let mut sandbox = self.sandbox(raw.sandbox, &dir, global);
         if uses_crewai && raw_memory_unset {
             sandbox.memory_mb = sandbox.memory_mb.max(CREWAI_MEMORY_MB);
         }
@@ -530,8 +545,23 @@ impl<'a> Checker<'a> {
         Some(resolved)
     }
 
-    fn sandbox(&mut self, raw: RawSandbox, global: &GlobalConfig) -> SandboxSettings {
+    fn sandbox(&mut self, raw: RawSandbox, dir: &Path, global: &GlobalConfig) -> SandboxSettings {
         let defaults = &global.sandbox;
+        let mut grants = |list: &[String], field: &str| -> Vec<PathBuf> {
+            list.iter()
+                .enumerate()
+                .filter_map(|(i, path)| self.grant(dir, path, &format!("sandbox.{field}[{i}]")))
+                .collect()
+        };
+        let read = grants(&raw.read, "read");
+        let write = grants(&raw.write, "write");
+        let require = match raw.require {
+            Some(names) => parse_layers(&names).unwrap_or_else(|(i, why)| {
+                self.issue(format!("sandbox.require[{i}]"), why);
+                Vec::new()
+            }),
+            None => defaults.require_layers(),
+        };
         let user = raw.user.as_deref().and_then(|text| match parse_user(text) {
             Ok(user) => Some(user),
             Err(why) => {
@@ -546,6 +576,30 @@ impl<'a> Checker<'a> {
             processes: raw.processes.unwrap_or(defaults.processes),
             network: raw.network.unwrap_or(defaults.network),
             user,
+            read,
+            write,
+            pid_namespace: raw.pid_namespace.unwrap_or(defaults.pid_namespace),
+            require,
+        }
+    }
+
+    /// A `sandbox.read`/`sandbox.write` path: absolute, or relative to the crew folder;
+    /// no `..`, so a grant cannot reach past what it names; and it must exist.
+    fn grant(&mut self, dir: &Path, text: &str, field: &str) -> Option<PathBuf> {
+        let path = Path::new(text);
+        if path.components().any(|c| c == Component::ParentDir) {
+            self.issue(
+                field,
+                format!("'{text}' contains '..'; name the path directly"),
+            );
+            return None;
+        }
+        match dir.join(path).canonicalize() {
+            Ok(resolved) => Some(resolved),
+            Err(error) => {
+                self.issue(field, format!("'{text}' cannot be granted: {error}"));
+                None
+            }
         }
     }
 }
@@ -649,6 +703,29 @@ mod tests {
         assert!(matches!(spec.runner, RunnerSpec::Command { ref args, .. } if args == &["-v"]));
         let yaml = "crew: a\ntriggers: [x]\nrunner: {kind: command, command: [\"cat\"]}\n";
         assert!(load(yaml, &[]).is_ok());
+    }
+
+    #[test]
+    fn sandbox_grants_must_exist_and_not_climb() {
+        let yaml = "crew: a\ntriggers: [x]\nrunner: {kind: command, command: [cat]}\n\
+                    sandbox: {read: [data, /nonexistent/x, ../up], write: [out], require: [landlock, apparmor]}\n";
+        let issues = load(yaml, &["data"]).unwrap_err();
+        assert_eq!(
+            fields(issues),
+            [
+                "sandbox.read[1]",
+                "sandbox.read[2]",
+                "sandbox.write[0]",
+                "sandbox.require[1]"
+            ]
+        );
+        let yaml = "crew: a\ntriggers: [x]\nrunner: {kind: command, command: [cat]}\n\
+                    sandbox: {read: [data, /usr/share], pid_namespace: false, require: [seccomp]}\n";
+        let spec = load(yaml, &["data"]).unwrap();
+        assert!(spec.sandbox.read[0].ends_with("data") && spec.sandbox.read[0].is_absolute());
+        assert_eq!(spec.sandbox.read[1], Path::new("/usr/share"));
+        assert!(!spec.sandbox.pid_namespace);
+        assert_eq!(spec.sandbox.require, [Layer::Seccomp]);
     }
 
     #[test]

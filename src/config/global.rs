@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{ConfigErrors, ConfigIssue, yaml_issue};
+use live_crew_sandbox::Layer;
+
+use super::{ConfigErrors, ConfigIssue, parse_layers, yaml_issue};
 
 /// What happens to an event whose slice has already closed (live mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -23,6 +25,17 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// What happens to a stream's events past `max_events_per_slice` in one slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverflowPolicy {
+    /// Dropped.
+    Drop,
+    /// Replaces the newest kept event of the same kind (latest value wins); dropped if
+    /// the slice holds no event of its kind.
+    Collapse,
+}
+
 /// Sandbox limits that apply to every crew unless its runtime file says otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -32,6 +45,11 @@ pub struct SandboxDefaults {
     pub open_files: u64,
     pub processes: u64,
     pub network: bool,
+    pub pid_namespace: bool,
+    /// Layers every crew requires, unless its own `sandbox.require` says otherwise.
+    pub require: Vec<String>,
+    /// Layers the host runs without, as if the kernel lacked them.
+    pub disable: Vec<String>,
 }
 
 impl Default for SandboxDefaults {
@@ -42,7 +60,22 @@ impl Default for SandboxDefaults {
             open_files: 256,
             processes: 64,
             network: false,
+            pid_namespace: true,
+            require: Vec::new(),
+            disable: Vec::new(),
         }
+    }
+}
+
+impl SandboxDefaults {
+    /// `require` as layers; `GlobalConfig::load` has checked the names.
+    pub fn require_layers(&self) -> Vec<Layer> {
+        parse_layers(&self.require).unwrap_or_default()
+    }
+
+    /// `disable` as layers; `GlobalConfig::load` has checked the names.
+    pub fn disabled_layers(&self) -> Vec<Layer> {
+        parse_layers(&self.disable).unwrap_or_default()
     }
 }
 
@@ -60,6 +93,9 @@ pub struct GlobalConfig {
     pub context_max_bytes: usize,
     /// Largest accepted input event (one line or array element), in bytes.
     pub max_event_bytes: usize,
+    /// Most events one stream puts in one slice; the rest go by `slice_overflow`.
+    pub max_events_per_slice: usize,
+    pub slice_overflow: OverflowPolicy,
     pub kv_backend: String,
     /// How long a runner has to answer `hello` with `ready`.
     pub startup_timeout_ms: u64,
@@ -97,6 +133,8 @@ impl Default for GlobalConfig {
             max_wait_slices: 8,
             context_max_bytes: 4096,
             max_event_bytes: 256 * 1024,
+            max_events_per_slice: 10_000,
+            slice_overflow: OverflowPolicy::Drop,
             kv_backend: "memory".into(),
             startup_timeout_ms: 10_000,
             kill_grace_ms: 2000,
@@ -125,6 +163,8 @@ const ENV_KNOBS: &[&str] = &[
     "max_wait_slices",
     "context_max_bytes",
     "max_event_bytes",
+    "max_events_per_slice",
+    "slice_overflow",
     "kv_backend",
     "startup_timeout_ms",
     "kill_grace_ms",
@@ -184,9 +224,22 @@ impl GlobalConfig {
             ("startup_timeout_ms", config.startup_timeout_ms),
             ("max_wait_slices", config.max_wait_slices),
             ("max_event_bytes", config.max_event_bytes as u64),
+            ("max_events_per_slice", config.max_events_per_slice as u64),
         ] {
             if value == 0 {
                 issues.push(ConfigIssue::new(&origin, field, "must be at least 1"));
+            }
+        }
+        for (field, names) in [
+            ("require", &config.sandbox.require),
+            ("disable", &config.sandbox.disable),
+        ] {
+            if let Err((i, why)) = parse_layers(names) {
+                issues.push(ConfigIssue::new(
+                    &origin,
+                    format!("sandbox.{field}[{i}]"),
+                    why,
+                ));
             }
         }
         if config.kv_backend != "memory" {

@@ -16,7 +16,7 @@ pub use crew::{
     WaitPolicy,
 };
 pub use crews_dir::{Crews, MAX_NEED_OFFSET};
-pub use global::{GlobalConfig, LatePolicy, LogFormat, SandboxDefaults};
+pub use global::{GlobalConfig, LatePolicy, LogFormat, OverflowPolicy, SandboxDefaults};
 
 /// One problem in a configuration file, located by file and field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,4 +74,28 @@ impl fmt::Display for ConfigErrors {
 fn yaml_issue(file: &Path, err: &serde_saphyr::Error) -> ConfigIssue {
     let message = err.to_string();
     ConfigIssue::new(file, "", message)
+}
+
+/// Sandbox layer names from `sandbox.require` or `sandbox.disable`; on error, the index
+/// of the first unknown name and why.
+fn parse_layers(names: &[String]) -> Result<Vec<live_crew_sandbox::Layer>, (usize, String)> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            live_crew_sandbox::Layer::from_name(name).ok_or_else(|| {
+                let known: Vec<&str> = live_crew_sandbox::Layer::ALL
+                    .iter()
+                    .map(|layer| layer.name())
+                    .collect();
+                (
+                    i,
+                    format!(
+                        "'{name}' is not a sandbox layer; known: {}",
+                        known.join(", ")
+                    ),
+                )
+            })
+        })
+        .collect()
 }

@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use live_crew_sandbox::{Limits, SpawnSpec};
+use live_crew_sandbox::{FsRules, Isolation, Limits, SpawnSpec};
 
 use crate::config::{CrewSpec, RunnerSpec};
 
@@ -12,31 +12,47 @@ const RUNNER_ENTRY: &str = "from live_crew_runner.serve import main; main()";
 
 /// Everything needed to spawn one crew's runner, computed once per crew. `host_env` looks
 /// up the host's environment; only `LIVE_CREW_PYTHON`, `LIVE_CREW_LLM` and the crew's
-/// `env_passthrough` names are ever read through it, so no other host variable reaches a crew.
+/// `env_passthrough` names are ever passed on through it, so no other host variable
+/// reaches a crew (PATH is read to find the runner's runtime for the Landlock rules).
 pub(crate) fn spawn_spec(
     spec: &CrewSpec,
     bundled_python_path: &Path,
     host_env: impl Fn(&str) -> Option<String>,
 ) -> SpawnSpec {
     let mut env: Vec<(OsString, OsString)> = Vec::new();
+    let host_path = host_env("PATH");
+    // Landlock read access: the crew folder, and the runtime the runner needs.
+    let mut read = vec![spec.dir.clone()];
     let (program, args) = match &spec.runner {
         RunnerSpec::BundledPython { python, .. } => {
-            let python = python
-                .clone()
-                .or_else(|| host_env("LIVE_CREW_PYTHON"))
-                .unwrap_or_else(|| "python3".to_owned());
+            let python = bundled_python(python.as_deref(), &host_env);
             env.push(("PYTHONPATH".into(), bundled_python_path.into()));
             // The LLM override for crewai/prompt crews (SPEC §10) follows the host's.
             if let Some(model) = host_env("LIVE_CREW_LLM") {
                 env.push(("LIVE_CREW_LLM".into(), model.into()));
             }
+            read.push(bundled_python_path.to_path_buf());
+            read.extend(runtime_dirs(Path::new(&python), host_path.as_deref()));
+            // `runner.pythonpath` (checked: absolute folders) holds modules of crews
+            // registered through the Python API, where the user's project has them.
+            let pythonpath = spec
+                .document
+                .get("runner")
+                .and_then(|r| r.get("pythonpath"));
+            if let Some(folders) = pythonpath.and_then(serde_json::Value::as_array) {
+                read.extend(folders.iter().filter_map(|f| f.as_str()).map(PathBuf::from));
+            }
             // `-c` rather than `-m`: loading runpy would add ~8 ms to every start.
-            (
-                PathBuf::from(python),
-                vec!["-c".into(), RUNNER_ENTRY.into()],
-            )
+            (python, vec!["-c".into(), RUNNER_ENTRY.into()])
         }
         RunnerSpec::Command { program, args } => {
+            let crew_dir = spec.dir.canonicalize().unwrap_or_else(|_| spec.dir.clone());
+            if !program.starts_with(&crew_dir) {
+                read.extend(runtime_dirs(program, host_path.as_deref()));
+            }
+            if let Some(interpreter) = script_interpreter(program) {
+                read.extend(runtime_dirs(&interpreter, host_path.as_deref()));
+            }
             (program.clone(), args.iter().map(OsString::from).collect())
         }
     };
@@ -60,12 +76,128 @@ pub(crate) fn spawn_spec(
             processes: Some(sandbox.processes),
         },
         user: sandbox.user,
+        isolation: Isolation {
+            no_network: !sandbox.network,
+            pid_namespace: sandbox.pid_namespace,
+            filesystem: Some(FsRules {
+                read: read
+                    .into_iter()
+                    .chain(sandbox.read.iter().cloned())
+                    .collect(),
+                write: sandbox.write.clone(),
+            }),
+            seccomp: true,
+        },
+    }
+}
+
+/// The interpreter of a bundled-runner crew: `runner.python`, else `$LIVE_CREW_PYTHON`,
+/// else `python3`.
+pub(crate) fn bundled_python(
+    configured: Option<&str>,
+    host_env: impl Fn(&str) -> Option<String>,
+) -> PathBuf {
+    configured
+        .map(str::to_owned)
+        .or_else(|| host_env("LIVE_CREW_PYTHON"))
+        .unwrap_or_else(|| "python3".to_owned())
+        .into()
+}
+
+/// The folders a program's runtime lives in, for Landlock read access: for a program
+/// in `<prefix>/bin` (or `sbin`, `shims`), `<prefix>`, else the program's own folder;
+/// both as called and as the links lead (a venv, and the installation it was made
+/// from). Cheap: no interpreter is started to ask.
+fn runtime_dirs(program: &Path, host_path: Option<&str>) -> Vec<PathBuf> {
+    let Some(found) = find_program(program, host_path) else {
+        return Vec::new();
+    };
+    let real = found.canonicalize().unwrap_or_else(|_| found.clone());
+    [found, real]
+        .iter()
+        .filter_map(|path| path.parent())
+        .map(|dir| match dir.file_name().and_then(|name| name.to_str()) {
+            Some("bin" | "sbin" | "shims") => dir.parent().unwrap_or(dir).to_path_buf(),
+            _ => dir.to_path_buf(),
+        })
+        // Never the whole filesystem, for a program in /bin.
+        .filter(|prefix| prefix.parent().is_some())
+        .collect()
+}
+
+/// `program` as the child's exec will find it: as given if it has a slash, else on PATH.
+fn find_program(program: &Path, host_path: Option<&str>) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return Some(std::path::absolute(program).unwrap_or_else(|_| program.to_path_buf()));
+    }
+    host_path?
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+/// The interpreter a `#!` script names, looking through `/usr/bin/env NAME`.
+fn script_interpreter(script: &Path) -> Option<PathBuf> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let length = std::fs::File::open(script).ok()?.read(&mut head).ok()?;
+    let line = head[..length]
+        .strip_prefix(b"#!")?
+        .split(|&b| b == b'\n')
+        .next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut words = line.split_whitespace();
+    let interpreter = words.next()?;
+    if Path::new(interpreter).file_name()? == "env" {
+        words.find(|word| !word.starts_with('-')).map(PathBuf::from)
+    } else {
+        Some(PathBuf::from(interpreter))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtime_of_a_venv_python_is_the_venv_and_its_base() {
+        let root = tempfile::tempdir().unwrap();
+        let base = root.path().join("base");
+        let venv = root.path().join("venv");
+        std::fs::create_dir_all(base.join("bin")).unwrap();
+        std::fs::create_dir_all(venv.join("bin")).unwrap();
+        std::fs::write(base.join("bin/python3.12"), "").unwrap();
+        std::os::unix::fs::symlink(base.join("bin/python3.12"), venv.join("bin/python")).unwrap();
+        let base = base.canonicalize().unwrap();
+        let venv = venv.canonicalize().unwrap();
+        assert_eq!(
+            runtime_dirs(&venv.join("bin/python"), None),
+            [venv.clone(), base]
+        );
+        let path = format!("/nonexistent:{}", venv.join("bin").display());
+        assert_eq!(runtime_dirs(Path::new("python"), Some(&path))[0], venv);
+        assert!(runtime_dirs(Path::new("python"), None).is_empty());
+    }
+
+    #[test]
+    fn scripts_name_their_interpreter_directly_or_through_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            script_interpreter(&path)
+        };
+        assert_eq!(
+            script("a", "#!/usr/bin/env -S python3 -u\nprint()"),
+            Some(PathBuf::from("python3"))
+        );
+        assert_eq!(
+            script("b", "#!/opt/py/bin/python\n"),
+            Some(PathBuf::from("/opt/py/bin/python"))
+        );
+        assert_eq!(script("c", "\x7fELF"), None);
+    }
+
     use crate::config::GlobalConfig;
 
     fn spec(runner: &str, files: &[&str]) -> (tempfile::TempDir, CrewSpec) {

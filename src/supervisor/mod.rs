@@ -48,8 +48,7 @@ impl Supervisor {
     /// Must be called inside a tokio runtime.
     pub fn start(crews: &[CrewSpec], global: &GlobalConfig) -> std::io::Result<Supervisor> {
         let runners = Arc::new(BundledRunners::extract()?);
-        let sandbox = Arc::new(Sandbox::probe());
-        tracing::info!(layers = ?sandbox.active_layers(), "sandbox layers");
+        let sandbox = Arc::new(Sandbox::probe_without(&global.sandbox.disabled_layers()));
         let limits = RunnerLimits {
             heartbeat: Duration::from_millis(global.heartbeat_ms),
             // Per crew below: CrewAI crews get a longer default (`CrewSpec::load`).
@@ -66,8 +65,33 @@ impl Supervisor {
         let mut actors = JoinSet::new();
         let mut handles = HashMap::new();
         let mut monitors = Vec::new();
-        for spec in crews {
-            let monitor = Arc::new(CrewMonitor::new(&spec.name, sandbox.active_layers()));
+        let spawns: Vec<SpawnSpec> = crews
+            .iter()
+            .map(|spec| {
+                launch::spawn_spec(spec, runners.python_path(), |name| std::env::var(name).ok())
+            })
+            .collect();
+        for (spec, spawn) in crews.iter().zip(&spawns) {
+            let layers = sandbox.layers_for(spawn);
+            tracing::info!(crew = %spec.name, ?layers, "crew sandbox layers");
+            if let Some(missing) = spec
+                .sandbox
+                .require
+                .iter()
+                .find(|layer| !layers.contains(&layer.name()))
+            {
+                return Err(std::io::Error::other(format!(
+                    "crew '{}' ({}): sandbox.require lists '{missing}', which this crew does \
+                     not get here (hint: the host's log says whether the layer is unavailable \
+                     or switched off by sandbox.disable; netns is off for crews with \
+                     network: true, pid_namespace for pid_namespace: false)",
+                    spec.name,
+                    spec.file.display()
+                )));
+            }
+        }
+        for (spec, spawn) in crews.iter().zip(spawns) {
+            let monitor = Arc::new(CrewMonitor::new(&spec.name, sandbox.layers_for(&spawn)));
             monitors.push(monitor.clone());
             let (calls, queue) = mpsc::channel(CALL_QUEUE);
             let hello = HostMessage::Hello(Hello {
@@ -83,9 +107,7 @@ impl Supervisor {
                 monitor,
                 max_errors: spec.max_errors,
                 timeout: Duration::from_millis(spec.timeout_ms),
-                spawn: launch::spawn_spec(spec, runners.python_path(), |name| {
-                    std::env::var(name).ok()
-                }),
+                spawn,
                 hello,
                 sandbox: sandbox.clone(),
                 limits: RunnerLimits {

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use live_crew_sandbox::{Child, Limits, Sandbox, SpawnSpec};
+use live_crew_sandbox::{Child, Isolation, Limits, Sandbox, SpawnSpec};
 use tokio::io::AsyncReadExt;
 
 /// A spec that runs `sh -c script`.
@@ -17,6 +17,7 @@ pub fn sh(name: &str, script: &str) -> SpawnSpec {
         env: Vec::new(),
         limits: Limits::default(),
         user: None,
+        isolation: Isolation::default(),
     }
 }
 
@@ -35,6 +36,7 @@ pub fn python(name: &str, code: &str) -> SpawnSpec {
         env: Vec::new(),
         limits: Limits::default(),
         user: None,
+        isolation: Isolation::default(),
     }
 }
 
