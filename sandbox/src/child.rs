@@ -1,5 +1,5 @@
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
@@ -24,6 +24,8 @@ pub struct Child {
     pub(crate) inner: tokio::process::Child,
     /// Whether the leader is PID 1 of a pid namespace of its own.
     pub(crate) pid_namespace: bool,
+    /// Spawned with `defer_cgroup_join` and not moved into its cgroups yet.
+    pub(crate) cgroups_pending: bool,
     pub(crate) cgroups: CrewCgroups,
     pub(crate) workdir: tempfile::TempDir,
 }
@@ -32,6 +34,28 @@ impl Child {
     /// The leader's pid, which is also the crew's process group and session id.
     pub fn id(&self) -> u32 {
         self.pid
+    }
+
+    /// Moves the crew into its cgroups, after a spawn with
+    /// [`Isolation::defer_cgroup_join`](crate::Isolation); does nothing otherwise. The
+    /// kernel's grace period is waited out on a blocking thread, not the runtime's.
+    pub async fn join_cgroups(&mut self) -> io::Result<()> {
+        if !std::mem::take(&mut self.cgroups_pending) {
+            return Ok(());
+        }
+        let procs: Vec<PathBuf> = self
+            .cgroups
+            .paths()
+            .map(|dir| dir.join("cgroup.procs"))
+            .collect();
+        let pid = self.pid.to_string();
+        tokio::task::spawn_blocking(move || {
+            procs
+                .iter()
+                .try_for_each(|procs| std::fs::write(procs, &pid))
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     /// The private working directory (also HOME and TMPDIR). Removed on drop.

@@ -92,6 +92,13 @@ pub struct Isolation {
     pub filesystem: Option<FsRules>,
     /// The seccomp deny list.
     pub seccomp: bool,
+    /// Move the crew into its cgroups from the host once it has started, rather than
+    /// before exec; the caller then awaits [`Child::join_cgroups`] before the program's
+    /// first input. A cgroup move waits for a kernel RCU grace period (5–16 ms on a
+    /// cgroup v1 host), which this overlaps with the program's own start. Only for
+    /// programs trusted until their first input: the bundled runners run no crew code
+    /// before `hello`. Everything else joins before exec, so no first fork escapes.
+    pub defer_cgroup_join: bool,
 }
 
 /// The host's view of what isolation is available, probed once at startup.

@@ -47,7 +47,11 @@ impl Sandbox {
         };
         let pre_exec = PreExec {
             host: std::process::id() as libc::pid_t,
-            cgroup_procs: cgroups.procs_files()?,
+            cgroup_procs: if spec.isolation.defer_cgroup_join {
+                Vec::new()
+            } else {
+                cgroups.procs_files()?
+            },
             new_netns: self.applies(Layer::Netns, spec),
             rlimits: preexec::rlimits(&spec.limits, cover, preexec::current_hard_limit),
             fd_limit: preexec::fd_limit(),
@@ -95,6 +99,7 @@ impl Sandbox {
             stderr: child.stderr.take(),
             inner: child,
             pid_namespace,
+            cgroups_pending: spec.isolation.defer_cgroup_join,
             cgroups,
             workdir,
         })

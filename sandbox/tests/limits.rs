@@ -159,3 +159,51 @@ async fn cgroups_are_removed_when_the_child_is_dropped() {
         .await
     );
 }
+
+#[tokio::test]
+async fn a_deferred_join_moves_the_started_child_into_its_cgroups() {
+    let sandbox = Sandbox::probe();
+    if !has_layer(&sandbox, "pids_cgroup") {
+        return;
+    }
+    // Reads a line before it forks: the host's go-ahead, as `hello` is a runner's.
+    let mut spec = sh("deferred", "read go; sleep 1000 & wait");
+    spec.limits = Limits {
+        memory_mb: Some(64),
+        processes: Some(8),
+        ..Limits::default()
+    };
+    spec.isolation.defer_cgroup_join = true;
+    let mut child = sandbox.spawn(&spec).unwrap();
+    let groups: Vec<PathBuf> = child.cgroups().map(Path::to_owned).collect();
+    assert_eq!(groups.len(), 2, "a pids and a memory group: {groups:?}");
+    let members = |dir: &Path| read(dir.join("cgroup.procs")).lines().count();
+    assert!(
+        groups.iter().all(|dir| members(dir) == 0),
+        "joined before the host moved it"
+    );
+
+    child.join_cgroups().await.unwrap();
+    let leader = child.id().to_string();
+    for dir in &groups {
+        assert_eq!(
+            read(dir.join("cgroup.procs")).trim(),
+            leader,
+            "{}",
+            dir.display()
+        );
+    }
+    // What it starts after the go-ahead is inside the groups too.
+    use tokio::io::AsyncWriteExt;
+    child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"go\n")
+        .await
+        .unwrap();
+    let pids = pids_group(&groups).to_owned();
+    assert!(eventually(Duration::from_secs(5), || members(&pids) == 2).await);
+    child.terminate(Duration::from_millis(100)).await.unwrap();
+    assert!(groups.iter().all(|dir| !dir.exists()));
+}

@@ -87,6 +87,7 @@ pub(crate) fn spawn_spec(
                 write: sandbox.write.clone(),
             }),
             seccomp: true,
+            defer_cgroup_join: matches!(spec.runner, RunnerSpec::BundledPython { .. }),
         },
     }
 }

@@ -67,6 +67,14 @@ impl RunnerProcess {
         let mut child = sandbox
             .spawn(spawn)
             .map_err(|err| failure(FailureReason::Startup, err.to_string()))?;
+        // A bundled runner joins its cgroups while its interpreter starts; `hello`, and
+        // with it the crew's code, waits for that.
+        child.join_cgroups().await.map_err(|err| {
+            failure(
+                FailureReason::Startup,
+                format!("crew '{crew}': cannot move the runner into its cgroups: {err}"),
+            )
+        })?;
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
