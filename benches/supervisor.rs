@@ -49,19 +49,32 @@ fn main() {
         println!("\n({SPAWNS} spawns per variant)");
         return;
     }
-    let (bare, minimal, host) = runtime.block_on(round_trips(&python, &line));
-    row("bare Python echo round trip", &bare);
-    row("host → minimal protocol runner round trip", &minimal);
-    row("host → bundled Python runner round trip", &host);
-    let over_bare =
-        |samples: &[Duration]| micros(percentile(samples, 50.0)) - micros(percentile(&bare, 50.0));
+    let trips = runtime.block_on(round_trips(&python, &line));
+    row("bare Python echo round trip", &trips.bare);
+    row(
+        &format!("bare Python echo, {BUSY_US} µs of work per line"),
+        &trips.bare_busy,
+    );
+    row("host → minimal protocol runner round trip", &trips.minimal);
+    row(
+        &format!("host → minimal runner, {BUSY_US} µs of work per call"),
+        &trips.minimal_busy,
+    );
+    row("host → bundled Python runner round trip", &trips.bundled);
+    let p50_minus = |samples: &[Duration], base: &[Duration]| {
+        micros(percentile(samples, 50.0)) - micros(percentile(base, 50.0))
+    };
     println!(
         "| host share per call: minimal runner − bare echo (p50) | {:.1} µs | |",
-        over_bare(&minimal)
+        p50_minus(&trips.minimal, &trips.bare)
+    );
+    println!(
+        "| host share with {BUSY_US} µs of work: minimal − bare echo, both working (p50) | {:.1} µs | |",
+        p50_minus(&trips.minimal_busy, &trips.bare_busy)
     );
     println!(
         "| whole overhead per call: bundled runner − bare echo (p50) | {:.1} µs | |",
-        over_bare(&host)
+        p50_minus(&trips.bundled, &trips.bare)
     );
     spawn_rows(&runtime, &python);
     let heartbeat = runtime.block_on(heartbeat_detection());
@@ -123,10 +136,15 @@ struct BareEcho {
 }
 
 impl BareEcho {
-    fn start(python: &str) -> Self {
-        let script = "import sys\nr, w = sys.stdin.buffer, sys.stdout.buffer\nfor line in r:\n    w.write(line)\n    w.flush()\n";
+    /// An echo that first spins for `busy_us` per line.
+    fn start(python: &str, busy_us: u32) -> Self {
+        let script = "import sys, time\nr, w = sys.stdin.buffer, sys.stdout.buffer\n\
+                      busy = int(sys.argv[1]) / 1e6\nfor line in r:\n    \
+                      if busy:\n        end = time.perf_counter() + busy\n        \
+                      while time.perf_counter() < end: pass\n    \
+                      w.write(line)\n    w.flush()\n";
         let mut child = Command::new(python)
-            .args(["-c", script])
+            .args(["-c", script, &busy_us.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -148,32 +166,56 @@ impl BareEcho {
     }
 }
 
+/// Busy work per line in the `_busy` variants: about what the bundled runner spends
+/// decoding a call and encoding its answer.
+const BUSY_US: u32 = 15;
+
+/// Round-trip samples of each variant.
+#[derive(Default)]
+struct RoundTrips {
+    bare: Vec<Duration>,
+    bare_busy: Vec<Duration>,
+    minimal: Vec<Duration>,
+    minimal_busy: Vec<Duration>,
+    bundled: Vec<Duration>,
+}
+
 /// Round trips of the bare echo, the host with the minimal runner, and the host with the
 /// bundled runner, measured in alternating blocks so that this VM's drift in timing
-/// affects all three alike.
-async fn round_trips(python: &str, line: &[u8]) -> (Vec<Duration>, Vec<Duration>, Vec<Duration>) {
-    let mut bare = BareEcho::start(python);
+/// affects all alike. The `_busy` variants spin for [`BUSY_US`] per line: on this VM a
+/// waiting side whose vCPU goes idle for that long pays a wake-up far larger than the
+/// wait, with or without the host in between.
+async fn round_trips(python: &str, line: &[u8]) -> RoundTrips {
+    let mut bare = BareEcho::start(python, 0);
+    let mut bare_busy = BareEcho::start(python, BUSY_US);
     let crews = [
         crew(&fixture("benches/fixtures/crews/echo/runtime.yaml")),
         crew(&fixture("benches/fixtures/crews/minimal/runtime.yaml")),
+        crew(&fixture("benches/fixtures/crews/minimal/busy.runtime.yaml")),
     ];
     let pool = Supervisor::start(&crews, &global()).unwrap();
-    pool.wait_for_state("echo", CrewState::Ready).await;
-    pool.wait_for_state("minimal", CrewState::Ready).await;
-    let (mut bare_samples, mut minimal_samples, mut host_samples) =
-        (Vec::new(), Vec::new(), Vec::new());
+    for crew in ["echo", "minimal", "minimal_busy"] {
+        pool.wait_for_state(crew, CrewState::Ready).await;
+    }
+    let mut trips = RoundTrips::default();
     let mut id = 0;
     for block in 0..(WARMUP + ROUND_TRIPS) / BLOCK {
         let keep = block * BLOCK >= WARMUP;
-        for _ in 0..BLOCK {
-            let sample = bare.round_trip(line);
-            if keep {
-                bare_samples.push(sample);
+        for (echo, samples) in [
+            (&mut bare, &mut trips.bare),
+            (&mut bare_busy, &mut trips.bare_busy),
+        ] {
+            for _ in 0..BLOCK {
+                let sample = echo.round_trip(line);
+                if keep {
+                    samples.push(sample);
+                }
             }
         }
         for (crew, samples) in [
-            ("minimal", &mut minimal_samples),
-            ("echo", &mut host_samples),
+            ("minimal", &mut trips.minimal),
+            ("minimal_busy", &mut trips.minimal_busy),
+            ("echo", &mut trips.bundled),
         ] {
             for _ in 0..BLOCK {
                 id += 1;
@@ -187,10 +229,13 @@ async fn round_trips(python: &str, line: &[u8]) -> (Vec<Duration>, Vec<Duration>
             }
         }
     }
-    drop(bare.stdin);
-    bare.child.wait().unwrap();
+    for echo in [bare, bare_busy] {
+        drop(echo.stdin);
+        let mut child = echo.child;
+        child.wait().unwrap();
+    }
     pool.shutdown().await;
-    (bare_samples, minimal_samples, host_samples)
+    trips
 }
 
 fn global() -> GlobalConfig {
