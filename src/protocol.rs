@@ -310,6 +310,34 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     }
 
     /// Moves unconsumed data to the front and makes sure there is space to read into.
+    /// Spins, reading without blocking, until a whole line is buffered (true) or
+    /// `budget` has passed (false); the next [`LineReader::next_line`] then returns that
+    /// line at once. A reader that spins is awake when the answer comes: on a VM, waking
+    /// an idle CPU can cost more than a short call itself.
+    pub fn spin_for_line(&mut self, budget: std::time::Duration) -> bool
+    where
+        R: std::os::fd::AsFd,
+    {
+        let started = std::time::Instant::now();
+        loop {
+            if self.buf[self.start + self.scanned..self.end].contains(&b'\n') {
+                return true;
+            }
+            if self.end - self.start > self.max_line {
+                return false; // an overlong line: next_line reports it
+            }
+            self.make_room();
+            match nix::unistd::read(self.inner.as_fd(), &mut self.buf[self.end..]) {
+                Ok(0) => return false, // end of stream: next_line reports it
+                Ok(read) => self.end += read,
+                Err(nix::errno::Errno::EAGAIN) if started.elapsed() < budget => {
+                    std::hint::spin_loop();
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
     fn make_room(&mut self) {
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
@@ -422,5 +450,30 @@ mod tests {
         ));
         assert!(reader.buf.len() <= 4096 + 2 * READ_CHUNK);
         assert!(matches!(reader.next_line().await, Ok(None)));
+    }
+
+    #[tokio::test]
+    async fn spinning_finds_a_line_that_arrives_and_gives_up_without_one() {
+        use std::time::Duration;
+        use tokio::io::AsyncWriteExt;
+        let (mut writer, reader) = tokio::net::UnixStream::pair().unwrap();
+        let mut lines = LineReader::new(reader, 64);
+        writer.write_all(b"half").await.unwrap();
+        assert!(!lines.spin_for_line(Duration::from_micros(200)));
+        let finish = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            let mut writer = writer.into_std().unwrap();
+            std::io::Write::write_all(&mut writer, b" a line\nnext").unwrap();
+            writer
+        });
+        assert!(lines.spin_for_line(Duration::from_secs(5)));
+        assert_eq!(lines.next_line().await.unwrap(), Some(&b"half a line"[..]));
+        drop(finish.join().unwrap());
+        assert!(
+            !lines.spin_for_line(Duration::from_secs(5)),
+            "end of stream"
+        );
+        assert_eq!(lines.next_line().await.unwrap(), Some(&b"next"[..]));
+        assert_eq!(lines.next_line().await.unwrap(), None);
     }
 }

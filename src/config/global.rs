@@ -109,6 +109,9 @@ pub struct GlobalConfig {
     pub restart_backoff_max_ms: u64,
     /// Maximum stderr lines per second relayed into the log for each crew.
     pub stderr_lines_per_s: u32,
+    /// How long the host spins for the answer of a runner whose previous call took at
+    /// most this long, instead of sleeping; 0 never spins.
+    pub busy_poll_us: u64,
     /// After SIGTERM/SIGINT: how long open slices may take to finish before the host
     /// stops at once.
     pub drain_timeout_ms: u64,
@@ -142,6 +145,7 @@ impl Default for GlobalConfig {
             restart_backoff_ms: 100,
             restart_backoff_max_ms: 10_000,
             stderr_lines_per_s: 200,
+            busy_poll_us: 200,
             drain_timeout_ms: 20_000,
             sandbox: SandboxDefaults::default(),
             metrics_addr: None,
@@ -172,6 +176,7 @@ const ENV_KNOBS: &[&str] = &[
     "restart_backoff_ms",
     "restart_backoff_max_ms",
     "stderr_lines_per_s",
+    "busy_poll_us",
     "drain_timeout_ms",
     "metrics_addr",
     "control_socket",

@@ -56,6 +56,7 @@ impl Supervisor {
             kill_grace: Duration::from_millis(global.kill_grace_ms),
             max_line_bytes: global.max_line_bytes,
             stderr_lines_per_s: global.stderr_lines_per_s,
+            busy_poll: Duration::from_micros(global.busy_poll_us),
         };
         let backoff = Backoff {
             initial: Duration::from_millis(global.restart_backoff_ms),

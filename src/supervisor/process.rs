@@ -25,6 +25,8 @@ pub(crate) struct RunnerLimits {
     pub kill_grace: Duration,
     pub max_line_bytes: usize,
     pub stderr_lines_per_s: u32,
+    /// See `busy_poll_us` in the global config.
+    pub busy_poll: Duration,
 }
 
 impl RunnerLimits {
@@ -48,6 +50,9 @@ pub(crate) struct RunnerProcess {
     stdin: ChildStdin,
     incoming: Incoming,
     kill_grace: Duration,
+    busy_poll: Duration,
+    /// How long the previous call took; a call that quick is worth spinning for.
+    last_call: Duration,
 }
 
 fn failure(reason: FailureReason, message: String) -> CallFailure {
@@ -98,6 +103,8 @@ impl RunnerProcess {
                 heartbeat_window: limits.heartbeat_window(),
             },
             kill_grace: limits.kill_grace,
+            busy_poll: limits.busy_poll,
+            last_call: Duration::MAX,
         };
         match process.handshake(hello, startup_deadline).await {
             Ok(()) => Ok(process),
@@ -159,6 +166,8 @@ impl RunnerProcess {
         deadline: Instant,
     ) -> Result<CallOutput, CallFailure> {
         let crew = self.incoming.crew.clone();
+        let started = Instant::now();
+        let spin = (self.last_call <= self.busy_poll).then_some(self.busy_poll);
         let mut write = std::pin::pin!(self.stdin.write_all(line));
         let mut written = false;
         let answer = loop {
@@ -166,10 +175,16 @@ impl RunnerProcess {
                 biased;
                 // A failed write means the runner is gone or stopped reading; the
                 // process watch or the deadline reports which.
-                _ = &mut write, if !written => written = true,
+                _ = &mut write, if !written => {
+                    written = true;
+                    if let Some(budget) = spin {
+                        self.incoming.stdout.spin_for_line(budget);
+                    }
+                }
                 message = self.incoming.next_message(Some(deadline)) => break message?,
             }
         };
+        self.last_call = started.elapsed();
         match answer {
             RunnerMessage::Result(result) if result.id == id => {
                 if let Some(bad) = result.actions.iter().find_map(|a| a.check().err()) {
