@@ -9,15 +9,15 @@
 //! - startup: from `Supervisor::start` to all three crews of `examples/match_day_crewai`
 //!   ready, started together, and the runners' resident memory then.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::goal_call;
 use live_crew::calls::CrewPool;
 use live_crew::config::{Crews, GlobalConfig};
-use live_crew::model::{Event, Timestamp};
-use live_crew::protocol::Call;
 use live_crew::supervisor::{CrewState, Supervisor};
 
 const WARMUP: usize = 20;
@@ -67,24 +67,6 @@ fn global() -> GlobalConfig {
     GlobalConfig {
         startup_timeout_ms: 120_000,
         ..GlobalConfig::default()
-    }
-}
-
-fn goal_call(id: u64) -> Call {
-    let event = Event::from_json(
-        r#"{"ts":"2025-06-01T18:00:01.734Z","kind":"goal_scored","stream_id":"match-1","payload":{"team":"home","minute":23}}"#,
-    )
-    .unwrap();
-    Call {
-        id,
-        stream_id: "match-1".into(),
-        slice: 3,
-        slice_start: Timestamp::from_micros(1_500_000),
-        slice_end: Timestamp::from_micros(2_000_000),
-        events: vec![Arc::new(event)],
-        context: Arc::default(),
-        deps: Default::default(),
-        deadline_ms: 30_000,
     }
 }
 

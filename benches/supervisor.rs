@@ -8,16 +8,19 @@
 //!   the one-time `Sandbox::probe` at host start;
 //! - how far past its deadline a stopped heartbeat is detected.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::goal_call;
 use live_crew::calls::CrewPool;
 use live_crew::config::{CrewSpec, GlobalConfig};
-use live_crew::model::{Event, Timestamp};
-use live_crew::protocol::{Call, HostMessage};
+use live_crew::model::Event;
+use live_crew::protocol::HostMessage;
 use live_crew::supervisor::{CrewState, Supervisor};
 
 const ROUND_TRIPS: usize = 5000;
@@ -40,7 +43,7 @@ fn main() {
         .build()
         .unwrap();
     let python = std::env::var("LIVE_CREW_PYTHON").unwrap_or_else(|_| "python3".into());
-    let line = HostMessage::Call(sample_call(0)).encode();
+    let line = HostMessage::Call(goal_call(0)).encode();
 
     println!("| measurement | p50 | p99 |");
     println!("|---|---|---|");
@@ -107,24 +110,6 @@ fn spawn_rows(runtime: &tokio::runtime::Runtime, python: &str) {
         row(&format!("spawn-to-ready, {name}"), samples);
     }
     row("Sandbox::probe, once at host start", &probe);
-}
-
-fn sample_call(id: u64) -> Call {
-    let event = Event::from_json(
-        r#"{"ts":"2025-06-01T18:00:01.734Z","kind":"goal_scored","stream_id":"match-1","payload":{"team":"home","minute":23}}"#,
-    )
-    .unwrap();
-    Call {
-        id,
-        stream_id: "match-1".into(),
-        slice: 3,
-        slice_start: Timestamp::from_micros(1_500_000),
-        slice_end: Timestamp::from_micros(2_000_000),
-        events: vec![Arc::new(event)],
-        context: Arc::default(),
-        deps: Default::default(),
-        deadline_ms: 30_000,
-    }
 }
 
 /// A stdlib Python child that echoes each line back, driven over blocking pipes.
@@ -220,7 +205,7 @@ async fn round_trips(python: &str, line: &[u8]) -> RoundTrips {
             for _ in 0..BLOCK {
                 id += 1;
                 let started = Instant::now();
-                pool.call(crew, sample_call(id))
+                pool.call(crew, goal_call(id))
                     .await
                     .expect("the crew answers");
                 if keep {
@@ -389,7 +374,7 @@ async fn heartbeat_detection() -> Vec<Duration> {
     let mut samples = Vec::with_capacity(HEARTBEAT_STOPS);
     for i in 0..HEARTBEAT_STOPS {
         pool.wait_for_state("silent", CrewState::Ready).await;
-        let mut call = sample_call(i as u64);
+        let mut call = goal_call(i as u64);
         let stop = Event::from_json(
             r#"{"ts":"2025-06-01T18:00:01Z","kind":"k","stream_id":"match-1","payload":{"do":"stop_heartbeats"}}"#,
         )

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Actions, crews, event, lines, live_crew, process_gone, run_batch};
+use common::{Actions, crews, event, lines, live_crew, run_batch, wait_all_gone};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -60,17 +60,6 @@ fn children_of(pid: u32) -> Vec<i32> {
         .lines()
         .map(|line| line.parse().unwrap())
         .collect()
-}
-
-fn wait_all_gone(pids: &[i32]) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !pids.iter().all(|pid| process_gone(*pid)) {
-        assert!(
-            Instant::now() < deadline,
-            "crew processes survived: {pids:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{process_gone, write_hostile_crew};
+use common::{wait_all_gone, write_hostile_crew};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -141,17 +141,6 @@ fn runner_pids(report: &serde_json::Value) -> Vec<i32> {
         .filter_map(|c| c["pid"].as_i64())
         .map(|pid| pid as i32)
         .collect()
-}
-
-fn wait_all_gone(pids: &[i32]) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !pids.iter().all(|pid| process_gone(*pid)) {
-        assert!(
-            Instant::now() < deadline,
-            "crew processes survived: {pids:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn lines(path: &Path) -> Vec<serde_json::Value> {

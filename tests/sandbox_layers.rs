@@ -8,7 +8,7 @@
 mod common;
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::{Actions, crews, event, lines, live_crew, process_gone};
 
@@ -100,18 +100,26 @@ fn listener() -> u16 {
     port
 }
 
-#[test]
-fn each_layer_stops_its_attack_while_the_other_crews_keep_going() {
-    let root = tempfile::tempdir().unwrap();
-    let outside = root.path().join("outside.txt");
-    let secret = root.path().join("secret.txt");
+/// Every attacker crew plus one that allocates past its memory limit, with their targets
+/// under `root`; also the path of the file the writer tries to create outside its
+/// temp folder.
+fn every_attack(root: &Path) -> (Vec<(String, String)>, PathBuf) {
+    let outside = root.join("outside.txt");
+    let secret = root.join("secret.txt");
     std::fs::write(&secret, "the host's secret").unwrap();
-    let socket = root.path().join("host.sock");
+    let socket = root.join("host.sock");
     let mut specs = attackers(listener(), unix_listener(&socket), &outside, &secret);
     specs.push((
         "hog".into(),
         "sandbox: {memory_mb: 256}\nenv: {SLICE0_MODE: oom}\n".into(),
     ));
+    (specs, outside)
+}
+
+#[test]
+fn each_layer_stops_its_attack_while_the_other_crews_keep_going() {
+    let root = tempfile::tempdir().unwrap();
+    let (specs, outside) = every_attack(root.path());
     let (output, actions) = run(root.path(), &specs, "");
     let log = String::from_utf8_lossy(&output.stderr);
 
@@ -163,15 +171,7 @@ fn each_layer_stops_its_attack_while_the_other_crews_keep_going() {
 #[test]
 fn switched_off_layers_fall_back_with_a_warning() {
     let root = tempfile::tempdir().unwrap();
-    let outside = root.path().join("outside.txt");
-    let secret = root.path().join("secret.txt");
-    std::fs::write(&secret, "the host's secret").unwrap();
-    let socket = root.path().join("host.sock");
-    let mut specs = attackers(listener(), unix_listener(&socket), &outside, &secret);
-    specs.push((
-        "hog".into(),
-        "sandbox: {memory_mb: 256}\nenv: {SLICE0_MODE: oom}\n".into(),
-    ));
+    let (specs, outside) = every_attack(root.path());
     let off = [
         "netns",
         "pid_namespace",

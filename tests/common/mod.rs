@@ -39,6 +39,18 @@ pub fn process_gone(pid: i32) -> bool {
 }
 
 /// A crews folder of hostile-runner crews, each with extra runtime-file lines.
+/// Waits up to 5 s for every process in `pids` to be gone; fails the test otherwise.
+pub fn wait_all_gone(pids: &[i32]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !pids.iter().all(|pid| process_gone(*pid)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "crew processes survived: {pids:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 pub fn crews(root: &Path, crews: &[(&str, &str)]) -> PathBuf {
     let dir = root.join("crews");
     for (name, extra) in crews {
