@@ -30,6 +30,10 @@ pub enum FailureReason {
     RunnerError,
     /// The crew was disabled after `max_errors` consecutive failures.
     Disabled,
+    /// The call's context patch wrote a key outside the crew's `context.write`.
+    ContextAcl,
+    /// The call's context patch would have grown the context past `context_max_bytes`.
+    ContextSize,
 }
 
 impl FailureReason {
@@ -44,6 +48,8 @@ impl FailureReason {
             FailureReason::InvalidAction => "invalid_action",
             FailureReason::RunnerError => "runner_error",
             FailureReason::Disabled => "disabled",
+            FailureReason::ContextAcl => "ctx_acl",
+            FailureReason::ContextSize => "ctx_size",
         }
     }
 }
@@ -74,4 +80,8 @@ pub type CallOutcome = Result<CallOutput, CallFailure>;
 /// further calls to the same crew.
 pub trait CrewPool: Send + Sync + 'static {
     fn call(&self, crew: &str, call: Call) -> impl Future<Output = CallOutcome> + Send + 'static;
+
+    /// Counts a failure found after the crew's call had succeeded (a context patch the
+    /// host rejected, SPEC §5) toward the crew's `max_errors`, as a failed call counts.
+    fn count_failure(&self, crew: &str, failure: CallFailure);
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
+use crate::calls::FailureReason;
 use crate::config::KeySet;
 use crate::protocol::JsonObject;
 
@@ -57,10 +58,10 @@ pub enum PatchError {
 
 impl PatchError {
     /// The error record's `reason`.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> FailureReason {
         match self {
-            PatchError::Acl { .. } => "ctx_acl",
-            PatchError::Size { .. } => "ctx_size",
+            PatchError::Acl { .. } => FailureReason::ContextAcl,
+            PatchError::Size { .. } => FailureReason::ContextSize,
         }
     }
 }
@@ -389,7 +390,7 @@ mod tests {
         let reasons: Vec<(usize, &str)> = commit
             .rejected
             .iter()
-            .map(|(i, e)| (*i, e.reason()))
+            .map(|(i, e)| (*i, e.reason().as_str()))
             .collect();
         assert_eq!(reasons, [(0, "ctx_acl"), (1, "ctx_size")]);
         assert!(commit.rejected[0].1.to_string().contains("'secret'"));

@@ -790,13 +790,22 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
             self.summary.context_conflicts += commit.conflicts;
             let ts = self.slice_end(stream, slice);
             for (i, error) in commit.rejected {
+                let crew = &self.crews[patches[i].0].name;
+                let message = format!("{error}; the patch was rejected");
+                self.pool.count_failure(
+                    crew,
+                    CallFailure {
+                        reason: error.reason(),
+                        message: format!("crew '{crew}': {message}"),
+                    },
+                );
                 self.errors.report(ErrorRecord {
                     ts: Some(ts),
                     stream_id: Some(state.name.to_string()),
                     slice: Some(slice),
-                    crew: Some(self.crews[patches[i].0].name.clone()),
-                    reason: error.reason(),
-                    message: format!("{error}; the patch was rejected"),
+                    crew: Some(crew.clone()),
+                    reason: error.reason().as_str(),
+                    message,
                     line: None,
                     index: None,
                 })?;

@@ -335,3 +335,59 @@ fn each_misbehaving_crew_fails_alone_with_its_reason() {
     expected.sort();
     assert_eq!(reported, expected, "{log}");
 }
+
+/// A crew whose context patches the host keeps rejecting is disabled after `max_errors`
+/// of them, as if its calls had failed (SPEC §5), while the other crew keeps answering.
+#[test]
+fn rejected_context_patches_count_toward_max_errors() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = crews(root.path(), &[("steady", "")]);
+    let writer = crews.join("writer");
+    std::fs::create_dir_all(&writer).unwrap();
+    std::fs::write(
+        writer.join("runtime.yaml"),
+        "crew: writer\ntriggers: ['*']\nmax_errors: 2\ncontext: {read: [score], write: [score]}\n\
+         runner: {kind: python, module: \"handlers:react\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        writer.join("handlers.py"),
+        "def react(events, ctx, deps):\n    ctx['secret'] = 1\n    return []\n",
+    )
+    .unwrap();
+    let events = root.path().join("events.jsonl");
+    let feed: String = (0..5).map(|n| event(n * 600, "{}")).collect();
+    std::fs::write(&events, feed).unwrap();
+    let errors = root.path().join("errors.jsonl");
+    let output = run_batch(&crews, &events, &errors);
+    let log = String::from_utf8_lossy(&output.stderr);
+    let reasons: Vec<(i64, String)> = lines(&errors)
+        .iter()
+        .filter(|record| record["crew"] == "writer")
+        .map(|r| {
+            (
+                r["slice"].as_i64().unwrap(),
+                r["reason"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (0, "ctx_acl".into()),
+            (1, "ctx_acl".into()),
+            (2, "disabled".into()),
+            (3, "disabled".into()),
+            (4, "disabled".into()),
+        ],
+        "{log}"
+    );
+    assert!(
+        log.contains("crew disabled after 2 consecutive failures"),
+        "{log}"
+    );
+    assert_eq!(
+        Actions::parse(&output.stdout).slices_of("steady"),
+        [0, 1, 2, 3, 4]
+    );
+}

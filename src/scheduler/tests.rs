@@ -68,6 +68,8 @@ struct FakePool {
     behaviours: HashMap<String, Behaviour>,
     locks: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
     log: Arc<Mutex<Vec<Record>>>,
+    /// `crew: reason` of every failure counted after a successful call.
+    counted: Mutex<Vec<String>>,
     t0: Instant,
 }
 
@@ -83,6 +85,7 @@ impl FakePool {
                 .map(|(name, _)| (name.to_string(), Default::default()))
                 .collect(),
             log: Default::default(),
+            counted: Default::default(),
             t0: Instant::now(),
         }
     }
@@ -132,6 +135,13 @@ impl CrewPool for FakePool {
             outcome
         }
     }
+
+    fn count_failure(&self, crew: &str, failure: CallFailure) {
+        self.counted
+            .lock()
+            .unwrap()
+            .push(format!("{crew}: {}", failure.reason));
+    }
 }
 
 #[derive(Clone, Default)]
@@ -166,6 +176,8 @@ struct Outcome {
     summary: RunSummary,
     /// Calls by completion time.
     calls: Vec<Record>,
+    /// Failures counted toward crews' `max_errors` after their calls succeeded.
+    counted: Vec<String>,
 }
 
 impl Outcome {
@@ -216,6 +228,7 @@ async fn run_with(
         .unwrap();
     let raw_actions = actions.0.lock().unwrap().clone();
     let calls = pool.log.lock().unwrap().clone();
+    let counted = pool.counted.lock().unwrap().clone();
     Outcome {
         actions: actions
             .lines()
@@ -233,6 +246,7 @@ async fn run_with(
         errors: errors.lines(),
         summary,
         calls,
+        counted,
     }
 }
 
@@ -686,6 +700,18 @@ async fn acl_and_size_violations_reject_patches_whole() {
     let mut reasons = out.reasons();
     reasons.sort();
     assert_eq!(reasons, ["ctx_acl", "ctx_acl", "ctx_size", "ctx_size"]);
+    // Each rejection counts toward the crew's max_errors, like a failed call.
+    let mut counted = out.counted.clone();
+    counted.sort();
+    assert_eq!(
+        counted,
+        [
+            "bloater: ctx_size",
+            "bloater: ctx_size",
+            "scorer: ctx_acl",
+            "scorer: ctx_acl"
+        ]
+    );
     assert!(
         out.calls.iter().all(|r| r.context == json!({})),
         "nothing half-applied"

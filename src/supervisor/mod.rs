@@ -33,9 +33,17 @@ type CallRequest = (Call, oneshot::Sender<CallOutcome>);
 /// Calls queued per crew before `call` waits: back-pressure on the scheduler.
 const CALL_QUEUE: usize = 64;
 
+/// How the supervisor reaches one crew's actor.
+struct CrewHandle {
+    calls: mpsc::Sender<CallRequest>,
+    /// Failures found after a call succeeded; unbounded because they are reported from
+    /// synchronous code, and at most one comes per call.
+    failures: mpsc::UnboundedSender<CallFailure>,
+}
+
 /// Handles to every crew's actor.
 pub struct Supervisor {
-    crews: HashMap<String, mpsc::Sender<CallRequest>>,
+    crews: HashMap<String, CrewHandle>,
     monitors: Vec<Arc<CrewMonitor>>,
     stop: watch::Sender<bool>,
     actors: JoinSet<()>,
@@ -95,6 +103,7 @@ impl Supervisor {
             let monitor = Arc::new(CrewMonitor::new(&spec.name, sandbox.layers_for(&spawn)));
             monitors.push(monitor.clone());
             let (calls, queue) = mpsc::channel(CALL_QUEUE);
+            let (failures, reported) = mpsc::unbounded_channel();
             let hello = HostMessage::Hello(Hello {
                 protocol: PROTOCOL_VERSION,
                 crew: spec.name.clone(),
@@ -117,8 +126,8 @@ impl Supervisor {
                 },
                 backoff: backoff.clone(),
             };
-            actors.spawn(actor.run(queue, stopped.clone()));
-            handles.insert(spec.name.clone(), calls);
+            actors.spawn(actor.run(queue, reported, stopped.clone()));
+            handles.insert(spec.name.clone(), CrewHandle { calls, failures });
         }
         Ok(Supervisor {
             crews: handles,
@@ -182,7 +191,7 @@ async fn reap(pid: u32) {
 
 impl CrewPool for Supervisor {
     fn call(&self, crew: &str, call: Call) -> impl Future<Output = CallOutcome> + Send + 'static {
-        let queue = self.crews.get(crew).cloned();
+        let queue = self.crews.get(crew).map(|handle| handle.calls.clone());
         let crew = crew.to_owned();
         async move {
             let (reply, outcome) = oneshot::channel();
@@ -196,6 +205,12 @@ impl CrewPool for Supervisor {
                 }
                 _ => Err(not_running()),
             }
+        }
+    }
+
+    fn count_failure(&self, crew: &str, failure: CallFailure) {
+        if let Some(handle) = self.crews.get(crew) {
+            let _ = handle.failures.send(failure);
         }
     }
 }
@@ -230,11 +245,19 @@ struct CrewActor {
 #[derive(Default)]
 struct Failures {
     consecutive: u32,
+    /// The count the latest successful calls reset, restored when one of them turns out
+    /// to have failed after all (a rejected context patch).
+    before_success: u32,
     last: Option<CallFailure>,
 }
 
 impl CrewActor {
-    async fn run(self, mut queue: mpsc::Receiver<CallRequest>, mut stop: watch::Receiver<bool>) {
+    async fn run(
+        self,
+        mut queue: mpsc::Receiver<CallRequest>,
+        mut reported: mpsc::UnboundedReceiver<CallFailure>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut failures = Failures::default();
         let mut runner: Option<RunnerProcess> = None;
         let mut started_before = false;
@@ -257,10 +280,22 @@ impl CrewActor {
                     None => break,
                 }
             }
-            // Wait for a call, the stop signal, or an idle runner failing.
+            // Wait for a call, the stop signal, a failure found after a call, or an idle
+            // runner failing.
             let request = tokio::select! {
                 biased;
                 _ = stopping(&mut stop) => break,
+                Some(failure) = reported.recv() => {
+                    // The call that had reset the count failed after all. The runner
+                    // answered, so it stays up unless the crew is now disabled.
+                    failures.consecutive = failures.consecutive.max(failures.before_success);
+                    self.record(&mut failures, failure);
+                    failures.before_success = failures.consecutive;
+                    if failures.consecutive >= self.max_errors {
+                        self.stop_runner(runner.take()).await;
+                    }
+                    continue;
+                }
                 request = queue.recv() => match request {
                     Some(request) => request,
                     None => break,
@@ -284,7 +319,10 @@ impl CrewActor {
             let outcome = process.call(&line, id, Instant::now() + self.timeout).await;
             match outcome {
                 Ok(output) => {
-                    failures = Failures::default();
+                    failures = Failures {
+                        before_success: failures.consecutive,
+                        ..Failures::default()
+                    };
                     self.monitor.set_state(CrewState::Ready);
                     let _ = reply.send(Ok(output));
                 }

@@ -38,7 +38,6 @@ pub fn process_gone(pid: i32) -> bool {
     }
 }
 
-/// A crews folder of hostile-runner crews, each with extra runtime-file lines.
 /// Waits up to 5 s for every process in `pids` to be gone; fails the test otherwise.
 pub fn wait_all_gone(pids: &[i32]) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -51,6 +50,7 @@ pub fn wait_all_gone(pids: &[i32]) {
     }
 }
 
+/// A crews folder of hostile-runner crews, each with extra runtime-file lines.
 pub fn crews(root: &Path, crews: &[(&str, &str)]) -> PathBuf {
     let dir = root.join("crews");
     for (name, extra) in crews {
