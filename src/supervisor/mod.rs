@@ -372,7 +372,11 @@ impl CrewActor {
             self.backoff.delay(failures.consecutive)
         };
         let start = async {
-            tokio::time::sleep(delay).await;
+            // Not even a zero sleep: tokio's timer would round it up to its next
+            // millisecond tick, and a first start needs no delay.
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             self.monitor.set_state(CrewState::Starting);
             let started = Instant::now();
             let result = RunnerProcess::start(
