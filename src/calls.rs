@@ -67,7 +67,8 @@ pub struct CallFailure {
     pub message: String,
 }
 
-/// What a successful call produced.
+/// What a successful call produced. Pools hand over only actions that passed
+/// [`ProposedAction::check`].
 #[derive(Debug, Clone, Default)]
 pub struct CallOutput {
     pub actions: Vec<ProposedAction>,

@@ -243,8 +243,26 @@ impl RunMetrics {
         .inc();
     }
 
-    pub fn action(&mut self, kind: &str) {
-        cached(&mut self.actions, kind, |k| self.metrics.actions_sent(k)).inc();
+    /// Counts actions by kind; `kinds` is mostly runs of one kind, counted at once.
+    pub fn actions<'k>(&mut self, kinds: impl IntoIterator<Item = &'k str>) {
+        let mut run: Option<(&str, u64)> = None;
+        for kind in kinds {
+            match &mut run {
+                Some((current, count)) if *current == kind => *count += 1,
+                _ => {
+                    if let Some((done, count)) = run.replace((kind, 1)) {
+                        self.count_actions(done, count);
+                    }
+                }
+            }
+        }
+        if let Some((kind, count)) = run {
+            self.count_actions(kind, count);
+        }
+    }
+
+    fn count_actions(&mut self, kind: &str, count: u64) {
+        cached(&mut self.actions, kind, |k| self.metrics.actions_sent(k)).inc_by(count);
     }
 
     /// A call of crew `crew` (by index) took `call`; in live mode it ended `lag` after

@@ -4,7 +4,7 @@
 //! then only copies bytes, which keeps JSON work off the hot path.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -159,14 +159,14 @@ pub fn is_reserved_kind(kind: &str) -> bool {
 }
 
 /// An input event, validated. Immutable once made: one event goes to many crews, so its
-/// JSON is made once, on first use, and kept.
+/// JSON is made once, where it is parsed (the input thread), and kept.
 #[derive(Debug, Clone)]
 pub struct Event {
     pub ts: Timestamp,
     pub kind: String,
     pub stream_id: String,
     pub payload: Box<RawValue>,
-    json: OnceLock<Box<RawValue>>,
+    json: Box<str>,
 }
 
 /// The event as it appears on the wire, before validation.
@@ -191,33 +191,30 @@ pub struct EventError {
 impl Event {
     /// An event from fields that are already valid (see [`Event::from_json`]).
     pub fn new(ts: Timestamp, kind: String, stream_id: String, payload: Box<RawValue>) -> Event {
+        let mut json = Vec::with_capacity(64 + kind.len() + stream_id.len() + payload.get().len());
+        json.extend_from_slice(b"{\"ts\":");
+        push_json_timestamp(&mut json, ts);
+        json.extend_from_slice(b",\"kind\":");
+        push_json_str(&mut json, &kind);
+        json.extend_from_slice(b",\"stream_id\":");
+        push_json_str(&mut json, &stream_id);
+        json.extend_from_slice(b",\"payload\":");
+        json.extend_from_slice(payload.get().as_bytes());
+        json.push(b'}');
+        let json = String::from_utf8(json).expect("JSON made of UTF-8 parts");
         Event {
             ts,
             kind,
             stream_id,
             payload,
-            json: OnceLock::new(),
+            json: json.into_boxed_str(),
         }
     }
 
-    /// The event as one JSON object, `{"ts", "kind", "stream_id", "payload"}`.
-    pub fn json(&self) -> &RawValue {
-        self.json.get_or_init(|| {
-            #[derive(Serialize)]
-            struct Fields<'a> {
-                ts: Timestamp,
-                kind: &'a str,
-                stream_id: &'a str,
-                payload: &'a RawValue,
-            }
-            let fields = Fields {
-                ts: self.ts,
-                kind: &self.kind,
-                stream_id: &self.stream_id,
-                payload: &self.payload,
-            };
-            serde_json::value::to_raw_value(&fields).expect("events always serialise")
-        })
+    /// The event as one JSON object, `{"ts", "kind", "stream_id", "payload"}`: the bytes
+    /// its `Serialize` writes.
+    pub fn json(&self) -> &str {
+        &self.json
     }
 
     /// Parses and validates one event from JSON text.
@@ -294,7 +291,20 @@ impl TryFrom<WireEvent> for Event {
 
 impl Serialize for Event {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.json().serialize(serializer)
+        #[derive(Serialize)]
+        struct Fields<'a> {
+            ts: Timestamp,
+            kind: &'a str,
+            stream_id: &'a str,
+            payload: &'a RawValue,
+        }
+        Fields {
+            ts: self.ts,
+            kind: &self.kind,
+            stream_id: &self.stream_id,
+            payload: &self.payload,
+        }
+        .serialize(serializer)
     }
 }
 
@@ -311,10 +321,12 @@ impl<'de> Deserialize<'de> for Event {
 pub struct Action {
     pub ts: Timestamp,
     pub kind: String,
-    pub stream_id: String,
+    /// Shared with the stream's other actions.
+    pub stream_id: Arc<str>,
     pub payload: Box<RawValue>,
     pub ttl_ms: u32,
-    pub crew: String,
+    /// Shared with the crew's other actions.
+    pub crew: Arc<str>,
     pub slice: i64,
 }
 
@@ -322,24 +334,58 @@ impl Action {
     /// Appends the action as one JSON object: the bytes `serde_json` writes for it, made
     /// without serde's per-field machinery, since every action passes through here.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        use std::io::Write;
+        let mut ts = Vec::with_capacity(29);
+        push_json_timestamp(&mut ts, self.ts);
+        self.write_json_stamped(out, &ts);
+    }
+
+    /// [`Action::write_json`] with `ts_json`, the JSON of `self.ts`, made by the caller:
+    /// a slice's actions share their timestamp.
+    pub fn write_json_stamped(&self, out: &mut Vec<u8>, ts_json: &[u8]) {
         out.extend_from_slice(b"{\"ts\":");
-        push_json_timestamp(out, self.ts);
+        out.extend_from_slice(ts_json);
         out.extend_from_slice(b",\"kind\":");
         push_json_str(out, &self.kind);
         out.extend_from_slice(b",\"stream_id\":");
         push_json_str(out, &self.stream_id);
         out.extend_from_slice(b",\"payload\":");
         out.extend_from_slice(self.payload.get().as_bytes());
-        let _ = write!(out, ",\"ttl_ms\":{},\"crew\":", self.ttl_ms);
+        out.extend_from_slice(b",\"ttl_ms\":");
+        push_uint(out, self.ttl_ms.into());
+        out.extend_from_slice(b",\"crew\":");
         push_json_str(out, &self.crew);
-        let _ = write!(out, ",\"slice\":{}}}", self.slice);
+        out.extend_from_slice(b",\"slice\":");
+        push_int(out, self.slice);
+        out.push(b'}');
     }
+}
+
+/// An integer in decimal, without `fmt`'s machinery.
+pub fn push_int(out: &mut Vec<u8>, value: i64) {
+    if value < 0 {
+        out.push(b'-');
+    }
+    push_uint(out, value.unsigned_abs());
+}
+
+/// An unsigned integer in decimal, without `fmt`'s machinery.
+pub fn push_uint(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// A JSON string. Kinds, stream ids and crew names are plain ASCII by validation, so the
 /// common case is a copy; anything else is escaped by `serde_json`.
-fn push_json_str(out: &mut Vec<u8>, text: &str) {
+pub fn push_json_str(out: &mut Vec<u8>, text: &str) {
     if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         out.push(b'"');
         out.extend_from_slice(text.as_bytes());
@@ -349,7 +395,7 @@ fn push_json_str(out: &mut Vec<u8>, text: &str) {
     }
 }
 
-fn push_json_timestamp(out: &mut Vec<u8>, ts: Timestamp) {
+pub fn push_json_timestamp(out: &mut Vec<u8>, ts: Timestamp) {
     match ts.text() {
         Some(text) => {
             out.push(b'"');
@@ -390,25 +436,23 @@ impl ProposedAction {
         Ok(())
     }
 
-    /// Validates the proposal and stamps it with its provenance.
+    /// Stamps a proposal that passed [`ProposedAction::check`] with its provenance.
     pub fn into_action(
         self,
-        crew: &str,
-        stream_id: &str,
+        crew: &Arc<str>,
+        stream_id: &Arc<str>,
         slice: i64,
         ts: Timestamp,
-    ) -> Result<Action, String> {
-        self.check()?;
-        let ttl_ms = self.ttl_ms.unwrap_or(DEFAULT_TTL_MS);
-        Ok(Action {
+    ) -> Action {
+        Action {
             ts,
             kind: self.kind,
-            stream_id: stream_id.to_owned(),
+            stream_id: stream_id.clone(),
             payload: self.payload,
-            ttl_ms,
-            crew: crew.to_owned(),
+            ttl_ms: self.ttl_ms.unwrap_or(DEFAULT_TTL_MS),
+            crew: crew.clone(),
             slice,
-        })
+        }
     }
 }
 
@@ -499,25 +543,19 @@ mod tests {
             ttl_ms,
         };
         let ts = Timestamp::from_micros(500_000);
-        let action = proposal("line", None).into_action("c", "s", 0, ts).unwrap();
+        let (crew, stream): (Arc<str>, Arc<str>) = ("c".into(), "s".into());
+        let good = proposal("line", None);
+        assert!(good.check().is_ok());
+        let action = good.into_action(&crew, &stream, 0, ts);
         assert_eq!(action.ttl_ms, DEFAULT_TTL_MS);
-        assert_eq!((action.crew.as_str(), action.slice), ("c", 0));
-        assert!(
-            proposal("line", Some(0))
-                .into_action("c", "s", 0, ts)
-                .is_err()
+        assert_eq!(
+            (&*action.crew, &*action.stream_id, action.slice),
+            ("c", "s", 0)
         );
-        assert!(
-            proposal("line", Some(300_001))
-                .into_action("c", "s", 0, ts)
-                .is_err()
-        );
-        assert!(proposal("__hb", None).into_action("c", "s", 0, ts).is_err());
-        assert!(
-            proposal("bad kind", None)
-                .into_action("c", "s", 0, ts)
-                .is_err()
-        );
+        assert!(proposal("line", Some(0)).check().is_err());
+        assert!(proposal("line", Some(300_001)).check().is_err());
+        assert!(proposal("__hb", None).check().is_err());
+        assert!(proposal("bad kind", None).check().is_err());
     }
 
     proptest::proptest! {
@@ -535,10 +573,10 @@ mod tests {
             let action = Action {
                 ts: Timestamp::from_micros(micros),
                 kind: kind.clone(),
-                stream_id: stream_id.clone(),
+                stream_id: stream_id.as_str().into(),
                 payload: payload.clone(),
                 ttl_ms,
-                crew: kind.clone(),
+                crew: kind.as_str().into(),
                 slice,
             };
             let mut written = Vec::new();
@@ -555,7 +593,8 @@ mod tests {
                 serde_json::to_string(&event.stream_id).unwrap(),
                 event.payload.get(),
             );
-            proptest::prop_assert_eq!(event.json().get(), expected.as_str());
+            proptest::prop_assert_eq!(event.json(), expected.as_str());
+            proptest::prop_assert_eq!(serde_json::to_string(&event).unwrap(), expected);
         }
     }
 }

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::input::Progress;
 use crate::metrics::Metrics;
-use crate::model::{Action, Timestamp};
+use crate::model::{Action, Timestamp, push_json_timestamp};
 
 /// Actions are handed to the writer thread in chunks of about this size.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -54,6 +54,8 @@ pub fn create_private(path: &Path, what: &'static str) -> Result<File, OutputErr
 /// Writes actions as JSON Lines on a background thread.
 pub struct ActionSink {
     buf: Vec<u8>,
+    /// The JSON of the last action's timestamp: consecutive actions mostly share it.
+    ts_json: (Option<Timestamp>, Vec<u8>),
     tx: Option<mpsc::Sender<Vec<u8>>>,
     closed: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<io::Result<()>>,
@@ -87,6 +89,7 @@ impl ActionSink {
             .expect("spawning the output thread");
         ActionSink {
             buf: Vec::with_capacity(CHUNK_BYTES + 4096),
+            ts_json: (None, Vec::new()),
             tx: Some(tx),
             closed,
             thread,
@@ -95,7 +98,12 @@ impl ActionSink {
     }
 
     pub fn push(&mut self, action: &Action) {
-        action.write_json(&mut self.buf);
+        if self.ts_json.0 != Some(action.ts) {
+            self.ts_json.1.clear();
+            push_json_timestamp(&mut self.ts_json.1, action.ts);
+            self.ts_json.0 = Some(action.ts);
+        }
+        action.write_json_stamped(&mut self.buf, &self.ts_json.1);
         self.buf.push(b'\n');
     }
 

@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::model::{ProposedAction, SharedAction, SharedEvent, Timestamp};
+use crate::model::{
+    ProposedAction, SharedAction, SharedEvent, Timestamp, push_int, push_json_str,
+    push_json_timestamp, push_uint,
+};
 
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Default maximum length of one protocol line, newline excluded.
@@ -147,6 +150,48 @@ fn parse<'a, T: Deserialize<'a>>(kind: &'static str, line: &'a [u8]) -> Result<T
     serde_json::from_slice(line).map_err(|source| DecodeError::Invalid { kind, source })
 }
 
+/// The fields of every runner message at once, so that one pass decodes any of them.
+#[derive(Deserialize)]
+struct AnyRunnerMessage<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    id: Option<u64>,
+    actions: Option<Vec<ProposedAction>>,
+    context_patch: Option<JsonObject>,
+    message: Option<String>,
+    protocol: Option<u32>,
+    runner: Option<String>,
+    level: Option<String>,
+    msg: Option<String>,
+}
+
+impl AnyRunnerMessage<'_> {
+    /// The message its type calls for; `Err` when a field that type needs is missing.
+    fn into_message(self) -> Result<RunnerMessage, ()> {
+        Ok(match (self.kind.as_ref(), self.id) {
+            ("result", Some(id)) => RunnerMessage::Result(CallResult {
+                id,
+                actions: self.actions.ok_or(())?,
+                context_patch: self.context_patch,
+            }),
+            ("heartbeat", _) => RunnerMessage::Heartbeat,
+            ("error", Some(id)) => RunnerMessage::Error(CallError {
+                id,
+                message: self.message.ok_or(())?,
+            }),
+            ("ready", _) => RunnerMessage::Ready(Ready {
+                protocol: self.protocol.ok_or(())?,
+                runner: self.runner.ok_or(())?,
+            }),
+            ("log", _) => RunnerMessage::Log(Log {
+                level: self.level.ok_or(())?,
+                msg: self.msg.ok_or(())?,
+            }),
+            _ => return Err(()),
+        })
+    }
+}
+
 /// Messages whose only field is `type`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -173,6 +218,19 @@ impl RunnerMessage {
     /// Decodes one line from a runner. Unknown fields are ignored for forward
     /// compatibility, except inside actions, which must be exact (SPEC §1).
     pub fn decode(line: &[u8]) -> Result<Self, DecodeError> {
+        // One pass over the line in the common case (UTF-8 checked once for the whole
+        // line, not string by string); a line that fails it is decoded again step by
+        // step, for an error that says which part is wrong.
+        let any = std::str::from_utf8(line)
+            .ok()
+            .and_then(|text| serde_json::from_str::<AnyRunnerMessage>(text).ok());
+        match any.map(AnyRunnerMessage::into_message) {
+            Some(Ok(message)) => Ok(message),
+            _ => Self::decode_stepwise(line),
+        }
+    }
+
+    fn decode_stepwise(line: &[u8]) -> Result<Self, DecodeError> {
         let envelope: Envelope = serde_json::from_slice(line).map_err(DecodeError::Envelope)?;
         Ok(match envelope.kind.as_ref() {
             "ready" => RunnerMessage::Ready(parse("ready", line)?),
@@ -205,15 +263,44 @@ impl HostMessage {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        // A call is mostly its events: size the line for them rather than regrow it.
-        let capacity = match self {
-            HostMessage::Call(call) => {
-                let events: usize = call.events.iter().map(|e| e.json().get().len() + 1).sum();
-                512 + events
+        match self {
+            HostMessage::Call(call) => call.encode(),
+            _ => encode_line(self, 256),
+        }
+    }
+}
+
+impl Call {
+    /// The `call` line: the bytes serde writes for `HostMessage::Call`, with each event's
+    /// JSON (made once, however many crews it goes to) copied in.
+    fn encode(&self) -> Vec<u8> {
+        let events: usize = self.events.iter().map(|e| e.json().len() + 1).sum();
+        let mut line = Vec::with_capacity(512 + events);
+        line.extend_from_slice(b"{\"type\":\"call\",\"id\":");
+        push_uint(&mut line, self.id);
+        line.extend_from_slice(b",\"stream_id\":");
+        push_json_str(&mut line, &self.stream_id);
+        line.extend_from_slice(b",\"slice\":");
+        push_int(&mut line, self.slice);
+        line.extend_from_slice(b",\"slice_start\":");
+        push_json_timestamp(&mut line, self.slice_start);
+        line.extend_from_slice(b",\"slice_end\":");
+        push_json_timestamp(&mut line, self.slice_end);
+        line.extend_from_slice(b",\"events\":[");
+        for (i, event) in self.events.iter().enumerate() {
+            if i > 0 {
+                line.push(b',');
             }
-            _ => 256,
-        };
-        encode_line(self, capacity)
+            line.extend_from_slice(event.json().as_bytes());
+        }
+        line.extend_from_slice(b"],\"context\":");
+        serde_json::to_writer(&mut line, &*self.context).expect("contexts always serialise");
+        line.extend_from_slice(b",\"deps\":");
+        serde_json::to_writer(&mut line, &self.deps).expect("dependencies always serialise");
+        line.extend_from_slice(b",\"deadline_ms\":");
+        push_uint(&mut line, self.deadline_ms);
+        line.extend_from_slice(b"}\n");
+        line
     }
 }
 
@@ -381,6 +468,49 @@ mod tests {
                 "{name} does not round-trip"
             );
         }
+    }
+
+    /// The hand-written `call` line is the one serde writes, escapes and all.
+    #[test]
+    fn call_lines_are_what_serde_writes() {
+        use crate::model::{Action, Event};
+        use serde_json::value::RawValue;
+        use std::sync::Arc;
+        let ts = Timestamp::from_micros(-1_500_001);
+        let payload = || RawValue::from_string(r#"{"a":["x\n",1.5]}"#.into()).unwrap();
+        let event = |kind: &str| Arc::new(Event::new(ts, kind.into(), "s\"1".into(), payload()));
+        let action = Arc::new(Action {
+            ts,
+            kind: "k\u{1}".into(),
+            stream_id: "s\"1".into(),
+            payload: payload(),
+            ttl_ms: 7,
+            crew: "c".into(),
+            slice: -2,
+        });
+        let context = serde_json::json!({"score": {"home": 1}, "é": null});
+        let serde_json::Value::Object(context) = context else {
+            unreachable!()
+        };
+        let call = Call {
+            id: u64::MAX,
+            stream_id: "s\"1".into(),
+            slice: -2,
+            slice_start: ts,
+            slice_end: Timestamp::from_micros(i64::MAX),
+            events: vec![event("a"), event("b\\")],
+            context: Arc::new(context),
+            deps: BTreeMap::from([
+                ("crew:c@-1".to_owned(), DepItems::Actions(vec![action])),
+                ("event:a@0".to_owned(), DepItems::Events(vec![event("a")])),
+            ]),
+            deadline_ms: 30_000,
+        };
+        let message = HostMessage::Call(call);
+        assert_eq!(
+            String::from_utf8(message.encode()).unwrap(),
+            String::from_utf8(encode_line(&message, 0)).unwrap()
+        );
     }
 
     #[test]

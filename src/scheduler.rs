@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::calls::{CallFailure, CallOutcome, CrewPool, FailureReason};
+use crate::calls::{CallFailure, CallOutcome, CrewPool};
 use crate::config::{BacklogPolicy, Crews, GlobalConfig, KeySet, Need, Triggers, WaitPolicy};
 use crate::context::{self, ContextStore, Patch, StoreError};
 use crate::input::InputItem;
@@ -82,14 +82,18 @@ pub async fn run<P: CrewPool, S: ContextStore>(
     summary.errors = errors.counts().clone();
     errors.finish()?;
     summary.overflowed_events = scheduler_overflowed;
-    summary.crews = crews.into_iter().map(|c| c.name).zip(stats).collect();
+    summary.crews = crews
+        .into_iter()
+        .map(|c| c.name.to_string())
+        .zip(stats)
+        .collect();
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
 
 /// A crew as the scheduler uses it: needs resolved to crew indexes in run order.
 struct Plan {
-    name: String,
+    name: Arc<str>,
     triggers: Triggers,
     needs: Vec<PlanNeed>,
     wait_policy: WaitPolicy,
@@ -134,7 +138,7 @@ impl Plan {
             .as_slice()
             .iter()
             .map(|spec| Plan {
-                name: spec.name.clone(),
+                name: spec.name.as_str().into(),
                 triggers: spec.triggers.clone(),
                 needs: spec
                     .needs
@@ -370,7 +374,7 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
                 Some(LiveClock::new(global.slice_ms, global.grace_ms)),
             ),
         };
-        let metrics = RunMetrics::new(metrics, plans.iter().map(|p| p.name.as_str()));
+        let metrics = RunMetrics::new(metrics, plans.iter().map(|p| &*p.name));
         Scheduler {
             in_flight: vec![0; plans.len()],
             stats: vec![CrewStats::default(); plans.len()],
@@ -730,7 +734,7 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
                     ts: Some(self.slice_end(stream, slice)),
                     stream_id: Some(self.streams[stream].name.to_string()),
                     slice: Some(trigger),
-                    crew: Some(plan.name.clone()),
+                    crew: Some(plan.name.to_string()),
                     reason: "dependency_timeout",
                     message: format!(
                         "crew '{}' was triggered in slice {trigger} but its needs ({}) were not \
@@ -803,7 +807,7 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
                     ts: Some(ts),
                     stream_id: Some(state.name.to_string()),
                     slice: Some(slice),
-                    crew: Some(crew.clone()),
+                    crew: Some(crew.to_string()),
                     reason: error.reason().as_str(),
                     message,
                     line: None,
@@ -897,21 +901,13 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
         stats.durations_us.push(elapsed.as_micros() as u64);
         self.in_flight[crew] -= 1;
         let state = &mut self.streams[stream];
-        let result = outcome.and_then(|output| {
-            let actions = output
+        let result = outcome.map(|output| {
+            let actions: Vec<SharedAction> = output
                 .actions
                 .into_iter()
-                .map(|proposed| {
-                    proposed
-                        .into_action(&plan.name, &state.name, slice, ts)
-                        .map(Arc::new)
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|message| CallFailure {
-                    reason: FailureReason::InvalidAction,
-                    message: format!("crew '{}': {message}", plan.name),
-                })?;
-            Ok((actions, output.context_patch))
+                .map(|proposed| Arc::new(proposed.into_action(&plan.name, &state.name, slice, ts)))
+                .collect();
+            (actions, output.context_patch)
         });
         let lane = &mut state.lanes[crew];
         lane.unfinished.remove(&slice);
@@ -929,7 +925,7 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
                     ts: Some(ts),
                     stream_id: Some(state.name.to_string()),
                     slice: Some(slice),
-                    crew: Some(plan.name.clone()),
+                    crew: Some(plan.name.to_string()),
                     reason: failure.reason.as_str(),
                     message: failure.message,
                     line: None,
@@ -969,8 +965,9 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
                             ..
                         }) = lane.runs.get(&slice)
                         {
+                            self.metrics
+                                .actions(actions.iter().map(|a| a.kind.as_str()));
                             for action in actions {
-                                self.metrics.action(&action.kind);
                                 self.actions.push(action);
                             }
                         }
@@ -1002,7 +999,7 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
                     ts: Some(self.slice_end(stream, slice)),
                     stream_id: Some(self.streams[stream].name.to_string()),
                     slice: Some(bundle.slice),
-                    crew: Some(self.crews[crew].name.clone()),
+                    crew: Some(self.crews[crew].name.to_string()),
                     reason: "dependency_timeout",
                     message: format!(
                         "crew '{}' was triggered in slice {} but its needs can no longer be \

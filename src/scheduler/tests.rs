@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::calls::CallOutput;
+use crate::calls::{CallOutput, FailureReason};
 use crate::config::crews_dir::tests::write_crew;
 use crate::context::MemoryStore;
 use crate::model::{Event, ProposedAction};

@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Batch throughput: runs `live-crew run` on the issue workload several times, interleaving
+the configurations given, and prints each one's best and median wall time.
+
+    cargo build --release
+    python3 benches/throughput.py --python /usr/bin/python3
+
+The workload is `gen_events.py`'s default (100,000 events over 4 streams) through
+`benches/crews` (three `python` crews, one action per event). Each run's wall time covers
+the whole process, startup included; CPU time is the host's plus its runners'. On a shared
+VM single runs swing by half, so compare best and median over several runs.
+"""
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def run_once(binary: str, crews: str, events: str, config: str | None, env: dict) -> dict:
+    output = tempfile.NamedTemporaryFile(prefix="live-crew-actions-", delete=False)
+    output.close()
+    command = [binary, "run", "--crews", crews, "--events", events, "--output", output.name, "-q"]
+    if config:
+        command += ["--config", config]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run(command, env=env, check=True, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(output.name, "rb") as written:
+        actions = sum(1 for _ in written)
+    os.unlink(output.name)
+    return {
+        "wall": wall,
+        "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        # The largest process of the run is the host (runners take ~10 MB each).
+        "rss_mb": after.ru_maxrss / 1024,
+        "actions": actions,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bin", default=os.path.join(HERE, "..", "target", "release", "live-crew"))
+    parser.add_argument("--python", help="interpreter for the crews (LIVE_CREW_PYTHON)")
+    parser.add_argument("--crews", default=os.path.join(HERE, "crews"))
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--config", action="append", default=[],
+        help="a live-config.yaml to compare (repeatable); the default is no config",
+    )
+    args = parser.parse_args()
+    env = dict(os.environ)
+    if args.python:
+        env["LIVE_CREW_PYTHON"] = args.python
+    configs = args.config or [None]
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as events:
+        subprocess.run(
+            [sys.executable, os.path.join(HERE, "gen_events.py"), "--events", str(args.events)],
+            stdout=events, check=True,
+        )
+    try:
+        results: dict = {config: [] for config in configs}
+        for _ in range(args.runs):
+            for config in configs:
+                results[config].append(run_once(args.bin, args.crews, events.name, config, env))
+    finally:
+        os.unlink(events.name)
+    for config, runs in results.items():
+        walls = sorted(run["wall"] for run in runs)
+        best, median = walls[0], statistics.median(walls)
+        print(
+            f"{config or 'defaults'}: {args.events / best:,.0f} events/s best "
+            f"({best:.2f} s), {args.events / median:,.0f} median ({median:.2f} s); "
+            f"CPU {statistics.median(run['cpu'] for run in runs):.2f} s median; "
+            f"peak RSS {max(run['rss_mb'] for run in runs):.0f} MB; "
+            f"{runs[0]['actions']:,} actions"
+        )
+
+
+if __name__ == "__main__":
+    main()
