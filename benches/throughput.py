@@ -9,10 +9,15 @@ The workload is `gen_events.py`'s default (100,000 events over 4 streams) throug
 `benches/crews` (three `python` crews, one action per event). Each run's wall time covers
 the whole process, startup included; CPU time is the host's plus its runners'. On a shared
 VM single runs swing by half, so compare best and median over several runs.
+
+`--host-only` runs the same three crews as `command` crews on a compiled runner that does
+next to nothing (`cargo build --release --example echo_runner`), which leaves the host's
+own cost: the most the host can do on this workload whatever the crews cost.
 """
 
 import argparse
 import os
+import shutil
 import resource
 import statistics
 import subprocess
@@ -46,6 +51,22 @@ def run_once(binary: str, crews: str, events: str, config: str | None, env: dict
     }
 
 
+def echo_crews(root: str, echo_runner: str) -> str:
+    """`benches/crews` as command crews on the compiled echo runner."""
+    crews = os.path.join(root, "crews")
+    for name in ("alpha", "beta", "gamma"):
+        folder = os.path.join(crews, name)
+        os.makedirs(folder)
+        shutil.copy(echo_runner, os.path.join(folder, "echo_runner"))
+        with open(os.path.join(folder, "runtime.yaml"), "w") as runtime:
+            runtime.write(
+                f"crew: {name}\ntriggers: ['*']\n"
+                "runner: {kind: command, command: [./echo_runner]}\n"
+                "context: {read: [], write: []}\n"
+            )
+    return crews
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bin", default=os.path.join(HERE, "..", "target", "release", "live-crew"))
@@ -53,6 +74,10 @@ def main() -> None:
     parser.add_argument("--crews", default=os.path.join(HERE, "crews"))
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--host-only", action="store_true",
+        help="crews on the compiled echo runner instead of Python (see above)",
+    )
     parser.add_argument(
         "--config", action="append", default=[],
         help="a live-config.yaml to compare (repeatable); the default is no config",
@@ -62,6 +87,11 @@ def main() -> None:
     if args.python:
         env["LIVE_CREW_PYTHON"] = args.python
     configs = args.config or [None]
+    scratch = tempfile.mkdtemp(prefix="live-crew-bench-")
+    crews = args.crews
+    if args.host_only:
+        echo_runner = os.path.join(os.path.dirname(args.bin), "examples", "echo_runner")
+        crews = echo_crews(scratch, echo_runner)
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as events:
         subprocess.run(
             [sys.executable, os.path.join(HERE, "gen_events.py"), "--events", str(args.events)],
@@ -71,9 +101,10 @@ def main() -> None:
         results: dict = {config: [] for config in configs}
         for _ in range(args.runs):
             for config in configs:
-                results[config].append(run_once(args.bin, args.crews, events.name, config, env))
+                results[config].append(run_once(args.bin, crews, events.name, config, env))
     finally:
         os.unlink(events.name)
+        shutil.rmtree(scratch)
     for config, runs in results.items():
         walls = sorted(run["wall"] for run in runs)
         best, median = walls[0], statistics.median(walls)
