@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::time::Duration;
 
 use crate::model::ProposedAction;
 use crate::protocol::{Call, JsonObject};
@@ -73,6 +74,9 @@ pub struct CallFailure {
 pub struct CallOutput {
     pub actions: Vec<ProposedAction>,
     pub context_patch: Option<JsonObject>,
+    /// How long the runner had the call: from the host starting to write the call line
+    /// to the host reading the answer.
+    pub runner_time: Duration,
 }
 
 pub type CallOutcome = Result<CallOutput, CallFailure>;

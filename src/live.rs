@@ -4,12 +4,14 @@
 //! the stream's first event (its epoch0) reached the scheduler. The clock only says
 //! *when*; the scheduler closes the slices through [`crate::slicer::Slicer::close_below`],
 //! so every other rule (late events, needs, wait policies) stays the batch code path.
-//! Time is tokio's, so tests run it on a paused virtual clock.
+//! Time is tokio's, so tests run it on a paused virtual clock; a helper thread makes the
+//! closes punctual in real time ([`PreciseWake`]).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// One stream's clock.
@@ -33,6 +35,7 @@ pub struct LiveClock {
     streams: HashMap<Arc<str>, StreamClock>,
     /// Every stream's next close, earliest first.
     queue: BTreeSet<(Instant, Arc<str>)>,
+    wake: PreciseWake,
 }
 
 impl LiveClock {
@@ -42,7 +45,13 @@ impl LiveClock {
             grace: Duration::from_millis(grace_ms),
             streams: HashMap::new(),
             queue: BTreeSet::new(),
+            wake: PreciseWake::start(),
         }
+    }
+
+    /// Returns at `at`, or a little after.
+    pub async fn wait_until(&self, at: Instant) {
+        self.wake.until(at).await;
     }
 
     /// Notes an event of `stream` arriving now; the first one sets the stream's `w0`.
@@ -102,6 +111,102 @@ impl LiveClock {
     }
 }
 
+/// Wakes the scheduler for slice closes to within tens of microseconds. tokio's timer
+/// works in whole milliseconds (its wheel ticks, and the epoll timeout it parks with), so
+/// a close it times runs 1–2 ms after it is due, on every slice. A helper thread waits on
+/// a condvar (an hrtimer, ~50 µs of slack) and then notifies the runtime. tokio's timer
+/// runs alongside, so a paused test clock works as before.
+struct PreciseWake {
+    shared: Arc<WakeShared>,
+}
+
+struct WakeShared {
+    next: Mutex<NextWake>,
+    changed: Condvar,
+    fired: Notify,
+}
+
+struct NextWake {
+    at: Option<std::time::Instant>,
+    stop: bool,
+}
+
+impl PreciseWake {
+    fn start() -> PreciseWake {
+        let shared = Arc::new(WakeShared {
+            next: Mutex::new(NextWake {
+                at: None,
+                stop: false,
+            }),
+            changed: Condvar::new(),
+            fired: Notify::new(),
+        });
+        let thread_shared = shared.clone();
+        std::thread::Builder::new()
+            .name("live-crew-clock".into())
+            .spawn(move || thread_shared.run())
+            .expect("spawning the clock thread");
+        PreciseWake { shared }
+    }
+
+    async fn until(&self, at: Instant) {
+        {
+            let mut next = self
+                .shared
+                .next
+                .lock()
+                .expect("the clock thread never panics");
+            if next.at != Some(at.into_std()) {
+                next.at = Some(at.into_std());
+                self.shared.changed.notify_one();
+            }
+        }
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => return,
+                () = self.shared.fired.notified() => {}
+            }
+            // A wake left over from an earlier deadline (nobody waited when it fired)
+            // comes early.
+            if Instant::now() >= at {
+                return;
+            }
+        }
+    }
+}
+
+impl WakeShared {
+    fn run(&self) {
+        const HELD: &str = "the scheduler never panics holding the lock";
+        let mut next = self.next.lock().expect(HELD);
+        while !next.stop {
+            let left = next
+                .at
+                .map(|at| at.saturating_duration_since(std::time::Instant::now()));
+            next = match left {
+                None => self.changed.wait(next).expect(HELD),
+                Some(left) if !left.is_zero() => {
+                    self.changed.wait_timeout(next, left).expect(HELD).0
+                }
+                Some(_) => {
+                    next.at = None;
+                    self.fired.notify_one();
+                    next
+                }
+            };
+        }
+    }
+}
+
+impl Drop for PreciseWake {
+    fn drop(&mut self) {
+        if let Ok(mut next) = self.shared.next.lock() {
+            next.stop = true;
+            self.shared.changed.notify_one();
+        }
+    }
+}
+
 /// How many slices have ended `since_w0` after `w0` (allowing for the grace): slices
 /// `n < upto` are closed.
 fn slices_closed_by(since_w0: Duration, slice: Duration, grace: Duration) -> i64 {
@@ -124,6 +229,24 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    /// On the real clock the helper thread wakes the waiter, never before its time, also
+    /// when deadlines move and when an earlier wake was left unclaimed.
+    #[tokio::test]
+    async fn waits_end_at_their_deadline_on_the_real_clock() {
+        let clock = LiveClock::new(500, 50);
+        let soon = Instant::now() + ms(5);
+        // A deadline nobody waits for: its wake is left over for the next wait.
+        clock.wake.until(Instant::now()).await;
+        clock.wake.shared.next.lock().unwrap().at = Some(soon.into_std());
+        clock.wake.shared.changed.notify_one();
+        std::thread::sleep(Duration::from_millis(10));
+        for step in [3, 1, 7] {
+            let at = Instant::now() + ms(step);
+            clock.wait_until(at).await;
+            assert!(Instant::now() >= at, "woke before the deadline");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -55,10 +55,20 @@ fn seconds_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 18))
 }
 
+/// Fine steps up to 10 ms, for times that should stay at a few milliseconds.
+fn fine_histogram() -> Histogram {
+    const MS: [f64; 23] = [
+        0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0,
+        100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
+    ];
+    Histogram::new(MS.iter().map(|ms| ms / 1000.0))
+}
+
 /// Every metric of the host. Cheap to share behind an `Arc`; all updates are atomic.
 pub struct Metrics {
     registry: Registry,
     slice_lag: HistogramFamily<CrewLabel>,
+    slice_host: HistogramFamily<CrewLabel>,
     crew_call: HistogramFamily<CrewLabel>,
     actions_sent: Family<KindLabel, Counter>,
     errors: Family<ErrorLabels, Counter>,
@@ -85,6 +95,13 @@ impl Metrics {
             "slice_lag_seconds",
             "Live mode: from a slice's wall-clock close to the end of a crew's call for it",
             slice_lag.clone(),
+        );
+        let slice_host = HistogramFamily::<CrewLabel>::new_with_constructor(fine_histogram);
+        registry.register(
+            "slice_host_seconds",
+            "Live mode: the part of slice_lag_seconds outside the crew's runner (the host's \
+             own work, and any wait behind the crew's earlier calls)",
+            slice_host.clone(),
         );
         let crew_call = HistogramFamily::<CrewLabel>::new_with_constructor(seconds_histogram);
         registry.register(
@@ -147,6 +164,7 @@ impl Metrics {
         Metrics {
             registry,
             slice_lag,
+            slice_host,
             crew_call,
             actions_sent,
             errors,
@@ -158,13 +176,14 @@ impl Metrics {
         }
     }
 
-    /// `(crew_call_seconds, slice_lag_seconds)` of one crew.
-    pub fn crew_timers(&self, crew: &str) -> (Histogram, Histogram) {
+    /// The timers of one crew.
+    pub fn crew_timers(&self, crew: &str) -> CrewTimers {
         let label = CrewLabel { crew: crew.into() };
-        (
-            self.crew_call.get_or_create(&label).clone(),
-            self.slice_lag.get_or_create(&label).clone(),
-        )
+        CrewTimers {
+            call: self.crew_call.get_or_create(&label).clone(),
+            slice_lag: self.slice_lag.get_or_create(&label).clone(),
+            slice_host: self.slice_host.get_or_create(&label).clone(),
+        }
     }
 
     pub fn events_received(&self, stream: &str) -> Counter {
@@ -216,12 +235,22 @@ impl Metrics {
     }
 }
 
+/// One crew's histograms.
+pub struct CrewTimers {
+    /// `crew_call_seconds`
+    call: Histogram,
+    /// `slice_lag_seconds`
+    slice_lag: Histogram,
+    /// `slice_host_seconds`
+    slice_host: Histogram,
+}
+
 /// The scheduler's handles into [`Metrics`]: looked up once per crew, stream and
 /// action kind, so the per-event cost is a hash lookup and an atomic add.
 pub struct RunMetrics {
     metrics: Arc<Metrics>,
-    /// `(crew_call_seconds, slice_lag_seconds)` by crew index.
-    crews: Vec<(Histogram, Histogram)>,
+    /// By crew index.
+    crews: Vec<CrewTimers>,
     events: HashMap<String, Counter>,
     actions: HashMap<String, Counter>,
 }
@@ -265,13 +294,24 @@ impl RunMetrics {
         cached(&mut self.actions, kind, |k| self.metrics.actions_sent(k)).inc_by(count);
     }
 
-    /// A call of crew `crew` (by index) took `call`; in live mode it ended `lag` after
-    /// its slice closed.
-    pub fn call_done(&self, crew: usize, call: Duration, lag: Option<Duration>) {
-        let (call_seconds, lag_seconds) = &self.crews[crew];
-        call_seconds.observe(call.as_secs_f64());
+    /// A call of crew `crew` (by index) took `call`, of which the runner had it for
+    /// `runner_time` (if it answered); in live mode it ended `lag` after its slice closed.
+    pub fn call_done(
+        &self,
+        crew: usize,
+        call: Duration,
+        runner_time: Option<Duration>,
+        lag: Option<Duration>,
+    ) {
+        let timers = &self.crews[crew];
+        timers.call.observe(call.as_secs_f64());
         if let Some(lag) = lag {
-            lag_seconds.observe(lag.as_secs_f64());
+            timers.slice_lag.observe(lag.as_secs_f64());
+            if let Some(runner_time) = runner_time {
+                timers
+                    .slice_host
+                    .observe(lag.saturating_sub(runner_time).as_secs_f64());
+            }
         }
     }
 

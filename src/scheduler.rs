@@ -441,7 +441,7 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
                     dirty.extend(self.complete(done)?);
                 }
                 // Before input: a busy feed must not delay a slice's close.
-                () = sleep_until(next_close), if next_close.is_some() && !input_done => {
+                () = wait_for_close(self.live.as_ref(), next_close), if next_close.is_some() && !input_done => {
                     self.close_due_slices(&mut dirty).await?;
                 }
                 batch = input.recv(), if take_input => match batch {
@@ -894,7 +894,8 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
             let closed = clock.close_time(&self.streams[stream].name, slice)?;
             Some(Instant::now().saturating_duration_since(closed))
         });
-        self.metrics.call_done(crew, elapsed, lag);
+        let runner_time = outcome.as_ref().ok().map(|output| output.runner_time);
+        self.metrics.call_done(crew, elapsed, runner_time, lag);
         let plan = &self.crews[crew];
         let stats = &mut self.stats[crew];
         stats.calls += 1;
@@ -1014,6 +1015,13 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
             }
         }
         Ok(dirty)
+    }
+}
+
+async fn wait_for_close(clock: Option<&LiveClock>, at: Option<Instant>) {
+    match (clock, at) {
+        (Some(clock), Some(at)) => clock.wait_until(at).await,
+        _ => std::future::pending().await,
     }
 }
 

@@ -426,6 +426,7 @@ fn metrics_scrape_has_every_metric_and_every_log_line_is_json() {
     assert_eq!(code, 200);
     for sample in [
         "slice_lag_seconds_bucket{le=\"0.0005\",crew=\"writer\"}",
+        "slice_host_seconds_bucket{le=\"0.00025\",crew=\"writer\"}",
         "actions_sent_total{kind=\"noted\"} ",
         "errors_total{crew=\"failer\",reason=\"runner_error\"} 1",
         "heartbeats_total ",

@@ -48,6 +48,7 @@ fn output(call: &Call, patch: Option<Value>) -> CallOutput {
             Value::Object(map) => map,
             _ => panic!("patches are objects"),
         }),
+        runner_time: Duration::ZERO,
     }
 }
 
@@ -112,6 +113,11 @@ impl CrewPool for FakePool {
             let start_ms = t0.elapsed().as_millis() as u64;
             let (ms, outcome) = behaviour(&call);
             tokio::time::sleep(Duration::from_millis(ms)).await;
+            // The simulated runner had the call for its whole duration.
+            let outcome = outcome.map(|output| CallOutput {
+                runner_time: Duration::from_millis(ms),
+                ..output
+            });
             log.lock().unwrap().push(Record {
                 crew,
                 stream: call.stream_id.clone(),
@@ -1012,6 +1018,18 @@ mod live {
             "4.096\",crew=\"slow\"} 3",
         ] {
             let line = format!("slice_lag_seconds_bucket{{le=\"{bucket}");
+            assert!(text.contains(&line), "no {line} in {text}");
+        }
+        // Outside the runner (1.2 s per call): 0, then the 0.2 s and 0.9 s that slices 2
+        // and 3 waited for the crew's previous call.
+        for bucket in [
+            "0.00025\",crew=\"slow\"} 1",
+            "0.1\",crew=\"slow\"} 1",
+            "0.2\",crew=\"slow\"} 2",
+            "0.5\",crew=\"slow\"} 2",
+            "1.0\",crew=\"slow\"} 3",
+        ] {
+            let line = format!("slice_host_seconds_bucket{{le=\"{bucket}");
             assert!(text.contains(&line), "no {line} in {text}");
         }
         let summary = live.finish().await;

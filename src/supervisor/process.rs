@@ -196,6 +196,7 @@ impl RunnerProcess {
                 Ok(CallOutput {
                     actions: result.actions,
                     context_patch: result.context_patch,
+                    runner_time: self.last_call,
                 })
             }
             RunnerMessage::Error(error) if error.id == id => Err(failure(
