@@ -88,22 +88,22 @@ def main() -> None:
         env["LIVE_CREW_PYTHON"] = args.python
     configs = args.config or [None]
     scratch = tempfile.mkdtemp(prefix="live-crew-bench-")
-    crews = args.crews
-    if args.host_only:
-        echo_runner = os.path.join(os.path.dirname(args.bin), "examples", "echo_runner")
-        crews = echo_crews(scratch, echo_runner)
-    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as events:
-        subprocess.run(
-            [sys.executable, os.path.join(HERE, "gen_events.py"), "--events", str(args.events)],
-            stdout=events, check=True,
-        )
+    events = os.path.join(scratch, "events.jsonl")
     try:
+        crews = args.crews
+        if args.host_only:
+            echo_runner = os.path.join(os.path.dirname(args.bin), "examples", "echo_runner")
+            crews = echo_crews(scratch, echo_runner)
+        with open(events, "w") as out:
+            subprocess.run(
+                [sys.executable, os.path.join(HERE, "gen_events.py"), "--events", str(args.events)],
+                stdout=out, check=True,
+            )
         results: dict = {config: [] for config in configs}
         for _ in range(args.runs):
             for config in configs:
-                results[config].append(run_once(args.bin, crews, events.name, config, env))
+                results[config].append(run_once(args.bin, crews, events, config, env))
     finally:
-        os.unlink(events.name)
         shutil.rmtree(scratch)
     for config, runs in results.items():
         walls = sorted(run["wall"] for run in runs)

@@ -15,7 +15,7 @@
 //! | `rlimits` | address space, CPU seconds, open files, core size 0 | always on |
 //! | `close_fds` | only stdin, stdout and stderr survive `exec` | always on |
 //! | `no_caps` | no capabilities (also for root) and no_new_privs | always on |
-//! | `netns` | own network namespace with no interface up | full network |
+//! | `netns` | an empty network namespace (no interface up), shared by the crews without network | full network |
 //! | `pid_namespace` | own pid namespace: the crew's processes die with its runner | the cgroup kill |
 //! | `landlock` | reads only system, runtime and granted paths; writes only its temp folder and granted paths | open filesystem |
 //! | `seccomp` | ptrace, mount, modules, bpf, keyring, new user namespaces... fail with EPERM | none |
@@ -35,6 +35,7 @@ mod seccomp;
 mod spawn;
 
 use std::ffi::OsString;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -108,7 +109,8 @@ pub struct Isolation {
 #[derive(Debug, Clone, Default)]
 pub struct Sandbox {
     cgroups: cgroup::Controllers,
-    netns: bool,
+    /// The empty network namespace crews without network join; `None` without the layer.
+    netns: Option<Arc<OwnedFd>>,
     pid_namespace: bool,
     landlock: bool,
     /// Compiled once; `None` without the seccomp layer.
@@ -156,7 +158,10 @@ impl Sandbox {
         };
         let sandbox = Sandbox {
             cgroups,
-            netns: on(Layer::Netns) && layers::netns_works(),
+            netns: on(Layer::Netns)
+                .then(layers::empty_netns)
+                .flatten()
+                .map(Arc::new),
             pid_namespace: on(Layer::PidNamespace) && layers::pid_namespace_works(),
             landlock: on(Layer::Landlock) && layers::landlock_abi() >= 1,
             seccomp,
@@ -180,7 +185,7 @@ impl Sandbox {
     /// Whether the host can give its crews `layer`.
     pub fn has(&self, layer: Layer) -> bool {
         match layer {
-            Layer::Netns => self.netns,
+            Layer::Netns => self.netns.is_some(),
             Layer::PidNamespace => self.pid_namespace,
             Layer::Landlock => self.landlock,
             Layer::Seccomp => self.seccomp.is_some(),

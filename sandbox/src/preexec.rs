@@ -8,10 +8,11 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use nix::fcntl::{OFlag, open};
-use nix::sched::{CloneFlags, unshare};
+use nix::sched::{CloneFlags, setns};
 use nix::sys::prctl::set_pdeathsig;
 use nix::sys::resource::{Resource, getrlimit, rlim_t, setrlimit};
 use nix::sys::signal::Signal;
@@ -29,8 +30,8 @@ pub(crate) struct PreExec {
     pub(crate) host: libc::pid_t,
     /// `cgroup.procs` of each of the crew's groups.
     pub(crate) cgroup_procs: Vec<CString>,
-    /// Leave the host's network namespace for a new, empty one.
-    pub(crate) new_netns: bool,
+    /// The empty network namespace to join instead of the host's.
+    pub(crate) netns: Option<Arc<OwnedFd>>,
     pub(crate) rlimits: Vec<Rlimit>,
     /// Where the slow way of marking fds close-on-exec stops: the host's fd limit.
     pub(crate) fd_limit: libc::c_int,
@@ -63,25 +64,17 @@ impl PreExec {
         for procs in &self.cgroup_procs {
             join_cgroup(procs)?;
         }
-        // 4. A network namespace of its own: only a loopback interface, and that down.
-        if self.new_netns {
-            unshare(CloneFlags::CLONE_NEWNET)?;
+        // 4. The empty network namespace: only a loopback interface, and that down.
+        if let Some(netns) = &self.netns {
+            setns(netns, CloneFlags::CLONE_NEWNET)?;
         }
         // 5. Resource limits, set while still privileged enough to lower hard limits.
         for limit in &self.rlimits {
             setrlimit(limit.resource, limit.soft, limit.hard)?;
         }
-        // 6. SCHED_BATCH: a runner woken by its call never preempts the host, which is
-        //    then still writing the other crews' calls of the slice. Shares of CPU time
-        //    stay as they were; any process may choose this policy for itself.
-        let normal_priority = libc::sched_param { sched_priority: 0 };
-        // SAFETY: sched_setscheduler only reads the sched_param, which outlives the call.
-        if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &normal_priority) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // 7. Only stdin, stdout and stderr survive exec.
+        // 6. Only stdin, stdout and stderr survive exec.
         mark_fds_cloexec(self.fd_limit);
-        // 8. Become the crew's user. Changing credentials clears the parent-death signal,
+        // 7. Become the crew's user. Changing credentials clears the parent-death signal,
         //    so arm it again.
         if let Some(user) = self.user {
             setgroups(&[])?;
@@ -89,7 +82,7 @@ impl PreExec {
             setuid(Uid::from_raw(user.uid))?;
             die_with_host(self.host)?;
         }
-        // 9. No capabilities, even for a crew that runs as root, and no privileges
+        // 8. No capabilities, even for a crew that runs as root, and no privileges
         //    gained through exec (setuid binaries, file capabilities): Landlock and
         //    seccomp need no_new_privs, and it is right for every crew.
         drop_capabilities()?;
@@ -97,11 +90,11 @@ impl PreExec {
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        // 10. Filesystem rules, for this process and everything it executes.
+        // 9. Filesystem rules, for this process and everything it executes.
         if let Some(ruleset) = &self.landlock {
             ruleset.restrict_self()?;
         }
-        // 11. Last, as it denies calls the steps above make: the seccomp deny list.
+        // 10. Last, as it denies calls the steps above make: the seccomp deny list.
         if let Some(filters) = &self.seccomp {
             filters.install()?;
         }

@@ -52,7 +52,10 @@ impl Sandbox {
             } else {
                 cgroups.procs_files()?
             },
-            new_netns: self.applies(Layer::Netns, spec),
+            netns: self
+                .netns
+                .clone()
+                .filter(|_| self.applies(Layer::Netns, spec)),
             rlimits: preexec::rlimits(&spec.limits, cover, preexec::current_hard_limit),
             fd_limit: preexec::fd_limit(),
             user: spec.user,

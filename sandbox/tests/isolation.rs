@@ -28,24 +28,6 @@ async fn child_leads_its_own_session_and_process_group() {
     assert!(child.wait().await.unwrap().success());
 }
 
-/// A woken crew must not preempt the host while it writes a slice's other calls.
-#[tokio::test]
-async fn crews_run_under_sched_batch() {
-    let mut child = Sandbox::probe()
-        .spawn(&sh("batch", "cat /proc/$$/stat"))
-        .unwrap();
-    let stat = stdout(&mut child).await;
-    // Fields after `(comm)` start at field 3 (state); field 41 is the policy.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    assert_eq!(fields[41 - 3], libc::SCHED_BATCH.to_string(), "{stat}");
-    assert!(child.wait().await.unwrap().success());
-}
-
 #[tokio::test]
 async fn only_stdin_stdout_and_stderr_are_inherited() {
     // An fd without close-on-exec, as a careless library might leave one.

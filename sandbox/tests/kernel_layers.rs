@@ -44,6 +44,24 @@ async fn without_network_nothing_connects_not_even_loopback() {
     assert_eq!(stdout(&mut child).await.trim(), "connected");
 }
 
+/// Crews without network join one empty namespace that the host made once, rather than
+/// each making its own (see `layers::empty_netns`).
+#[tokio::test]
+async fn crews_without_network_share_one_namespace_apart_from_the_hosts() {
+    let Some(sandbox) = sandbox_with(Layer::Netns) else {
+        return;
+    };
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let mut spec = sh("netns", "readlink /proc/self/ns/net");
+    spec.isolation.no_network = true;
+    let mut first = sandbox.spawn(&spec).unwrap();
+    let mut second = sandbox.spawn(&spec).unwrap();
+    let (first, second) = (stdout(&mut first).await, stdout(&mut second).await);
+    assert!(first.starts_with("net:["), "{first}");
+    assert_eq!(first, second);
+    assert_ne!(first.trim(), host.to_str().unwrap());
+}
+
 #[tokio::test]
 async fn the_runner_is_pid_1_of_its_own_namespace() {
     let Some(sandbox) = sandbox_with(Layer::PidNamespace) else {

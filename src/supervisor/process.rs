@@ -6,6 +6,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use live_crew_sandbox::{Child, Sandbox, SpawnSpec};
@@ -53,6 +54,33 @@ pub(crate) struct RunnerProcess {
     busy_poll: Duration,
     /// How long the previous call took; a call that quick is worth spinning for.
     last_call: Duration,
+}
+
+/// Calls in flight across every runner of this process. Busy polling blocks the host's
+/// one thread, so it only pays while no other runner's answer could be waiting.
+static CALLS_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one call in [`CALLS_IN_FLIGHT`] for as long as it lives, also when the call's
+/// future is dropped.
+struct InFlight;
+
+impl InFlight {
+    /// Counts the call; true when it is the only one in flight.
+    fn enter() -> (Self, bool) {
+        let before = CALLS_IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        (Self, before == 0)
+    }
+
+    /// True when no other call has started since this one.
+    fn alone() -> bool {
+        CALLS_IN_FLIGHT.load(Ordering::Relaxed) == 1
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        CALLS_IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn failure(reason: FailureReason, message: String) -> CallFailure {
@@ -167,7 +195,8 @@ impl RunnerProcess {
     ) -> Result<CallOutput, CallFailure> {
         let crew = self.incoming.crew.clone();
         let started = Instant::now();
-        let spin = (self.last_call <= self.busy_poll).then_some(self.busy_poll);
+        let (_in_flight, alone) = InFlight::enter();
+        let spin = (alone && self.last_call <= self.busy_poll).then_some(self.busy_poll);
         let mut write = std::pin::pin!(self.stdin.write_all(line));
         let mut written = false;
         let answer = loop {
@@ -177,7 +206,7 @@ impl RunnerProcess {
                 // process watch or the deadline reports which.
                 _ = &mut write, if !written => {
                     written = true;
-                    if let Some(budget) = spin {
+                    if let Some(budget) = spin.filter(|_| InFlight::alone()) {
                         self.incoming.stdout.spin_for_line(budget);
                     }
                 }
