@@ -76,6 +76,7 @@ pub struct Metrics {
     context_bytes: Family<StreamLabel, Gauge>,
     heartbeats: Counter,
     late_events: Counter,
+    events_overflowed: Counter,
     slice_close_delay: Histogram,
 }
 
@@ -152,6 +153,12 @@ impl Metrics {
             "Events for an already closed slice (placed or dropped by late_policy)",
             late_events.clone(),
         );
+        let events_overflowed = Counter::default();
+        registry.register(
+            "events_overflowed",
+            "Events over max_events_per_slice (dropped or collapsed by slice_overflow)",
+            events_overflowed.clone(),
+        );
         let slice_close_delay = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         registry.register(
             "slice_close_delay_seconds",
@@ -172,6 +179,7 @@ impl Metrics {
             context_bytes,
             heartbeats,
             late_events,
+            events_overflowed,
             slice_close_delay,
         }
     }
@@ -216,6 +224,10 @@ impl Metrics {
 
     pub fn heartbeat(&self) {
         self.heartbeats.inc();
+    }
+
+    pub fn events_overflowed(&self, count: u64) {
+        self.events_overflowed.inc_by(count);
     }
 
     pub fn late_event(&self) {

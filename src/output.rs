@@ -171,7 +171,7 @@ pub struct ErrorRecord {
 }
 
 /// Reasons that describe rejected or late input, which `--allow-invalid` accepts.
-pub const INPUT_REASONS: [&str; 2] = ["invalid_event", "late_event"];
+pub const INPUT_REASONS: [&str; 3] = ["invalid_event", "late_event", "slice_overflow"];
 
 /// Logs error records, appends them to `--errors FILE`, and counts them by reason.
 pub struct ErrorSink {

@@ -19,7 +19,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::calls::{CallFailure, CallOutcome, CrewPool};
-use crate::config::{BacklogPolicy, Crews, GlobalConfig, KeySet, Need, Triggers, WaitPolicy};
+use crate::config::{
+    BacklogPolicy, Crews, GlobalConfig, KeySet, Need, OverflowPolicy, Triggers, WaitPolicy,
+};
 use crate::context::{self, ContextStore, Patch, StoreError};
 use crate::input::InputItem;
 use crate::live::LiveClock;
@@ -69,7 +71,6 @@ pub async fn run<P: CrewPool, S: ContextStore>(
     let started = std::time::Instant::now();
     let mut scheduler = Scheduler::new(crews, global, pool, store, outputs, mode);
     scheduler.drive(input).await?;
-    let scheduler_overflowed = scheduler.slicer.overflowed();
     let Scheduler {
         actions,
         errors,
@@ -81,7 +82,6 @@ pub async fn run<P: CrewPool, S: ContextStore>(
     actions.finish().await?;
     summary.errors = errors.counts().clone();
     errors.finish()?;
-    summary.overflowed_events = scheduler_overflowed;
     summary.crews = crews
         .into_iter()
         .map(|c| c.name.to_string())
@@ -319,6 +319,8 @@ struct Scheduler<'a, P, S> {
     max_patch_delay: i64,
     /// Closed slices a stream may hold before input pauses.
     window: usize,
+    /// `max_events_per_slice` and `slice_overflow`, for overflow reports.
+    slice_cap: (usize, OverflowPolicy),
     stream_index: HashMap<Arc<str>, usize>,
     streams: Vec<StreamState>,
     /// Closed slice ranges in the order the input closed them: the order of output.
@@ -388,6 +390,7 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
             look_back,
             max_patch_delay,
             window,
+            slice_cap: (global.max_events_per_slice, global.slice_overflow),
             stream_index: HashMap::new(),
             streams: Vec::new(),
             close_log: VecDeque::new(),
@@ -538,7 +541,11 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
                 from,
                 upto,
                 slices,
+                overflowed,
             } => {
+                for (slice, count) in overflowed {
+                    self.report_overflow(&stream, epoch0, slice, count)?;
+                }
                 let id = match self.stream_index.get(&stream) {
                     Some(&id) => id,
                     None => self.open_stream(stream, epoch0, from).await?,
@@ -577,6 +584,38 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
                 })?;
             }
         }
+        Ok(())
+    }
+
+    /// `count` events of a stream's slice went over `max_events_per_slice`: one record
+    /// for the slice, however large the flood.
+    fn report_overflow(
+        &mut self,
+        stream: &str,
+        epoch0: Timestamp,
+        slice: i64,
+        count: u64,
+    ) -> Result<(), RunError> {
+        self.summary.overflowed_events += count;
+        self.metrics.metrics().events_overflowed(count);
+        let (max, policy) = self.slice_cap;
+        let outcome = match policy {
+            OverflowPolicy::Drop => "dropped (slice_overflow: drop)",
+            OverflowPolicy::Collapse => {
+                "merged into the newest kept event of their kind, or dropped where the slice \
+                 has none (slice_overflow: collapse)"
+            }
+        };
+        self.errors.report(ErrorRecord {
+            ts: Some(slice_start(epoch0, self.slice_us, slice.saturating_add(1))),
+            stream_id: Some(stream.to_owned()),
+            slice: Some(slice),
+            crew: None,
+            reason: "slice_overflow",
+            message: format!("{count} events over max_events_per_slice ({max}) were {outcome}"),
+            line: None,
+            index: None,
+        })?;
         Ok(())
     }
 

@@ -45,6 +45,9 @@ pub enum Sliced {
         from: i64,
         upto: i64,
         slices: Vec<(i64, Vec<SharedEvent>)>,
+        /// Per slice, the events that went over `max_events_per_slice` (dropped or
+        /// collapsed); only slices that had any.
+        overflowed: Vec<(i64, u64)>,
     },
     /// An event for an already closed slice; `placed` is where it went (`None`: dropped).
     Late {
@@ -60,6 +63,8 @@ struct StreamSlices {
     watermark: i64,
     max_seen: i64,
     open: BTreeMap<i64, Vec<SharedEvent>>,
+    /// Events over the cap, per open slice.
+    overflowed: BTreeMap<i64, u64>,
 }
 
 pub struct Slicer {
@@ -72,8 +77,6 @@ pub struct Slicer {
     /// Most events one stream's slice holds (`max_events_per_slice`), and what happens
     /// to the ones past it.
     cap: (usize, OverflowPolicy),
-    /// Events past the cap, dropped or collapsed into a kept one.
-    overflowed: u64,
 }
 
 impl Slicer {
@@ -87,7 +90,6 @@ impl Slicer {
             close_on_input: true,
             streams: HashMap::new(),
             cap: (usize::MAX, OverflowPolicy::Drop),
-            overflowed: 0,
         }
     }
 
@@ -112,11 +114,6 @@ impl Slicer {
         self
     }
 
-    /// Events that went over the cap so far.
-    pub fn overflowed(&self) -> u64 {
-        self.overflowed
-    }
-
     pub fn slice_us(&self) -> i64 {
         self.slice_us
     }
@@ -136,6 +133,7 @@ impl Slicer {
                         watermark: -reorder,
                         max_seen: 0,
                         open: BTreeMap::new(),
+                        overflowed: BTreeMap::new(),
                     })
             }
         };
@@ -159,7 +157,7 @@ impl Slicer {
         match self.cap {
             (max, _) if events.len() < max => events.push(event),
             (_, policy) => {
-                self.overflowed += 1;
+                *stream.overflowed.entry(slice).or_default() += 1;
                 if policy == OverflowPolicy::Collapse {
                     // The newest value of a kind wins; a kind the slice lacks is dropped.
                     if let Some(kept) = events.iter_mut().rev().find(|e| e.kind == event.kind) {
@@ -194,6 +192,13 @@ impl StreamSlices {
             _ => self.open.split_off(&upto),
         };
         let closed = std::mem::replace(&mut self.open, still_open);
+        let overflowed = match upto {
+            END => std::mem::take(&mut self.overflowed),
+            _ => {
+                let still_open = self.overflowed.split_off(&upto);
+                std::mem::replace(&mut self.overflowed, still_open)
+            }
+        };
         let from = std::mem::replace(&mut self.watermark, upto);
         Sliced::Closed {
             stream: self.name.clone(),
@@ -201,6 +206,7 @@ impl StreamSlices {
             from,
             upto,
             slices: closed.into_iter().collect(),
+            overflowed: overflowed.into_iter().collect(),
         }
     }
 }
@@ -246,13 +252,17 @@ mod tests {
     }
 
     #[test]
-    fn a_full_slice_drops_or_collapses_and_counts() {
+    fn a_full_slice_drops_or_collapses_and_counts_per_slice() {
         let events = [
             ("s", 0, "a"),
             ("s", 1, "b"),
             ("s", 2, "a"),
             ("s", 3, "c"),
             ("t", 4, "a"),
+            // Slice 1 of s closes slice 0 while its own overflow is still open.
+            ("s", 600, "a"),
+            ("s", 601, "a"),
+            ("s", 602, "a"),
         ];
         let slice_of = |policy| {
             let mut slicer = Slicer::new(500, 0, LatePolicy::Next).with_cap(2, policy);
@@ -263,30 +273,38 @@ mod tests {
                 slicer.push(Arc::new(e), &mut out);
             }
             slicer.finish(&mut out);
-            let kept: Vec<String> = out
-                .iter()
-                .flat_map(|item| match item {
-                    Sliced::Closed { stream, slices, .. } => slices
-                        .iter()
-                        .flat_map(|(_, events)| {
+            let mut kept = Vec::new();
+            let mut overflows = Vec::new();
+            for item in &out {
+                if let Sliced::Closed {
+                    stream,
+                    slices,
+                    overflowed,
+                    ..
+                } = item
+                {
+                    for (_, events) in slices {
+                        kept.extend(
                             events
                                 .iter()
-                                .map(|e| format!("{stream}:{}={}", e.kind, e.payload.get()))
-                        })
-                        .collect(),
-                    Sliced::Late { .. } => Vec::new(),
-                })
-                .collect();
-            (kept, slicer.overflowed())
+                                .map(|e| format!("{stream}:{}={}", e.kind, e.payload.get())),
+                        );
+                    }
+                    overflows.extend(
+                        overflowed
+                            .iter()
+                            .map(|&(n, count)| format!("{stream}@{n}:{count}")),
+                    );
+                }
+            }
+            (kept, overflows)
         };
-        assert_eq!(
-            slice_of(OverflowPolicy::Drop),
-            (vec!["s:a=0".into(), "s:b=1".into(), "t:a=4".into()], 2)
-        );
-        assert_eq!(
-            slice_of(OverflowPolicy::Collapse),
-            (vec!["s:a=2".into(), "s:b=1".into(), "t:a=4".into()], 2)
-        );
+        let (kept, overflows) = slice_of(OverflowPolicy::Drop);
+        assert_eq!(kept, ["s:a=0", "s:b=1", "s:a=600", "s:a=601", "t:a=4"]);
+        assert_eq!(overflows, ["s@0:2", "s@1:1"]);
+        let (kept, overflows) = slice_of(OverflowPolicy::Collapse);
+        assert_eq!(kept, ["s:a=2", "s:b=1", "s:a=600", "s:a=602", "t:a=4"]);
+        assert_eq!(overflows, ["s@0:2", "s@1:1"]);
     }
 
     #[test]
@@ -401,7 +419,7 @@ mod tests {
             for item in &out {
                 match item {
                     Sliced::Late { event, .. } => late[event.kind[1..].parse::<usize>().unwrap()] = true,
-                    Sliced::Closed { stream, epoch0, from, upto: end, slices } => {
+                    Sliced::Closed { stream, epoch0, from, upto: end, slices, .. } => {
                         if let Some(previous) = upto.insert(stream.clone(), *end) {
                             prop_assert_eq!(previous, *from);
                         }

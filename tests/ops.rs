@@ -435,6 +435,7 @@ fn metrics_scrape_has_every_metric_and_every_log_line_is_json() {
         "crew_call_seconds_count{crew=\"failer\"} ",
         "events_received_total{stream=\"s\"} 2",
         "late_events_total 1",
+        "events_overflowed_total 0",
         "context_bytes{stream=\"s\"} 10",
         "context_max_bytes 4096",
     ] {

@@ -318,7 +318,10 @@ fn hostile_input_is_capped_and_everything_else_still_runs() {
     assert_eq!(on_stream("s"), 3, "{log}");
     assert_eq!(on_stream("flood"), 100, "{log}");
     let records = lines(&errors);
-    let found: Vec<(u64, &str)> = records
+    let (overflows, invalid): (Vec<_>, Vec<_>) = records
+        .iter()
+        .partition(|r| r["reason"] == "slice_overflow");
+    let found: Vec<(u64, &str)> = invalid
         .iter()
         .map(|r| {
             assert_eq!(r["reason"], "invalid_event", "{r}");
@@ -333,6 +336,17 @@ fn hostile_input_is_capped_and_everything_else_still_runs() {
     );
     assert_eq!(found[1].0, 3);
     assert!(found[1].1.contains("nests 101 levels deep"), "{found:?}");
+    // The flood is one record for its slice, however many events it dropped.
+    assert_eq!(overflows.len(), 1, "{overflows:?}");
+    assert_eq!(overflows[0]["stream_id"], "flood");
+    assert_eq!(overflows[0]["slice"], 0);
+    assert!(
+        overflows[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("4900 events over max_events_per_slice (100) were dropped"),
+        "{overflows:?}"
+    );
     assert!(
         log.contains("events over max_events_per_slice (dropped or collapsed): 4900"),
         "{log}"
