@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Batch throughput: runs `live-crew run` on the issue workload several times, interleaving
-the configurations given, and prints each one's best and median wall time.
+the binaries (`--bin`, repeatable) and configurations (`--config`) given, and prints each
+one's best and median wall time.
 
     cargo build --release
     python3 benches/throughput.py --python /usr/bin/python3
@@ -69,7 +70,11 @@ def echo_crews(root: str, echo_runner: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bin", default=os.path.join(HERE, "..", "target", "release", "live-crew"))
+    parser.add_argument(
+        "--bin", action="append", default=[],
+        help="a live-crew binary to run (repeatable, to compare builds run for run); "
+        "the default is target/release/live-crew",
+    )
     parser.add_argument("--python", help="interpreter for the crews (LIVE_CREW_PYTHON)")
     parser.add_argument("--crews", default=os.path.join(HERE, "crews"))
     parser.add_argument("--events", type=int, default=100_000)
@@ -87,29 +92,31 @@ def main() -> None:
     if args.python:
         env["LIVE_CREW_PYTHON"] = args.python
     configs = args.config or [None]
+    binaries = args.bin or [os.path.join(HERE, "..", "target", "release", "live-crew")]
+    variants = [(binary, config) for binary in binaries for config in configs]
     scratch = tempfile.mkdtemp(prefix="live-crew-bench-")
     events = os.path.join(scratch, "events.jsonl")
     try:
         crews = args.crews
         if args.host_only:
-            echo_runner = os.path.join(os.path.dirname(args.bin), "examples", "echo_runner")
+            echo_runner = os.path.join(os.path.dirname(binaries[0]), "examples", "echo_runner")
             crews = echo_crews(scratch, echo_runner)
         with open(events, "w") as out:
             subprocess.run(
                 [sys.executable, os.path.join(HERE, "gen_events.py"), "--events", str(args.events)],
                 stdout=out, check=True,
             )
-        results: dict = {config: [] for config in configs}
+        results: dict = {variant: [] for variant in variants}
         for _ in range(args.runs):
-            for config in configs:
-                results[config].append(run_once(args.bin, crews, events, config, env))
+            for binary, config in variants:
+                results[(binary, config)].append(run_once(binary, crews, events, config, env))
     finally:
         shutil.rmtree(scratch)
-    for config, runs in results.items():
+    for (binary, config), runs in results.items():
         walls = sorted(run["wall"] for run in runs)
         best, median = walls[0], statistics.median(walls)
         print(
-            f"{config or 'defaults'}: {args.events / best:,.0f} events/s best "
+            f"{binary} {config or 'defaults'}: {args.events / best:,.0f} events/s best "
             f"({best:.2f} s), {args.events / median:,.0f} median ({median:.2f} s); "
             f"CPU {statistics.median(run['cpu'] for run in runs):.2f} s median; "
             f"peak RSS {max(run['rss_mb'] for run in runs):.0f} MB; "

@@ -3,6 +3,7 @@
 //! Payloads stay as raw JSON text (`RawValue`): the host validates them once on input and
 //! then only copies bytes, which keeps JSON work off the hot path.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -169,11 +170,17 @@ pub struct Event {
     json: Box<str>,
 }
 
+/// The length of an event's JSON text without its kind, stream id and payload:
+/// `{"ts":"YYYY-MM-DDTHH:MM:SS.ffffffZ","kind":"","stream_id":"","payload":}`.
+const EVENT_JSON_FIXED_BYTES: usize = 72;
+
 /// The event as it appears on the wire, before validation.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WireEvent {
-    ts: String,
+struct WireEvent<'a> {
+    /// Borrowed from the line where it can be: it is parsed, not kept.
+    #[serde(borrow)]
+    ts: Cow<'a, str>,
     kind: String,
     stream_id: String,
     payload: Box<RawValue>,
@@ -191,7 +198,11 @@ pub struct EventError {
 impl Event {
     /// An event from fields that are already valid (see [`Event::from_json`]).
     pub fn new(ts: Timestamp, kind: String, stream_id: String, payload: Box<RawValue>) -> Event {
-        let mut json = Vec::with_capacity(64 + kind.len() + stream_id.len() + payload.get().len());
+        // Sized exactly for a timestamp within years 0..=9999 and names without escapes
+        // (which is every valid event), so the text is never regrown or shrunk.
+        let mut json = Vec::with_capacity(
+            EVENT_JSON_FIXED_BYTES + kind.len() + stream_id.len() + payload.get().len(),
+        );
         json.extend_from_slice(b"{\"ts\":");
         push_json_timestamp(&mut json, ts);
         json.extend_from_slice(b",\"kind\":");
@@ -266,10 +277,10 @@ fn locate_json_error(text: &str, err: serde_json::Error) -> EventError {
 
 const EVENT_FIELDS: [&str; 4] = ["ts", "kind", "stream_id", "payload"];
 
-impl TryFrom<WireEvent> for Event {
+impl TryFrom<WireEvent<'_>> for Event {
     type Error = EventError;
 
-    fn try_from(wire: WireEvent) -> Result<Self, Self::Error> {
+    fn try_from(wire: WireEvent<'_>) -> Result<Self, Self::Error> {
         let field_error = |field: &'static str| {
             move |message: String| EventError {
                 field: field.into(),
@@ -488,6 +499,22 @@ mod tests {
     fn timestamps_without_offset_are_rejected() {
         assert!(Timestamp::parse("2025-03-01T12:00:00").is_err());
         assert!(Timestamp::parse("yesterday").is_err());
+    }
+
+    #[test]
+    fn event_json_is_sized_exactly() {
+        let event = Event::from_json(
+            r#"{"ts":"2025-01-01T00:00:00+01:00","kind":"goal","stream_id":"m-1","payload":[1, 2]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            event.json(),
+            r#"{"ts":"2024-12-31T23:00:00.000000Z","kind":"goal","stream_id":"m-1","payload":[1, 2]}"#
+        );
+        assert_eq!(
+            event.json().len(),
+            EVENT_JSON_FIXED_BYTES + "goal".len() + "m-1".len() + "[1, 2]".len()
+        );
     }
 
     #[test]
