@@ -65,7 +65,10 @@ fn main() {
 /// working interpreter.
 fn compile(root: &Path, out: &Path, files: &[PathBuf]) -> Vec<(String, PathBuf)> {
     println!("cargo:rerun-if-env-changed=LIVE_CREW_PYTHON");
-    let python = std::env::var("LIVE_CREW_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = std::env::var("LIVE_CREW_PYTHON")
+        .ok()
+        .filter(|python| !python.is_empty())
+        .unwrap_or_else(|| "python3".into());
     let _ = std::fs::remove_dir_all(out);
     let output = Command::new(python)
         .args(["-I", "-c", COMPILE])

@@ -28,7 +28,7 @@ pub(crate) fn spawn_spec(
             let python = bundled_python(python.as_deref(), &host_env);
             env.push(("PYTHONPATH".into(), bundled_python_path.into()));
             // The LLM override for crewai/prompt crews (SPEC §10) follows the host's.
-            if let Some(model) = host_env("LIVE_CREW_LLM") {
+            if let Some(model) = host_env("LIVE_CREW_LLM").filter(|model| !model.is_empty()) {
                 env.push(("LIVE_CREW_LLM".into(), model.into()));
             }
             read.push(bundled_python_path.to_path_buf());
@@ -92,15 +92,15 @@ pub(crate) fn spawn_spec(
     }
 }
 
-/// The interpreter of a bundled-runner crew: `runner.python`, else `$LIVE_CREW_PYTHON`,
-/// else `python3`.
+/// The interpreter of a bundled-runner crew: `runner.python`, else `$LIVE_CREW_PYTHON`
+/// (unless empty, as `LIVE_CREW_PYTHON= live-crew ...` leaves it), else `python3`.
 pub(crate) fn bundled_python(
     configured: Option<&str>,
     host_env: impl Fn(&str) -> Option<String>,
 ) -> PathBuf {
     configured
         .map(str::to_owned)
-        .or_else(|| host_env("LIVE_CREW_PYTHON"))
+        .or_else(|| host_env("LIVE_CREW_PYTHON").filter(|python| !python.is_empty()))
         .unwrap_or_else(|| "python3".to_owned())
         .into()
 }
@@ -159,6 +159,22 @@ fn script_interpreter(script: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_live_crew_python_means_python3() {
+        let env = |value: &'static str| {
+            move |name: &str| (name == "LIVE_CREW_PYTHON").then(|| value.to_owned())
+        };
+        assert_eq!(bundled_python(None, env("")), PathBuf::from("python3"));
+        assert_eq!(
+            bundled_python(None, env("/opt/py")),
+            PathBuf::from("/opt/py")
+        );
+        assert_eq!(
+            bundled_python(Some("py3"), env("/opt/py")),
+            PathBuf::from("py3")
+        );
+    }
 
     #[test]
     fn runtime_of_a_venv_python_is_the_venv_and_its_base() {
