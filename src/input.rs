@@ -58,10 +58,11 @@ pub type InputItem = Result<SharedEvent, InputError>;
 
 /// The input cannot be opened at all; a usage error.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read events from {path}: {source}; check --events")]
+#[error("cannot read events from {path}: {reason}; check --events")]
 pub struct OpenError {
     pub path: PathBuf,
-    pub source: io::Error,
+    /// Not a `source`: the message already says it, and error chains would repeat it.
+    pub reason: io::Error,
 }
 
 /// The reading side, handed to the scheduler.
@@ -88,12 +89,20 @@ pub fn spawn(source: &Source, max_event_bytes: usize) -> Result<Input, OpenError
     let (reader, progress): (Box<dyn Read + Send>, _) = match source {
         Source::Stdin => (Box::new(io::stdin()), None),
         Source::File(path) => {
-            let open_error = |source| OpenError {
+            let open_error = |reason| OpenError {
                 path: path.clone(),
-                source,
+                reason,
             };
             let file = File::open(path).map_err(open_error)?;
-            let total_bytes = file.metadata().map_err(open_error)?.len();
+            let metadata = file.metadata().map_err(open_error)?;
+            if metadata.is_dir() {
+                // Opening a folder works; only the first read fails.
+                return Err(open_error(io::Error::new(
+                    io::ErrorKind::IsADirectory,
+                    "a folder, not a file",
+                )));
+            }
+            let total_bytes = metadata.len();
             let progress = Arc::new(Progress {
                 bytes_read: AtomicU64::new(0),
                 total_bytes,
@@ -182,12 +191,18 @@ fn read_events<R: Read>(
     allow_array: bool,
     out: &mut Batcher,
 ) -> io::Result<()> {
+    // Editors on Windows start UTF-8 files with a byte order mark; it is not JSON.
+    if reader.fill_buf()?.starts_with(UTF8_BOM) {
+        reader.consume(UTF8_BOM.len());
+    }
     if allow_array && first_non_blank(reader)? == Some(b'[') {
         ArrayReader::new(max_bytes).read(reader, out)
     } else {
         read_lines(reader, max_bytes, out)
     }
 }
+
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 fn first_non_blank<R: BufRead>(reader: &mut R) -> io::Result<Option<u8>> {
     let buf = reader.fill_buf()?;
@@ -488,6 +503,20 @@ mod tests {
 
     fn event(kind: &str) -> String {
         format!(r#"{{"ts":"2025-01-01T00:00:00Z","kind":"{kind}","stream_id":"s","payload":{{}}}}"#)
+    }
+
+    #[test]
+    fn a_byte_order_mark_and_crlf_line_ends_are_not_errors() {
+        let lines = format!("\u{feff}{}\r\n{}\r\n", event("a"), event("b"));
+        assert_eq!(
+            read_all(&lines, 1024, true),
+            [Ok("a".into()), Ok("b".into())]
+        );
+        let array = format!("\u{feff}[{},\r\n{}]", event("a"), event("b"));
+        assert_eq!(
+            read_all(&array, 1024, true),
+            [Ok("a".into()), Ok("b".into())]
+        );
     }
 
     #[test]

@@ -278,7 +278,21 @@ fn config_and_usage_errors_exit_with_2() {
     let out = run(&["--events", s(&events), "--config", s(&config)]);
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("bogus"), "{}", out.stderr);
-    assert_eq!(run(&["--events", "/nonexistent/events.jsonl"]).code, 2);
+    let missing = run(&["--events", "/nonexistent/events.jsonl"]);
+    assert_eq!(missing.code, 2);
+    assert_eq!(
+        missing.stderr.matches("No such file").count(),
+        1,
+        "said once: {}",
+        missing.stderr
+    );
+    let folder = run(&["--events", s(dir.path())]);
+    assert_eq!(folder.code, 2);
+    assert!(
+        folder.stderr.contains("a folder, not a file"),
+        "{}",
+        folder.stderr
+    );
     assert_eq!(run(&[]).code, 2, "--events is required");
     assert_eq!(run(&["--events", s(&events), "--slice-ms", "0"]).code, 2);
     let out = live_crew(
