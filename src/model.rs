@@ -243,8 +243,22 @@ fn locate_json_error(text: &str, err: serde_json::Error) -> EventError {
         field: "event".into(),
         message,
     };
-    let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(text) else {
-        return whole(err.to_string());
+    let fields = match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        Ok(other) => {
+            let what = match other {
+                serde_json::Value::Array(_) => "an array",
+                serde_json::Value::String(_) => "a string",
+                serde_json::Value::Number(_) => "a number",
+                serde_json::Value::Bool(_) => "a boolean",
+                _ => "null",
+            };
+            return whole(format!(
+                "an event is a JSON object with {}, not {what}",
+                EVENT_FIELDS.join(", ")
+            ));
+        }
+        Err(_) => return whole(err.to_string()),
     };
     if let Some(unknown) = fields.keys().find(|k| !EVENT_FIELDS.contains(&k.as_str())) {
         return EventError {
@@ -499,6 +513,16 @@ mod tests {
     fn timestamps_without_offset_are_rejected() {
         assert!(Timestamp::parse("2025-03-01T12:00:00").is_err());
         assert!(Timestamp::parse("yesterday").is_err());
+    }
+
+    #[test]
+    fn an_event_that_is_not_an_object_says_so() {
+        let error = Event::from_json("42").unwrap_err();
+        assert_eq!(error.field, "event");
+        assert_eq!(
+            error.message,
+            "an event is a JSON object with ts, kind, stream_id, payload, not a number"
+        );
     }
 
     #[test]
