@@ -65,6 +65,16 @@ enum Command {
     /// Create a crew folder from a template.
     #[command(subcommand)]
     New(NewCommand),
+    /// Print the global settings in effect as YAML: defaults, then --config, then
+    /// LIVE_CREW_* variables. A valid live-config.yaml as it is.
+    Config(ConfigArgs),
+}
+
+#[derive(clap::Args)]
+struct ConfigArgs {
+    /// Global settings (live-config.yaml) to apply over the defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -175,6 +185,7 @@ fn main() -> ExitCode {
         Command::Health(HealthArgs { socket, .. }) | Command::Status(socket) => {
             socket.config.as_deref()
         }
+        Command::Config(args) => args.config.as_deref(),
         Command::New(_) => None,
     };
     let settings = load_global(config)
@@ -207,6 +218,7 @@ fn main() -> ExitCode {
             runtime().and_then(|runtime| runtime.block_on(health(args, None, true)))
         }
         Command::New(NewCommand::Crew(args)) => new_crew(args),
+        Command::Config(args) => print_config(args),
     };
     match result {
         Ok(Status::Clean) => ExitCode::SUCCESS,
@@ -241,6 +253,14 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         "unclassified error: {err:#}"
     );
     2
+}
+
+fn print_config(args: ConfigArgs) -> anyhow::Result<Status> {
+    let global = load_global(args.config.as_deref())?;
+    let yaml = serde_saphyr::to_string(&global)
+        .map_err(|err| io::Error::other(format!("cannot write the settings as YAML: {err}")))?;
+    io::stdout().write_all(yaml.as_bytes())?;
+    Ok(Status::Clean)
 }
 
 fn load_global(config: Option<&Path>) -> Result<GlobalConfig, ConfigErrors> {

@@ -264,6 +264,38 @@ fn flags_override_environment_which_overrides_the_config_file() {
 }
 
 #[test]
+fn config_prints_the_settings_in_effect_as_a_loadable_file() {
+    let (dir, _) = workspace();
+    let file = dir.path().join("live-config.yaml");
+    std::fs::write(&file, "slice_ms: 250\nsandbox: {memory_mb: 512}\n").unwrap();
+    let out = live_crew(
+        &["config", "--config", s(&file)],
+        &[("LIVE_CREW_GRACE_MS", "70")],
+        None,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    for line in [
+        "slice_ms: 250",
+        "grace_ms: 70",
+        "  memory_mb: 512",
+        "heartbeat_ms: 1000",
+    ] {
+        assert!(lines.contains(&line), "no {line:?} in:\n{}", out.stdout);
+    }
+    // What it prints loads back to the same settings.
+    let printed = dir.path().join("printed.yaml");
+    std::fs::write(&printed, &out.stdout).unwrap();
+    let again = live_crew(&["config", "--config", s(&printed)], &[], None);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(again.stdout, out.stdout);
+    std::fs::write(&file, "slice_ms: fast\n").unwrap();
+    let bad = live_crew(&["config", "--config", s(&file)], &[], None);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("live-config.yaml"), "{}", bad.stderr);
+}
+
+#[test]
 fn config_and_usage_errors_exit_with_2() {
     let (dir, crews) = workspace();
     let events = dir.path().join("events.jsonl");

@@ -3,14 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use live_crew_sandbox::Layer;
 
 use super::{ConfigErrors, ConfigIssue, parse_layers, yaml_issue};
 
 /// What happens to an event whose slice has already closed (live mode).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LatePolicy {
     Next,
@@ -18,7 +18,7 @@ pub enum LatePolicy {
 }
 
 /// Log format on stderr; without one, pretty on a terminal and JSON lines otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     Json,
@@ -26,7 +26,7 @@ pub enum LogFormat {
 }
 
 /// What happens to a stream's events past `max_events_per_slice` in one slice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OverflowPolicy {
     /// Dropped.
@@ -37,7 +37,7 @@ pub enum OverflowPolicy {
 }
 
 /// Sandbox limits that apply to every crew unless its runtime file says otherwise.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxDefaults {
     pub memory_mb: u64,
@@ -81,7 +81,7 @@ impl SandboxDefaults {
 
 /// The validated global configuration. Every field has a default, so an empty or missing
 /// file is a complete configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GlobalConfig {
     pub slice_ms: u64,
