@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod protocol;
+pub mod replay;
 pub mod runners;
 pub mod scaffold;
 pub mod scheduler;

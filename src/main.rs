@@ -18,7 +18,9 @@ use live_crew::heartbeat;
 use live_crew::input::{self, Source};
 use live_crew::logging::{self, LogFormat};
 use live_crew::metrics::{self, Metrics};
+use live_crew::model::Timestamp;
 use live_crew::output::{self, ActionSink, ErrorSink, OutputError};
+use live_crew::replay::{self, ExpectError};
 use live_crew::scaffold::{self, CrewKind};
 use live_crew::scheduler::{self, Mode, Outputs, RunError};
 use live_crew::shutdown::{HardStop, Shutdown};
@@ -68,6 +70,54 @@ enum Command {
     /// Print the global settings in effect as YAML: defaults, then --config, then
     /// LIVE_CREW_* variables. A valid live-config.yaml as it is.
     Config(ConfigArgs),
+    /// Run crews over recorded events again, in batch mode (also for stdin); with
+    /// --expect, compare the actions with a recorded run's. Exit 1 if they differ.
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// The recorded events: a JSON array or JSON Lines file (`-`: stdin).
+    #[arg(long)]
+    events: PathBuf,
+    /// Folder whose sub-folders hold the crews.
+    #[arg(long)]
+    crews: PathBuf,
+    /// Run only the slices that start at or after this RFC 3339 time. Earlier events
+    /// still fix their stream's first slice, so slice numbers match the recorded run;
+    /// context starts empty.
+    #[arg(long, value_parser = parse_timestamp)]
+    from_timestamp: Option<Timestamp>,
+    /// A recorded run's actions (JSON Lines) that the replay must reproduce, in order;
+    /// with --from-timestamp, only those of the slices replayed.
+    #[arg(long)]
+    expect: Option<PathBuf>,
+    /// Global settings, as for `run`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Write actions here (created owner-only); without it they go to stdout, or
+    /// nowhere with --expect.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Write error records here as JSON Lines (created owner-only).
+    #[arg(long)]
+    errors: Option<PathBuf>,
+    /// Exit 0 even if input events were invalid or late (they are still reported).
+    #[arg(long)]
+    allow_invalid: bool,
+    /// Slice length in milliseconds; must be the recorded run's.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    slice_ms: Option<u64>,
+}
+
+fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
+    Timestamp::parse(text)
+}
+
+/// What `replay` adds to a batch run.
+struct Replay {
+    from: Option<Timestamp>,
+    expect: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -186,6 +236,7 @@ fn main() -> ExitCode {
             socket.config.as_deref()
         }
         Command::Config(args) => args.config.as_deref(),
+        Command::Replay(args) => args.config.as_deref(),
         Command::New(_) => None,
     };
     let settings = load_global(config)
@@ -209,7 +260,13 @@ fn main() -> ExitCode {
         // One thread: the host's work is waiting on pipes, and keeping every task on one
         // thread saves the cross-thread wake-ups that cost ~20 µs per call here. Input
         // parsing and output writing have threads of their own.
-        Command::Run(args) => runtime().and_then(|runtime| runtime.block_on(run(args, format))),
+        Command::Run(args) => {
+            runtime().and_then(|runtime| runtime.block_on(run(args, format, None)))
+        }
+        Command::Replay(args) => {
+            let (args, replay) = args.into_run();
+            runtime().and_then(|runtime| runtime.block_on(run(args, format, Some(replay))))
+        }
         Command::Validate(args) => validate(args),
         Command::Health(args) => {
             runtime().and_then(|runtime| runtime.block_on(health(args.socket, args.max_age, false)))
@@ -247,12 +304,35 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     debug_assert!(
         err.downcast_ref::<ConfigErrors>().is_some()
             || err.downcast_ref::<input::OpenError>().is_some()
+            || err.downcast_ref::<ExpectError>().is_some()
             || err.downcast_ref::<OutputError>().is_some()
             || err.downcast_ref::<control::BindError>().is_some()
             || err.downcast_ref::<io::Error>().is_some(),
         "unclassified error: {err:#}"
     );
     2
+}
+
+impl ReplayArgs {
+    fn into_run(self) -> (RunArgs, Replay) {
+        let run = RunArgs {
+            crews: self.crews,
+            events: self.events,
+            config: self.config,
+            output: self.output,
+            errors: self.errors,
+            heartbeats: None,
+            allow_invalid: self.allow_invalid,
+            slice_ms: self.slice_ms,
+            live: false,
+            metrics_addr: None,
+        };
+        let replay = Replay {
+            from: self.from_timestamp,
+            expect: self.expect,
+        };
+        (run, replay)
+    }
 }
 
 fn print_config(args: ConfigArgs) -> anyhow::Result<Status> {
@@ -278,7 +358,11 @@ fn control_socket(global: &GlobalConfig) -> (PathBuf, bool) {
     }
 }
 
-async fn run(args: RunArgs, log_format: LogFormat) -> anyhow::Result<Status> {
+async fn run(
+    args: RunArgs,
+    log_format: LogFormat,
+    replay: Option<Replay>,
+) -> anyhow::Result<Status> {
     let started = tokio::time::Instant::now();
     let mut global = load_global(args.config.as_deref())?;
     if let Some(slice_ms) = args.slice_ms {
@@ -287,15 +371,30 @@ async fn run(args: RunArgs, log_format: LogFormat) -> anyhow::Result<Status> {
     if args.metrics_addr.is_some() {
         global.metrics_addr = args.metrics_addr.clone();
     }
+    let slice_ms = global.slice_ms;
+    if let Some(Replay {
+        expect: Some(expected),
+        ..
+    }) = &replay
+    {
+        // Before the replay, which may be long, rather than after it.
+        std::fs::File::open(expected).map_err(|err| ExpectError {
+            path: expected.clone(),
+            reason: err.to_string(),
+        })?;
+    }
     let crews = Crews::load(&args.crews, &global)?;
     if crews.as_slice().is_empty() {
         tracing::warn!(crews = %args.crews.display(), "no crews found; events are only checked");
     }
     let source = Source::from_arg(&args.events);
-    let mode = if args.live || source == Source::Stdin {
-        Mode::Live
-    } else {
-        Mode::Batch
+    let mode = match &replay {
+        Some(Replay {
+            from: Some(from), ..
+        }) => Mode::ReplayFrom(*from),
+        Some(_) => Mode::Batch,
+        None if args.live || source == Source::Stdin => Mode::Live,
+        None => Mode::Batch,
     };
     let input = input::spawn(&source, global.max_event_bytes)?;
     let shutdown = match Shutdown::install() {
@@ -309,7 +408,26 @@ async fn run(args: RunArgs, log_format: LogFormat) -> anyhow::Result<Status> {
         Some(shutdown) => shutdown.cut_input(input.batches),
         None => input.batches,
     };
-    let actions = match &args.output {
+    // `replay --expect` without --output compares a private scratch copy of the actions.
+    let scratch = match (&replay, &args.output) {
+        (
+            Some(Replay {
+                expect: Some(_), ..
+            }),
+            None,
+        ) => Some(
+            tempfile::Builder::new()
+                .prefix("live-crew-replay-")
+                .tempfile()
+                .context("cannot create a scratch file for the replay's actions")?,
+        ),
+        _ => None,
+    };
+    let actions_path = args
+        .output
+        .clone()
+        .or_else(|| scratch.as_ref().map(|file| file.path().to_path_buf()));
+    let actions = match &actions_path {
         Some(path) => ActionSink::new(
             Box::new(output::create_private(path, "actions")?),
             path.clone(),
@@ -334,6 +452,7 @@ async fn run(args: RunArgs, log_format: LogFormat) -> anyhow::Result<Status> {
         crews: supervisor.status_handle(),
         mode: match mode {
             Mode::Batch => "batch",
+            Mode::ReplayFrom(_) => "replay",
             Mode::Live => "live",
         },
         started,
@@ -410,11 +529,41 @@ async fn run(args: RunArgs, log_format: LogFormat) -> anyhow::Result<Status> {
         LogFormat::Pretty => eprint!("{summary}"),
     }
     let input_problems = summary.error_count() - summary.run_errors();
-    if summary.run_errors() > 0 || (input_problems > 0 && !args.allow_invalid) {
-        Ok(Status::WithErrors)
+    let mut status = if summary.run_errors() > 0 || (input_problems > 0 && !args.allow_invalid) {
+        Status::WithErrors
     } else {
-        Ok(Status::Clean)
+        Status::Clean
+    };
+    if let (
+        Some(Replay {
+            from,
+            expect: Some(expected),
+        }),
+        Some(produced),
+    ) = (&replay, &actions_path)
+    {
+        let verdict = replay::compare(expected, produced, *from, slice_ms)?;
+        let left_out = match verdict.left_out {
+            0 => String::new(),
+            n => format!("; {n} recorded actions of earlier slices left out"),
+        };
+        match verdict.difference {
+            None => tracing::info!(
+                actions = verdict.compared,
+                "replay matches {} ({} actions{left_out})",
+                expected.display(),
+                verdict.compared
+            ),
+            Some(difference) => {
+                tracing::error!(
+                    "replay differs from {} at {difference}{left_out}",
+                    expected.display()
+                );
+                status = Status::WithErrors;
+            }
+        }
     }
+    Ok(status)
 }
 
 /// The run was dropped (its crews' runners are being killed): reaps them and says why.

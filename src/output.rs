@@ -276,6 +276,8 @@ pub struct RunSummary {
     pub context_conflicts: u64,
     /// Events over `max_events_per_slice`, dropped or collapsed.
     pub overflowed_events: u64,
+    /// `replay --from-timestamp`: events of slices before it, not run.
+    pub skipped_events: u64,
     /// Error records by reason.
     pub errors: BTreeMap<&'static str, u64>,
     /// Per crew, in run order.
@@ -327,6 +329,13 @@ impl fmt::Display for RunSummary {
                 f,
                 "  late events: {}, context conflicts: {}",
                 self.late_events, self.context_conflicts
+            )?;
+        }
+        if self.skipped_events > 0 {
+            writeln!(
+                f,
+                "  events in slices before --from-timestamp (not replayed): {}",
+                self.skipped_events
             )?;
         }
         if self.overflowed_events > 0 {

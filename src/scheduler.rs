@@ -45,6 +45,10 @@ pub enum RunError {
 pub enum Mode {
     /// On input: a later slice's event closes earlier slices.
     Batch,
+    /// `live-crew replay --from-timestamp`: batch mode that runs only the slices that
+    /// start at or after this time. Earlier events still fix their stream's epoch0, so
+    /// slice numbers match the recorded run's.
+    ReplayFrom(Timestamp),
     /// On the wall clock ([`crate::live`]); actions are flushed as each slice commits.
     Live,
 }
@@ -71,6 +75,7 @@ pub async fn run<P: CrewPool, S: ContextStore>(
     let started = std::time::Instant::now();
     let mut scheduler = Scheduler::new(crews, global, pool, store, outputs, mode);
     scheduler.drive(input).await?;
+    let skipped_events = scheduler.slicer.skipped();
     let Scheduler {
         actions,
         errors,
@@ -87,6 +92,7 @@ pub async fn run<P: CrewPool, S: ContextStore>(
         .map(|c| c.name.to_string())
         .zip(stats)
         .collect();
+    summary.skipped_events = skipped_events;
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
@@ -365,9 +371,13 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
             .saturating_add(reorder);
         let max_patch_delay = plans.iter().map(|p| p.patch_delay).max().unwrap_or(0);
         let (slicer, live) = match mode {
-            Mode::Batch => (
+            Mode::Batch | Mode::ReplayFrom(_) => (
                 Slicer::new(global.slice_ms, global.reorder_slices, global.late_policy)
-                    .with_cap(global.max_events_per_slice, global.slice_overflow),
+                    .with_cap(global.max_events_per_slice, global.slice_overflow)
+                    .skipping_slices_before(match mode {
+                        Mode::ReplayFrom(from) => Some(from),
+                        _ => None,
+                    }),
                 None,
             ),
             Mode::Live => (

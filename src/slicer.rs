@@ -77,6 +77,10 @@ pub struct Slicer {
     /// Most events one stream's slice holds (`max_events_per_slice`), and what happens
     /// to the ones past it.
     cap: (usize, OverflowPolicy),
+    /// Replay: events of slices that start before this are not filed.
+    skip_before: Option<Timestamp>,
+    /// Events not filed for `skip_before`.
+    skipped: u64,
 }
 
 impl Slicer {
@@ -90,6 +94,8 @@ impl Slicer {
             close_on_input: true,
             streams: HashMap::new(),
             cap: (usize::MAX, OverflowPolicy::Drop),
+            skip_before: None,
+            skipped: 0,
         }
     }
 
@@ -112,6 +118,18 @@ impl Slicer {
     pub fn with_cap(mut self, max_events: usize, policy: OverflowPolicy) -> Self {
         self.cap = (max_events, policy);
         self
+    }
+
+    /// Leaves out the events of slices that start before `from`; they still fix their
+    /// stream's epoch0, so the other slices keep their numbers.
+    pub fn skipping_slices_before(mut self, from: Option<Timestamp>) -> Self {
+        self.skip_before = from;
+        self
+    }
+
+    /// Events left out by [`Slicer::skipping_slices_before`].
+    pub fn skipped(&self) -> u64 {
+        self.skipped
     }
 
     pub fn slice_us(&self) -> i64 {
@@ -138,6 +156,13 @@ impl Slicer {
             }
         };
         let mut slice = slice_of(event.ts, stream.epoch0, self.slice_us);
+        if self
+            .skip_before
+            .is_some_and(|from| slice_start(stream.epoch0, self.slice_us, slice) < from)
+        {
+            self.skipped += 1;
+            return;
+        }
         if slice < stream.watermark {
             let placed = match self.late_policy {
                 LatePolicy::Next => Some(stream.watermark),

@@ -498,3 +498,120 @@ fn hello_world_runs_are_byte_identical() {
     assert!(!first.is_empty(), "hello_world produces actions");
     assert_eq!(first, run());
 }
+
+/// `replay` reruns a recording in batch mode and, with `--expect`, holds it to the
+/// recorded actions. greeter and shouter keep no context, so replaying from a time gives
+/// the recorded actions of the slices it runs, under the same slice numbers.
+#[test]
+fn replay_reproduces_a_recorded_run_or_names_the_first_difference() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello_world");
+    let (dir, crews) = workspace();
+    for crew in ["greeter", "shouter"] {
+        std::fs::create_dir(crews.join(crew)).unwrap();
+        for file in ["runtime.yaml", "handlers.py"] {
+            std::fs::copy(
+                example.join("crews").join(crew).join(file),
+                crews.join(crew).join(file),
+            )
+            .unwrap();
+        }
+    }
+    let events = example.join("events.jsonl");
+    let recording = dir.path().join("recorded.jsonl");
+    let recorded = live_crew(
+        &["run", "--crews", s(&crews), "--events", s(&events)],
+        &[],
+        None,
+    );
+    assert_eq!(recorded.code, 0, "{}", recorded.stderr);
+    std::fs::write(&recording, &recorded.stdout).unwrap();
+    let info = [("LIVE_CREW_LOG", "info")];
+    let replay = |extra: &[&str]| {
+        let mut args = vec!["replay", "--crews", s(&crews), "--events", s(&events)];
+        args.extend(extra);
+        live_crew(&args, &info, None)
+    };
+
+    let same = replay(&["--expect", s(&recording)]);
+    assert_eq!(same.code, 0, "{}", same.stderr);
+    assert!(
+        same.stdout.is_empty(),
+        "with --expect, actions go nowhere by default"
+    );
+    assert!(same.stderr.contains("replay matches"), "{}", same.stderr);
+    assert!(same.stderr.contains("(8 actions)"), "{}", same.stderr);
+
+    // From 0.5 s on: room-1 runs slices 1 and 3 (Linus, Barbara), room-2 (epoch0 at
+    // 0.1 s) its slice 1, which has no hello; room-1's slice 0 and room-2's slice 0
+    // (Ada, Grace) start earlier and are left out.
+    let output = dir.path().join("replayed.jsonl");
+    let from = "2025-06-01T18:00:00.500Z";
+    let partial = replay(&[
+        "--from-timestamp",
+        from,
+        "--expect",
+        s(&recording),
+        "--output",
+        s(&output),
+    ]);
+    assert_eq!(partial.code, 0, "{}", partial.stderr);
+    assert!(
+        partial
+            .stderr
+            .contains("(4 actions; 4 recorded actions of earlier slices left out)"),
+        "{}",
+        partial.stderr
+    );
+    assert!(
+        partial
+            .stderr
+            .contains("events in slices before --from-timestamp (not replayed): 3"),
+        "{}",
+        partial.stderr
+    );
+    let slices: Vec<(String, i64)> = records(&output)
+        .iter()
+        .map(|a| {
+            (
+                a["payload"]["text"].as_str().unwrap().to_owned(),
+                a["slice"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        slices,
+        [
+            ("Hello, Linus!".to_owned(), 1),
+            ("HELLO, LINUS!".to_owned(), 1),
+            ("Hello, Barbara!".to_owned(), 3),
+            ("HELLO, BARBARA!".to_owned(), 3),
+        ]
+    );
+
+    let tampered = dir.path().join("tampered.jsonl");
+    std::fs::write(&tampered, recorded.stdout.replacen("Linus", "Linux", 1)).unwrap();
+    let differs = replay(&["--expect", s(&tampered)]);
+    assert_eq!(differs.code, 1, "{}", differs.stderr);
+    let line = recorded
+        .stdout
+        .lines()
+        .position(|l| l.contains("Linus"))
+        .unwrap()
+        + 1;
+    assert!(
+        differs.stderr.contains(&format!(
+            "replay differs from {} at action {line} (line {line} of the recording)",
+            tampered.display()
+        )),
+        "{}",
+        differs.stderr
+    );
+
+    let missing = replay(&["--expect", s(&dir.path().join("nope.jsonl"))]);
+    assert_eq!(missing.code, 2, "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("check --expect"),
+        "{}",
+        missing.stderr
+    );
+}
