@@ -295,6 +295,32 @@ fn config_prints_the_settings_in_effect_as_a_loadable_file() {
     assert!(bad.stderr.contains("live-config.yaml"), "{}", bad.stderr);
 }
 
+/// config/live-config.yaml documents every knob with its default.
+#[test]
+fn the_config_template_names_every_setting_with_its_default() {
+    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/live-config.yaml");
+    let defaults = live_crew(&["config"], &[], None);
+    let templated = live_crew(&["config", "--config", s(&template)], &[], None);
+    assert_eq!(templated.code, 0, "{}", templated.stderr);
+    assert_eq!(
+        templated.stdout, defaults.stdout,
+        "the template's values are the defaults"
+    );
+    let text = std::fs::read_to_string(&template).unwrap();
+    let documented: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.trim_start_matches(['#', ' ']).split_once(':'))
+        .map(|(key, _)| key)
+        .collect();
+    for line in defaults.stdout.lines() {
+        let key = line.trim_start().split(':').next().unwrap();
+        assert!(
+            documented.contains(&key),
+            "config/live-config.yaml lacks {key}"
+        );
+    }
+}
+
 #[test]
 fn config_and_usage_errors_exit_with_2() {
     let (dir, crews) = workspace();

@@ -11,7 +11,7 @@ use nix::sched::{CloneFlags, setns, unshare};
 /// variant, as there is nothing to fall back from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Layer {
-    /// Own network namespace with no interface up.
+    /// An empty network namespace (no interface up), shared by the crews without network.
     Netns,
     /// Own pid namespace, the runner its PID 1.
     PidNamespace,

@@ -85,7 +85,7 @@ pub struct SpawnSpec {
 /// it ([`Sandbox::layers_for`] tells); `Default` asks for none.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Isolation {
-    /// A network namespace of its own, with no interface up: no network at all.
+    /// The host's empty network namespace, with no interface up: no network at all.
     pub no_network: bool,
     /// A pid namespace of its own, so that nothing the crew starts outlives its runner.
     pub pid_namespace: bool,
