@@ -9,9 +9,12 @@ Each crew triggers on every event and answers each call with one action carrying
 number of events and the handler's own compute time. The script measures, per action,
 the external lag: the action's arrival on the host's stdout minus its slice's close time
 (w0 + (n+1)·slice_ms + grace_ms, w0 = when the first event was written), and subtracts
-the crew's own compute time. It also scrapes /metrics (slice_lag_seconds,
-slice_host_seconds, slice_close_delay_seconds, crew_call_seconds) and reads the host's CPU time from
-/proc/PID/stat. Targets: lag p99 <= compute + 5 ms, no slice closes late, host CPU < 10%.
+the time in `react`. From the host's per-call `slice lag` debug records (target
+live_crew::lag) it takes the host's share exactly: each call's slice lag minus the time
+the runner had the call. It also scrapes /metrics (slice_lag_seconds, slice_host_seconds,
+slice_close_delay_seconds, crew_call_seconds) and reads the host's CPU time from
+/proc/PID/stat. Targets: lag p99 <= the crews' compute + 5 ms, no slice closes late,
+host CPU < 10%.
 """
 import argparse
 import json
@@ -104,7 +107,8 @@ def main() -> None:
     root = tempfile.mkdtemp(prefix="live-bench-")
     crews = make_crews(root)
     env = dict(os.environ, LIVE_CREW_CONTROL_SOCKET=os.path.join(root, "control.sock"),
-               LIVE_CREW_LOG="warn")
+               # Per-call lag records (target live_crew::lag) for exact percentiles.
+               LIVE_CREW_LOG="warn,live_crew::lag=debug")
     host = subprocess.Popen(
         [args.bin, "run", "--crews", crews, "--events", "-", "--slice-ms", str(SLICE_MS),
          "--metrics-addr", f"127.0.0.1:{args.port}", "--log-format", "json"],
@@ -154,6 +158,16 @@ def main() -> None:
     lags = [(t - (w0 + ((s + 1) * SLICE_MS + GRACE_MS) / 1000)) * 1000 for (t, s, c) in live]
     overheads = [lag - c for lag, (_, _, c) in zip(lags, live)]
     computes = [c for (_, _, c) in live]
+    # The host's share per call, exactly: slice lag minus the time the runner had the call.
+    host_shares = []
+    with open(os.path.join(root, "log")) as log:
+        for line in log:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("msg") == "slice lag":
+                host_shares.append(float(record["lag_ms"]) - float(record["runner_ms"]))
     lag_buckets = histogram(metrics, "slice_lag_seconds")
     close_buckets = histogram(metrics, "slice_close_delay_seconds")
     closes = close_buckets[-1][1] if close_buckets else 0
@@ -177,6 +191,10 @@ def main() -> None:
         "metric_mean_close_to_dispatch_ms": round(mean_lag_ms - mean_call_ms, 2),
         # Per call: the slice lag minus the runner's own time (call line written to
         # answer read), i.e. the host's share; the p99 is the bucket's upper bound.
+        "host_share_calls": len(host_shares),
+        "host_share_ms_p50": round(percentile(host_shares, 50), 3),
+        "host_share_ms_p99": round(percentile(host_shares, 99), 3),
+        "host_share_ms_max": round(max(host_shares), 3) if host_shares else None,
         "metric_slice_host_p99_bucket_s": bucket_quantile(histogram(metrics, "slice_host_seconds"), 0.99),
         "metric_slice_host_max_bucket_s": bucket_quantile(histogram(metrics, "slice_host_seconds"), 1.0),
         "metric_slice_close_delay_p99_bucket_s": bucket_quantile(close_buckets, 0.99),

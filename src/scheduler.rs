@@ -945,6 +945,19 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
         });
         let runner_time = outcome.as_ref().ok().map(|output| output.runner_time);
         self.metrics.call_done(crew, elapsed, runner_time, lag);
+        if let (Some(lag), Some(runner_time)) = (lag, runner_time) {
+            // Per call, for exact percentiles where the histograms only bound them
+            // (benches/live_feed.py); off unless this target is at debug.
+            tracing::debug!(
+                target: "live_crew::lag",
+                crew = %self.crews[crew].name,
+                stream = %self.streams[stream].name,
+                slice,
+                lag_ms = lag.as_secs_f64() * 1000.0,
+                runner_ms = runner_time.as_secs_f64() * 1000.0,
+                "slice lag"
+            );
+        }
         let plan = &self.crews[crew];
         let stats = &mut self.stats[crew];
         stats.calls += 1;
