@@ -395,7 +395,7 @@ fn metrics_scrape_has_every_metric_and_every_log_line_is_json() {
     let mut host = Host::start(
         root.path(),
         &crews,
-        &[],
+        &[("LIVE_CREW_LOG", "info,live_crew::lag=debug")],
         &[
             "--metrics-addr",
             "127.0.0.1:0",
@@ -477,6 +477,20 @@ fn metrics_scrape_has_every_metric_and_every_log_line_is_json() {
         (&serde_json::json!("s"), &serde_json::json!(0))
     );
     assert!(records.iter().any(|r| r["msg"] == "__hb"));
+    // Per-call lag records, when their target is at debug.
+    let lag = records
+        .iter()
+        .find(|r| r["msg"] == "slice lag" && r["crew"] == "writer")
+        .unwrap_or_else(|| panic!("no slice lag record in:\n{log}"));
+    assert_eq!(
+        (&lag["stream"], &lag["slice"]),
+        (&serde_json::json!("s"), &serde_json::json!(0))
+    );
+    let (lag_ms, runner_ms) = (
+        lag["lag_ms"].as_f64().unwrap(),
+        lag["runner_ms"].as_f64().unwrap(),
+    );
+    assert!(0.0 < runner_ms && runner_ms <= lag_ms, "{lag}");
     assert!(
         records
             .iter()
