@@ -11,10 +11,11 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::model::{Event, SharedEvent};
+use crate::model::{Event, SharedEvent, Timestamp};
 
 /// Where events come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,9 +84,12 @@ const CHANNEL_BATCHES: usize = 4;
 /// Largest batch; smaller batches go out whenever the reader would block.
 const MAX_BATCH: usize = 512;
 
-/// Opens the source and starts the reader thread.
-pub fn spawn(source: &Source, max_event_bytes: usize) -> Result<Input, OpenError> {
+/// Opens the source and starts the reader thread. With `paced`, a regular file is read
+/// at the pace of its timestamps (see [`Pacer`]); other sources deliver events as they
+/// come anyway.
+pub fn spawn(source: &Source, max_event_bytes: usize, paced: bool) -> Result<Input, OpenError> {
     let (tx, batches) = mpsc::channel(CHANNEL_BATCHES);
+    let mut pacer = None;
     let (reader, progress): (Box<dyn Read + Send>, _) = match source {
         Source::Stdin => (Box::new(io::stdin()), None),
         Source::File(path) => {
@@ -101,6 +105,9 @@ pub fn spawn(source: &Source, max_event_bytes: usize) -> Result<Input, OpenError
                     io::ErrorKind::IsADirectory,
                     "a folder, not a file",
                 )));
+            }
+            if paced && metadata.is_file() {
+                pacer = Some(Pacer::default());
             }
             let total_bytes = metadata.len();
             let progress = Arc::new(Progress {
@@ -121,6 +128,7 @@ pub fn spawn(source: &Source, max_event_bytes: usize) -> Result<Input, OpenError
             let mut out = Batcher {
                 tx,
                 batch: Vec::new(),
+                pacer,
             };
             let mut reader = BufReader::with_capacity(64 * 1024, reader);
             let result = read_events(&mut reader, max_event_bytes, allow_array, &mut out);
@@ -157,16 +165,46 @@ impl<R: Read> Read for Counted<R> {
     }
 }
 
+/// Plays a recording at the pace it was recorded (`--live` on a regular file): each
+/// event is let through when as much time has passed since the first event was read as
+/// its `ts` lies after the first event's. Events that are not later than that (out of
+/// order, or the reader fell behind) go at once.
+#[derive(Debug, Default)]
+pub(crate) struct Pacer {
+    /// The first event's `ts` and when it was read.
+    start: Option<(Timestamp, Instant)>,
+}
+
+impl Pacer {
+    /// How long to hold an event of time `ts` that was read at `now`.
+    fn hold(&mut self, ts: Timestamp, now: Instant) -> Option<Duration> {
+        let &mut (first_ts, started) = self.start.get_or_insert((ts, now));
+        let offset = u64::try_from(ts.as_micros().saturating_sub(first_ts.as_micros())).ok()?;
+        let due = started + Duration::from_micros(offset);
+        (due > now).then(|| due - now)
+    }
+}
+
 /// Collects items and sends them in batches; a closed channel means the run is over.
 pub(crate) struct Batcher {
     tx: mpsc::Sender<Vec<InputItem>>,
     batch: Vec<InputItem>,
+    pacer: Option<Pacer>,
 }
 
 impl Batcher {
     /// Adds an item; `idle` says the reader would block next, so waiting is pointless.
     /// Returns false when nobody listens any more.
     fn push(&mut self, item: InputItem, idle: bool) -> bool {
+        if let (Some(pacer), Ok(event)) = (&mut self.pacer, &item)
+            && let Some(hold) = pacer.hold(event.ts, Instant::now())
+        {
+            // What is due now goes out before the wait.
+            if !self.flush() {
+                return false;
+            }
+            std::thread::sleep(hold);
+        }
         self.batch.push(item);
         if idle || self.batch.len() >= MAX_BATCH {
             return self.flush();
@@ -486,6 +524,7 @@ mod tests {
         let mut out = Batcher {
             tx,
             batch: Vec::new(),
+            pacer: None,
         };
         let mut reader = BufReader::with_capacity(7, text.as_bytes());
         read_events(&mut reader, max_bytes, allow_array, &mut out).unwrap();
@@ -503,6 +542,23 @@ mod tests {
 
     fn event(kind: &str) -> String {
         format!(r#"{{"ts":"2025-01-01T00:00:00Z","kind":"{kind}","stream_id":"s","payload":{{}}}}"#)
+    }
+
+    #[test]
+    fn a_paced_recording_holds_each_event_until_its_offset_from_the_first() {
+        let at = |ms: i64| Timestamp::from_micros(1_700_000_000_000_000 + ms * 1000);
+        let read = Instant::now();
+        let mut pacer = Pacer::default();
+        assert_eq!(
+            pacer.hold(at(0), read),
+            None,
+            "the first event plays at once"
+        );
+        let later = read + Duration::from_millis(100);
+        assert_eq!(pacer.hold(at(250), later), Some(Duration::from_millis(150)));
+        // Not later than due: out of order, or the reader fell behind.
+        assert_eq!(pacer.hold(at(50), later), None);
+        assert_eq!(pacer.hold(at(-10), later), None);
     }
 
     #[test]

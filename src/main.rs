@@ -396,7 +396,7 @@ async fn run(
         None if args.live || source == Source::Stdin => Mode::Live,
         None => Mode::Batch,
     };
-    let input = input::spawn(&source, global.max_event_bytes)?;
+    let input = input::spawn(&source, global.max_event_bytes, mode == Mode::Live)?;
     let shutdown = match Shutdown::install() {
         Ok(shutdown) => Some(shutdown),
         Err(err) => {

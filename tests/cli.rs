@@ -641,3 +641,64 @@ fn replay_reproduces_a_recorded_run_or_names_the_first_difference() {
         missing.stderr
     );
 }
+
+/// `--live` on a regular file plays it at the pace of its timestamps: slices close on
+/// the wall clock while later events are still held back.
+#[test]
+fn live_on_a_recorded_file_plays_it_at_its_own_pace() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello_world/crews/greeter");
+    let (dir, crews) = workspace();
+    std::fs::create_dir(crews.join("greeter")).unwrap();
+    for file in ["runtime.yaml", "handlers.py"] {
+        std::fs::copy(example.join(file), crews.join("greeter").join(file)).unwrap();
+    }
+    let hello = |ms: u64, name: &str| {
+        format!(
+            r#"{{"ts":"2025-06-01T18:00:0{}.{:03}Z","kind":"hello","stream_id":"s","payload":{{"name":"{name}"}}}}"#,
+            ms / 1000,
+            ms % 1000
+        )
+    };
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(
+        &events,
+        format!("{}\n{}\n", hello(0, "Ada"), hello(2500, "Bo")),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_live-crew"))
+        .args([
+            "run",
+            "--live",
+            "-q",
+            "--crews",
+            s(&crews),
+            "--events",
+            s(&events),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let arrivals: Vec<(Duration, String)> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map(|line| (started.elapsed(), line.unwrap()))
+        .collect();
+    assert!(child.wait().unwrap().success());
+    let ended = started.elapsed();
+    let texts: Vec<&str> = arrivals.iter().map(|(_, line)| line.as_str()).collect();
+    assert_eq!(arrivals.len(), 2, "{texts:?}");
+    assert!(
+        texts[0].contains("Hello, Ada!") && texts[1].contains("Hello, Bo!"),
+        "{texts:?}"
+    );
+    // Bo's event is 1.5 s into the recording, so the run lasts at least that long...
+    assert!(ended >= Duration::from_millis(1450), "{ended:?}");
+    // ...and Ada's slice closed on the clock (at ~0.55 s), long before Bo came.
+    assert!(
+        arrivals[0].0 + Duration::from_millis(500) < arrivals[1].0,
+        "{arrivals:?}"
+    );
+}
