@@ -77,37 +77,18 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ReplayArgs {
-    /// The recorded events: a JSON array or JSON Lines file (`-`: stdin).
-    #[arg(long)]
-    events: PathBuf,
-    /// Folder whose sub-folders hold the crews.
-    #[arg(long)]
-    crews: PathBuf,
+    #[command(flatten)]
+    batch: BatchArgs,
     /// Run only the slices that start at or after this RFC 3339 time. Earlier events
     /// still fix their stream's first slice, so slice numbers match the recorded run;
     /// context starts empty.
     #[arg(long, value_parser = parse_timestamp)]
     from_timestamp: Option<Timestamp>,
     /// A recorded run's actions (JSON Lines) that the replay must reproduce, in order;
-    /// with --from-timestamp, only those of the slices replayed.
+    /// with --from-timestamp, only those of the slices replayed. Without --output, the
+    /// actions are then not printed.
     #[arg(long)]
     expect: Option<PathBuf>,
-    /// Global settings, as for `run`.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Write actions here (created owner-only); without it they go to stdout, or
-    /// nowhere with --expect.
-    #[arg(long)]
-    output: Option<PathBuf>,
-    /// Write error records here as JSON Lines (created owner-only).
-    #[arg(long)]
-    errors: Option<PathBuf>,
-    /// Exit 0 even if input events were invalid or late (they are still reported).
-    #[arg(long)]
-    allow_invalid: bool,
-    /// Slice length in milliseconds; must be the recorded run's.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    slice_ms: Option<u64>,
 }
 
 fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
@@ -144,14 +125,15 @@ struct NewCrewArgs {
     crews: PathBuf,
 }
 
+/// What `run` and `replay` share: crews, events, settings and where output goes.
 #[derive(clap::Args)]
-struct RunArgs {
+struct BatchArgs {
     /// Folder whose sub-folders hold the crews (each with runtime.yaml or
     /// <name>.runtime.yaml).
     #[arg(long)]
     crews: PathBuf,
     /// Events: a JSON array or JSON Lines file, or `-` for JSON Lines on stdin (which
-    /// runs in live mode). Required for now; NATS input comes with distributed mode.
+    /// `run` runs in live mode). Required for now; NATS input comes with distributed mode.
     #[arg(long)]
     events: PathBuf,
     /// Global settings (live-config.yaml). LIVE_CREW_* variables override it, and
@@ -164,17 +146,24 @@ struct RunArgs {
     /// Write error records here as JSON Lines (created owner-only).
     #[arg(long)]
     errors: Option<PathBuf>,
-    /// Write the host's `__hb` heartbeat records here as JSON Lines (created owner-only).
-    #[arg(long)]
-    heartbeats: Option<PathBuf>,
     /// Exit 0 even if input events were invalid or late (they are still reported).
     #[arg(long)]
     allow_invalid: bool,
-    /// Slice length in milliseconds (default 500).
+    /// Slice length in milliseconds (default 500; a replay needs the recorded run's).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     slice_ms: Option<u64>,
-    /// Live mode: slices close on the wall clock (`w0 + (n+1)·slice_ms + grace_ms`),
-    /// also for file input. Stdin always runs live.
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    batch: BatchArgs,
+    /// Write the host's `__hb` heartbeat records here as JSON Lines (created owner-only).
+    #[arg(long)]
+    heartbeats: Option<PathBuf>,
+    /// Live mode: slices close on the wall clock (`w0 + (n+1)·slice_ms + grace_ms`);
+    /// a regular file is then played at the pace of its timestamps. Stdin always runs
+    /// live.
     #[arg(long)]
     live: bool,
     /// Serve Prometheus metrics on /metrics (and /healthz, /readyz) at this address,
@@ -230,13 +219,14 @@ fn main() -> ExitCode {
     // Logging starts before the command; a config that does not load is reported by
     // the command itself, and logging then uses the environment and defaults.
     let config = match &cli.command {
-        Command::Run(args) => args.config.as_deref(),
+        Command::Run(RunArgs { batch, .. }) | Command::Replay(ReplayArgs { batch, .. }) => {
+            batch.config.as_deref()
+        }
         Command::Validate(args) => args.config.as_deref(),
         Command::Health(HealthArgs { socket, .. }) | Command::Status(socket) => {
             socket.config.as_deref()
         }
         Command::Config(args) => args.config.as_deref(),
-        Command::Replay(args) => args.config.as_deref(),
         Command::New(_) => None,
     };
     let settings = load_global(config)
@@ -316,14 +306,8 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 impl ReplayArgs {
     fn into_run(self) -> (RunArgs, Replay) {
         let run = RunArgs {
-            crews: self.crews,
-            events: self.events,
-            config: self.config,
-            output: self.output,
-            errors: self.errors,
+            batch: self.batch,
             heartbeats: None,
-            allow_invalid: self.allow_invalid,
-            slice_ms: self.slice_ms,
             live: false,
             metrics_addr: None,
         };
@@ -364,30 +348,28 @@ async fn run(
     replay: Option<Replay>,
 ) -> anyhow::Result<Status> {
     let started = tokio::time::Instant::now();
-    let mut global = load_global(args.config.as_deref())?;
-    if let Some(slice_ms) = args.slice_ms {
+    let batch = &args.batch;
+    let mut global = load_global(batch.config.as_deref())?;
+    if let Some(slice_ms) = batch.slice_ms {
         global.slice_ms = slice_ms;
     }
     if args.metrics_addr.is_some() {
         global.metrics_addr = args.metrics_addr.clone();
     }
     let slice_ms = global.slice_ms;
-    if let Some(Replay {
-        expect: Some(expected),
-        ..
-    }) = &replay
-    {
+    let expected = replay.as_ref().and_then(|replay| replay.expect.as_deref());
+    if let Some(expected) = expected {
         // Before the replay, which may be long, rather than after it.
         std::fs::File::open(expected).map_err(|err| ExpectError {
-            path: expected.clone(),
+            path: expected.to_path_buf(),
             reason: err.to_string(),
         })?;
     }
-    let crews = Crews::load(&args.crews, &global)?;
+    let crews = Crews::load(&batch.crews, &global)?;
     if crews.as_slice().is_empty() {
-        tracing::warn!(crews = %args.crews.display(), "no crews found; events are only checked");
+        tracing::warn!(crews = %batch.crews.display(), "no crews found; events are only checked");
     }
-    let source = Source::from_arg(&args.events);
+    let source = Source::from_arg(&batch.events);
     let mode = match &replay {
         Some(Replay {
             from: Some(from), ..
@@ -409,13 +391,8 @@ async fn run(
         None => input.batches,
     };
     // `replay --expect` without --output compares a private scratch copy of the actions.
-    let scratch = match (&replay, &args.output) {
-        (
-            Some(Replay {
-                expect: Some(_), ..
-            }),
-            None,
-        ) => Some(
+    let scratch = match (expected, &batch.output) {
+        (Some(_), None) => Some(
             tempfile::Builder::new()
                 .prefix("live-crew-replay-")
                 .tempfile()
@@ -423,7 +400,7 @@ async fn run(
         ),
         _ => None,
     };
-    let actions_path = args
+    let actions_path = batch
         .output
         .clone()
         .or_else(|| scratch.as_ref().map(|file| file.path().to_path_buf()));
@@ -434,7 +411,7 @@ async fn run(
         ),
         None => ActionSink::new(Box::new(io::stdout()), "<stdout>".into()),
     };
-    let errors = match &args.errors {
+    let errors = match &batch.errors {
         Some(path) => ErrorSink::new(Some((
             Box::new(output::create_private(path, "errors")?),
             path.clone(),
@@ -529,20 +506,14 @@ async fn run(
         LogFormat::Pretty => eprint!("{summary}"),
     }
     let input_problems = summary.error_count() - summary.run_errors();
-    let mut status = if summary.run_errors() > 0 || (input_problems > 0 && !args.allow_invalid) {
+    let mut status = if summary.run_errors() > 0 || (input_problems > 0 && !batch.allow_invalid) {
         Status::WithErrors
     } else {
         Status::Clean
     };
-    if let (
-        Some(Replay {
-            from,
-            expect: Some(expected),
-        }),
-        Some(produced),
-    ) = (&replay, &actions_path)
-    {
-        let verdict = replay::compare(expected, produced, *from, slice_ms)?;
+    if let (Some(expected), Some(produced)) = (expected, &actions_path) {
+        let from = replay.as_ref().and_then(|replay| replay.from);
+        let verdict = replay::compare(expected, produced, from, slice_ms)?;
         let left_out = match verdict.left_out {
             0 => String::new(),
             n => format!("; {n} recorded actions of earlier slices left out"),

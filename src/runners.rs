@@ -79,10 +79,8 @@ mod tests {
         let sources = embedded::FILES.len() - bytecode.len();
         assert_eq!(bytecode.len(), sources, "one pyc per source file");
         let runners = BundledRunners::extract().unwrap();
-        let python = std::env::var("LIVE_CREW_PYTHON")
-            .ok()
-            .filter(|python| !python.is_empty())
-            .unwrap_or_else(|| "python3".into());
+        let python =
+            crate::supervisor::launch::bundled_python(None, |name| std::env::var(name).ok());
         let modules: Vec<String> = embedded::FILES
             .iter()
             .filter_map(|(p, _)| p.strip_suffix(".py"))

@@ -370,14 +370,15 @@ impl<'a, P: CrewPool, S: ContextStore> Scheduler<'a, P, S> {
             .saturating_add(usize::try_from(max_wait + look_ahead - look_back).unwrap_or(0))
             .saturating_add(reorder);
         let max_patch_delay = plans.iter().map(|p| p.patch_delay).max().unwrap_or(0);
+        let replay_from = match mode {
+            Mode::ReplayFrom(from) => Some(from),
+            Mode::Batch | Mode::Live => None,
+        };
         let (slicer, live) = match mode {
             Mode::Batch | Mode::ReplayFrom(_) => (
                 Slicer::new(global.slice_ms, global.reorder_slices, global.late_policy)
                     .with_cap(global.max_events_per_slice, global.slice_overflow)
-                    .skipping_slices_before(match mode {
-                        Mode::ReplayFrom(from) => Some(from),
-                        _ => None,
-                    }),
+                    .skipping_slices_before(replay_from),
                 None,
             ),
             Mode::Live => (

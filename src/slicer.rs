@@ -212,28 +212,25 @@ impl Slicer {
 
 impl StreamSlices {
     fn close_below(&mut self, upto: i64) -> Sliced {
-        let still_open = match upto {
-            END => BTreeMap::new(),
-            _ => self.open.split_off(&upto),
-        };
-        let closed = std::mem::replace(&mut self.open, still_open);
-        let overflowed = match upto {
-            END => std::mem::take(&mut self.overflowed),
-            _ => {
-                let still_open = self.overflowed.split_off(&upto);
-                std::mem::replace(&mut self.overflowed, still_open)
-            }
-        };
         let from = std::mem::replace(&mut self.watermark, upto);
         Sliced::Closed {
             stream: self.name.clone(),
             epoch0: self.epoch0,
             from,
             upto,
-            slices: closed.into_iter().collect(),
-            overflowed: overflowed.into_iter().collect(),
+            slices: take_below(&mut self.open, upto),
+            overflowed: take_below(&mut self.overflowed, upto),
         }
     }
+}
+
+/// Removes and returns the entries of slices below `upto`, in slice order.
+fn take_below<V>(slices: &mut BTreeMap<i64, V>, upto: i64) -> Vec<(i64, V)> {
+    let still_open = match upto {
+        END => BTreeMap::new(),
+        _ => slices.split_off(&upto),
+    };
+    std::mem::replace(slices, still_open).into_iter().collect()
 }
 
 #[cfg(test)]

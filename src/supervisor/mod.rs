@@ -5,7 +5,7 @@
 //! call, and restarts with exponential backoff, until `max_errors` consecutive failures
 //! disable the crew. Crews never share an actor, so one crew's trouble stays its own.
 
-mod launch;
+pub(crate) mod launch;
 mod process;
 mod status;
 

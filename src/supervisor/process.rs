@@ -65,13 +65,12 @@ static CALLS_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 struct InFlight;
 
 impl InFlight {
-    /// Counts the call; true when it is the only one in flight.
-    fn enter() -> (Self, bool) {
-        let before = CALLS_IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
-        (Self, before == 0)
+    fn enter() -> Self {
+        CALLS_IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        Self
     }
 
-    /// True when no other call has started since this one.
+    /// True when no other call is in flight beside the caller's.
     fn alone() -> bool {
         CALLS_IN_FLIGHT.load(Ordering::Relaxed) == 1
     }
@@ -195,8 +194,8 @@ impl RunnerProcess {
     ) -> Result<CallOutput, CallFailure> {
         let crew = self.incoming.crew.clone();
         let started = Instant::now();
-        let (_in_flight, alone) = InFlight::enter();
-        let spin = (alone && self.last_call <= self.busy_poll).then_some(self.busy_poll);
+        let _in_flight = InFlight::enter();
+        let spin = (self.last_call <= self.busy_poll).then_some(self.busy_poll);
         let mut write = std::pin::pin!(self.stdin.write_all(line));
         let mut written = false;
         let answer = loop {
