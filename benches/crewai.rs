@@ -16,9 +16,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::goal_call;
-use live_crew::calls::CrewPool;
 use live_crew::config::{Crews, GlobalConfig};
-use live_crew::supervisor::{CrewState, Supervisor};
+use live_crew::pool::CrewPool;
+use live_crew::pool::CrewState;
+use live_crew::supervisor::Supervisor;
 
 const WARMUP: usize = 20;
 const CALLS: usize = 300;
@@ -123,6 +124,7 @@ async fn startup() -> (Vec<Duration>, String) {
         samples.push(started.elapsed());
         rss = pool
             .status()
+            .snapshot()
             .iter()
             .filter_map(|status| status.pid)
             .map(resident_mb)

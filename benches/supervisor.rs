@@ -17,11 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::goal_call;
-use live_crew::calls::CrewPool;
 use live_crew::config::{CrewSpec, GlobalConfig};
 use live_crew::model::Event;
+use live_crew::pool::CrewPool;
+use live_crew::pool::CrewState;
 use live_crew::protocol::HostMessage;
-use live_crew::supervisor::{CrewState, Supervisor};
+use live_crew::supervisor::Supervisor;
 
 const ROUND_TRIPS: usize = 5000;
 const WARMUP: usize = 500;
@@ -279,7 +280,7 @@ async fn spawn_to_ready(python: &str) -> SpawnSamples {
     let crews = [crew(&fixture("benches/fixtures/crews/echo/runtime.yaml"))];
     // The plain spawn loads the same runner copy (with its build-time bytecode) the host
     // would.
-    let runners = live_crew::runners::BundledRunners::extract().unwrap();
+    let runners = live_crew::supervisor::bundled::BundledRunners::extract().unwrap();
     let mut plain = Vec::with_capacity(SPAWNS);
     let mut forked = Vec::with_capacity(SPAWNS);
     let mut layered: Vec<(&str, Vec<Duration>)> = VARIANTS

@@ -1,25 +1,33 @@
 //! live-crew: a low-latency, time-sliced orchestration host for CrewAI crews over
 //! real-time event streams.
 //!
-//! The modules follow an event's path: input → slicer → scheduler → supervisor →
-//! runner process → context merge → output.
+//! The modules follow an event's path, then the parts beside it:
+//!
+//! | stage | module |
+//! |---|---|
+//! | shared types: events, actions, timestamps, names | [`model`], [`config`] |
+//! | events in (file, stdin; [`source::EventSource`]) | [`source`] |
+//! | event time → slice | [`slicer`] |
+//! | which crew runs when (pure core under an I/O shell) | [`scheduler`] |
+//! | the calls the scheduler makes ([`pool::CrewPool`]) | [`pool`] |
+//! | one actor per crew runner process, sandboxed | [`supervisor`] |
+//! | the runner protocol on the process's pipes | [`protocol`] |
+//! | context merge rules and stores | [`context`] |
+//! | actions and error records out ([`sink::ActionSink`]) | [`sink`] |
+//! | metrics, health, control socket, heartbeats, logs, shutdown | [`ops`] |
+//! | wiring it all for one run | [`host`] |
+//! | the command line's own commands | [`cli`] |
 
-pub mod calls;
+pub mod cli;
 pub mod config;
 pub mod context;
-pub mod control;
-pub mod heartbeat;
-pub mod input;
-pub mod live;
-pub mod logging;
-pub mod metrics;
+pub mod host;
 pub mod model;
-pub mod output;
+pub mod ops;
+pub mod pool;
 pub mod protocol;
-pub mod replay;
-pub mod runners;
-pub mod scaffold;
 pub mod scheduler;
-pub mod shutdown;
+pub mod sink;
 pub mod slicer;
+pub mod source;
 pub mod supervisor;

@@ -3,11 +3,13 @@
 //!
 //! Per stream, `epoch0` is the first event's `ts` and `slice = floor((ts - epoch0) /
 //! slice_ms)` in integer microseconds (negative before epoch0). Slices below the
-//! *watermark* are closed. In batch mode, reading an event of slice `s` moves the
-//! watermark to `s - reorder_slices`. In live mode only [`Slicer::close_below`] moves it,
-//! driven by the wall clock (`crate::live`). End of input closes everything.
+//! *watermark* are closed. In event time (batch mode), reading an event of slice `s` moves
+//! the watermark to `s - reorder_slices`; on the wall clock (live mode) only
+//! [`Slicer::close_below`] moves it (`crate::scheduler::clock`). End of input closes
+//! everything. Streams are known by the index [`Slicer::open_stream`] gives them, which
+//! every later stage uses too, so an event's stream is looked up by name once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::config::{LatePolicy, OverflowPolicy};
@@ -40,7 +42,7 @@ pub enum Sliced {
     /// Slices `from..upto` of `stream` are now closed; `slices` holds the non-empty ones,
     /// in increasing order. `from` is the stream's first open slice when it starts.
     Closed {
-        stream: Arc<str>,
+        stream: usize,
         epoch0: Timestamp,
         from: i64,
         upto: i64,
@@ -58,7 +60,9 @@ pub enum Sliced {
 }
 
 struct StreamSlices {
+    /// For the order in which the end of input closes streams.
     name: Arc<str>,
+    index: usize,
     epoch0: Timestamp,
     watermark: i64,
     max_seen: i64,
@@ -71,9 +75,8 @@ pub struct Slicer {
     slice_us: i64,
     reorder: i64,
     late_policy: LatePolicy,
-    /// Batch mode: events close earlier slices. Live mode: only the clock does.
-    close_on_input: bool,
-    streams: HashMap<Arc<str>, StreamSlices>,
+    /// By stream index.
+    streams: Vec<StreamSlices>,
     /// Most events one stream's slice holds (`max_events_per_slice`), and what happens
     /// to the ones past it.
     cap: (usize, OverflowPolicy),
@@ -91,27 +94,38 @@ impl Slicer {
                 .unwrap_or(SLICE_LIMIT)
                 .min(SLICE_LIMIT),
             late_policy,
-            close_on_input: true,
-            streams: HashMap::new(),
+            streams: Vec::new(),
             cap: (usize::MAX, OverflowPolicy::Drop),
             skip_before: None,
             skipped: 0,
         }
     }
 
-    /// A slicer for live mode: slices close only through [`Slicer::close_below`], and
-    /// `grace_ms` rather than `reorder_slices` absorbs disorder.
-    pub fn live(slice_ms: u64, late_policy: LatePolicy) -> Self {
-        Slicer {
-            close_on_input: false,
-            ..Slicer::new(slice_ms, 0, late_policy)
-        }
+    /// Closes the slices of `stream` below `upto`, if any are still open.
+    pub fn close_below(&mut self, stream: usize, upto: i64) -> Option<Sliced> {
+        let stream = &mut self.streams[stream];
+        (upto > stream.watermark).then(|| stream.close_below(upto))
     }
 
-    /// Closes the slices of `stream` below `upto`, if any are still open.
-    pub fn close_below(&mut self, stream: &str, upto: i64) -> Option<Sliced> {
-        let stream = self.streams.get_mut(stream)?;
-        (upto > stream.watermark).then(|| stream.close_below(upto))
+    /// The first slice a stream has open: out-of-order events before its epoch0 within
+    /// `reorder_slices` land in negative slices.
+    pub fn first_slice(&self) -> i64 {
+        -self.reorder
+    }
+
+    /// Registers a stream whose first event has time `epoch0`; returns its index.
+    pub fn open_stream(&mut self, name: Arc<str>, epoch0: Timestamp) -> usize {
+        let index = self.streams.len();
+        self.streams.push(StreamSlices {
+            name,
+            index,
+            epoch0,
+            watermark: self.first_slice(),
+            max_seen: 0,
+            open: BTreeMap::new(),
+            overflowed: BTreeMap::new(),
+        });
+        index
     }
 
     /// Caps each stream's slice at `max_events` events; see [`OverflowPolicy`].
@@ -136,32 +150,26 @@ impl Slicer {
         self.slice_us
     }
 
-    /// Files one event; appends whatever it closes (or its lateness) to `out`.
-    pub fn push(&mut self, event: SharedEvent, out: &mut Vec<Sliced>) {
+    /// Files one event of `stream`; appends whatever it closes (or its lateness) to `out`.
+    /// With `close_on_input` (event time), the event closes the slices more than
+    /// `reorder_slices` behind the newest. Returns the slice the event was filed in, if it
+    /// was kept.
+    pub fn push(
+        &mut self,
+        stream: usize,
+        event: SharedEvent,
+        close_on_input: bool,
+        out: &mut Vec<Sliced>,
+    ) -> Option<i64> {
         let reorder = self.reorder;
-        let stream = match self.streams.get_mut(event.stream_id.as_str()) {
-            Some(stream) => stream,
-            None => {
-                let name: Arc<str> = event.stream_id.as_str().into();
-                self.streams
-                    .entry(name.clone())
-                    .or_insert_with(|| StreamSlices {
-                        name,
-                        epoch0: event.ts,
-                        watermark: -reorder,
-                        max_seen: 0,
-                        open: BTreeMap::new(),
-                        overflowed: BTreeMap::new(),
-                    })
-            }
-        };
+        let stream = &mut self.streams[stream];
         let mut slice = slice_of(event.ts, stream.epoch0, self.slice_us);
         if self
             .skip_before
             .is_some_and(|from| slice_start(stream.epoch0, self.slice_us, slice) < from)
         {
             self.skipped += 1;
-            return;
+            return None;
         }
         if slice < stream.watermark {
             let placed = match self.late_policy {
@@ -175,7 +183,7 @@ impl Slicer {
             });
             match placed {
                 Some(open) => slice = open,
-                None => return,
+                None => return None,
             }
         }
         let events = stream.open.entry(slice).or_default();
@@ -193,14 +201,15 @@ impl Slicer {
         }
         stream.max_seen = stream.max_seen.max(slice);
         let horizon = stream.max_seen - reorder;
-        if self.close_on_input && horizon > stream.watermark {
+        if close_on_input && horizon > stream.watermark {
             out.push(stream.close_below(horizon));
         }
+        Some(slice)
     }
 
     /// End of input: closes every slice of every stream, streams in name order.
     pub fn finish(&mut self, out: &mut Vec<Sliced>) {
-        let mut streams: Vec<&mut StreamSlices> = self.streams.values_mut().collect();
+        let mut streams: Vec<&mut StreamSlices> = self.streams.iter_mut().collect();
         streams.sort_by(|a, b| a.name.cmp(&b.name));
         for stream in streams {
             if stream.watermark < END {
@@ -214,7 +223,7 @@ impl StreamSlices {
     fn close_below(&mut self, upto: i64) -> Sliced {
         let from = std::mem::replace(&mut self.watermark, upto);
         Sliced::Closed {
-            stream: self.name.clone(),
+            stream: self.index,
             epoch0: self.epoch0,
             from,
             upto,
@@ -238,6 +247,7 @@ mod tests {
     use super::*;
     use crate::model::Event;
     use proptest::prelude::*;
+    use std::collections::HashMap;
 
     fn event(stream: &str, ms: i64, kind: &str) -> SharedEvent {
         Arc::new(Event::new(
@@ -248,11 +258,34 @@ mod tests {
         ))
     }
 
+    /// Files `event` by its stream's name, opening the stream on first sight, as the
+    /// scheduler does; event time unless `live`.
+    fn push(slicer: &mut Slicer, event: SharedEvent, live: bool, out: &mut Vec<Sliced>) {
+        let stream = match slicer
+            .streams
+            .iter()
+            .position(|s| *s.name == *event.stream_id)
+        {
+            Some(stream) => stream,
+            None => slicer.open_stream(event.stream_id.as_str().into(), event.ts),
+        };
+        slicer.push(stream, event, !live, out);
+    }
+
+    fn name(slicer: &Slicer, stream: usize) -> Arc<str> {
+        slicer.streams[stream].name.clone()
+    }
+
     /// (stream, slice, kinds) of every closed non-empty slice, plus late notices.
     fn run(slicer: &mut Slicer, events: &[(&str, i64)]) -> Vec<String> {
         let mut out = Vec::new();
         for (i, (stream, ms)) in events.iter().enumerate() {
-            slicer.push(event(stream, *ms, &format!("e{i}")), &mut out);
+            push(
+                slicer,
+                event(stream, *ms, &format!("e{i}")),
+                false,
+                &mut out,
+            );
         }
         slicer.finish(&mut out);
         out.iter()
@@ -261,7 +294,7 @@ mod tests {
                     .iter()
                     .map(|(n, events)| {
                         let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
-                        format!("{stream}@{n}:{}", kinds.join(","))
+                        format!("{}@{n}:{}", name(slicer, *stream), kinds.join(","))
                     })
                     .collect::<Vec<_>>(),
                 Sliced::Late {
@@ -292,7 +325,7 @@ mod tests {
             for (stream, ms, kind) in events {
                 let mut e = (*event(stream, ms, kind)).clone();
                 e.payload = serde_json::value::RawValue::from_string(ms.to_string()).unwrap();
-                slicer.push(Arc::new(e), &mut out);
+                push(&mut slicer, Arc::new(e), false, &mut out);
             }
             slicer.finish(&mut out);
             let mut kept = Vec::new();
@@ -305,6 +338,7 @@ mod tests {
                     ..
                 } = item
                 {
+                    let stream = name(&slicer, *stream);
                     for (_, events) in slices {
                         kept.extend(
                             events
@@ -370,21 +404,20 @@ mod tests {
 
     #[test]
     fn live_slices_close_only_when_told() {
-        let mut slicer = Slicer::live(100, LatePolicy::Next);
+        let mut slicer = Slicer::new(100, 0, LatePolicy::Next);
         let mut out = Vec::new();
-        slicer.push(event("s", 0, "e0"), &mut out);
-        slicer.push(event("s", 950, "e1"), &mut out);
+        push(&mut slicer, event("s", 0, "e0"), true, &mut out);
+        push(&mut slicer, event("s", 950, "e1"), true, &mut out);
         assert!(out.is_empty(), "events never close slices in live mode");
-        assert!(slicer.close_below("t", 1).is_none(), "unknown stream");
         let Some(Sliced::Closed {
             from, upto, slices, ..
-        }) = slicer.close_below("s", 3)
+        }) = slicer.close_below(0, 3)
         else {
             panic!("slices 0..3 close")
         };
         assert_eq!((from, upto, slices.len()), (0, 3, 1));
-        assert!(slicer.close_below("s", 2).is_none(), "already closed");
-        slicer.push(event("s", 120, "late"), &mut out);
+        assert!(slicer.close_below(0, 2).is_none(), "already closed");
+        push(&mut slicer, event("s", 120, "late"), true, &mut out);
         assert!(matches!(
             out[..],
             [Sliced::Late {
@@ -432,17 +465,17 @@ mod tests {
             let mut out = Vec::new();
             let streams = ["a", "b", "c"];
             for (i, (stream, ms)) in raw.iter().enumerate() {
-                slicer.push(event(streams[*stream], *ms, &format!("e{i}")), &mut out);
+                push(&mut slicer, event(streams[*stream], *ms, &format!("e{i}")), false, &mut out);
             }
             slicer.finish(&mut out);
             let mut seen = vec![0; raw.len()];
             let mut late = vec![false; raw.len()];
-            let mut upto: HashMap<Arc<str>, i64> = HashMap::new();
+            let mut upto: HashMap<usize, i64> = HashMap::new();
             for item in &out {
                 match item {
                     Sliced::Late { event, .. } => late[event.kind[1..].parse::<usize>().unwrap()] = true,
                     Sliced::Closed { stream, epoch0, from, upto: end, slices, .. } => {
-                        if let Some(previous) = upto.insert(stream.clone(), *end) {
+                        if let Some(previous) = upto.insert(*stream, *end) {
                             prop_assert_eq!(previous, *from);
                         }
                         prop_assert!(from < end);

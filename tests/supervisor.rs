@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{process_gone, write_hostile_crew};
-use live_crew::calls::{CallOutcome, CrewPool, FailureReason};
 use live_crew::config::{CrewSpec, GlobalConfig};
 use live_crew::model::{Event, Timestamp};
+use live_crew::pool::{CallOutcome, CrewPool, FailureReason};
 use live_crew::protocol::Call;
 use live_crew::supervisor::Supervisor;
 
@@ -245,7 +245,7 @@ async fn grandchild_that_ignores_sigterm_and_holds_stdout() {
     }
     // In a pid namespace the grandchild dies with its parent, possibly before the host
     // has seen the exit: wait for the restart before the next call.
-    while pool.status()[0].restarts == 0 {
+    while pool.status().snapshot()[0].restarts == 0 {
         assert!(Instant::now() < deadline, "the crew was not restarted");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -267,7 +267,9 @@ async fn fork_bomb_under_a_process_limit_of_32() {
     // The runner and its heartbeat thread count too, so fewer than 32 forks succeed.
     assert!(forked < 32, "{forked} forks got past a limit of 32");
     assert!(ask(&pool, "healthy", 2, "{}").await.is_ok());
-    let bomb_pid = pool.status()[0].pid.expect("the bomb's runner is up");
+    let bomb_pid = pool.status().snapshot()[0]
+        .pid
+        .expect("the bomb's runner is up");
     pool.shutdown().await;
     assert!(process_gone(bomb_pid as i32));
     let group = std::process::Command::new("pgrep")
@@ -299,7 +301,7 @@ async fn status_shows_the_layers_each_crew_really_gets() {
     let mut config = global();
     config.sandbox.disable = vec!["seccomp".into()];
     let pool = Supervisor::start(&crews, &config).unwrap();
-    let status = pool.status();
+    let status = pool.status().snapshot();
     let layers = |i: usize| &status[i].sandbox_layers;
     for layer in ["netns", "pid_namespace", "landlock", "pids_cgroup"] {
         assert!(

@@ -8,7 +8,9 @@ use serde_json::Value;
 
 use live_crew_sandbox::Layer;
 
+use super::paths::python_module_exists;
 use super::{ConfigIssue, GlobalConfig, crewai_runner, parse_layers, yaml_issue};
+use crate::context::KeySet;
 use crate::model::{check_crew_name, check_kind};
 
 #[derive(Deserialize)]
@@ -139,30 +141,6 @@ pub enum RunnerSpec {
     },
     /// Any executable that speaks the protocol. `program` is resolved already.
     Command { program: PathBuf, args: Vec<String> },
-}
-
-/// A set of top-level context keys; `"*"` means all.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySet {
-    All,
-    Keys(Vec<String>),
-}
-
-impl KeySet {
-    fn from_list(list: Vec<String>) -> Self {
-        if list.iter().any(|k| k == "*") {
-            KeySet::All
-        } else {
-            KeySet::Keys(list)
-        }
-    }
-
-    pub fn contains(&self, key: &str) -> bool {
-        match self {
-            KeySet::All => true,
-            KeySet::Keys(keys) => keys.iter().any(|k| k == key),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -602,13 +580,6 @@ impl<'a> Checker<'a> {
             }
         }
     }
-}
-
-/// Whether the dotted Python `module` is a file (or package) under `dir`.
-pub(super) fn python_module_exists(dir: &Path, module: &str) -> bool {
-    let relative = module.replace('.', "/");
-    dir.join(format!("{relative}.py")).is_file()
-        || dir.join(&relative).join("__init__.py").is_file()
 }
 
 /// `sandbox.user`: a user name, or `uid[:gid]`.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::crew::python_module_exists;
+use super::paths::python_module_exists;
 use crate::model::check_kind;
 
 type Problems = Vec<(String, String)>;

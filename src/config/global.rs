@@ -36,6 +36,14 @@ pub enum OverflowPolicy {
     Collapse,
 }
 
+/// Where committed contexts live (`kv_backend`); the context store is chosen from this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvBackend {
+    /// In the host's memory, for as long as it runs.
+    Memory,
+}
+
 /// Sandbox limits that apply to every crew unless its runtime file says otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -96,7 +104,7 @@ pub struct GlobalConfig {
     /// Most events one stream puts in one slice; the rest go by `slice_overflow`.
     pub max_events_per_slice: usize,
     pub slice_overflow: OverflowPolicy,
-    pub kv_backend: String,
+    pub kv_backend: KvBackend,
     /// How long a runner has to answer `hello` with `ready`.
     pub startup_timeout_ms: u64,
     /// Grace between SIGTERM and SIGKILL, and after `shutdown` before SIGTERM.
@@ -138,7 +146,7 @@ impl Default for GlobalConfig {
             max_event_bytes: 256 * 1024,
             max_events_per_slice: 10_000,
             slice_overflow: OverflowPolicy::Drop,
-            kv_backend: "memory".into(),
+            kv_backend: KvBackend::Memory,
             startup_timeout_ms: 10_000,
             kill_grace_ms: 2000,
             max_line_bytes: crate::protocol::DEFAULT_MAX_LINE_BYTES,
@@ -221,6 +229,17 @@ impl GlobalConfig {
                 document.insert((*knob).to_owned(), parsed);
             }
         }
+        // Checked here, not by serde, so the message names the field.
+        if let Some(backend) = document.get("kv_backend").and_then(|v| v.as_str())
+            && backend != "memory"
+        {
+            issues.push(ConfigIssue::new(
+                &origin,
+                "kv_backend",
+                format!("'{backend}' is not available in this build; use 'memory'"),
+            ));
+            document.remove("kv_backend");
+        }
         let config: GlobalConfig = serde_json::from_value(serde_json::Value::Object(document))
             .map_err(|err| ConfigErrors(vec![ConfigIssue::new(&origin, "", err.to_string())]))?;
         for (field, value) in [
@@ -246,16 +265,6 @@ impl GlobalConfig {
                     why,
                 ));
             }
-        }
-        if config.kv_backend != "memory" {
-            issues.push(ConfigIssue::new(
-                &origin,
-                "kv_backend",
-                format!(
-                    "'{}' is not available in this build; use 'memory'",
-                    config.kv_backend
-                ),
-            ));
         }
         if issues.is_empty() {
             Ok(config)

@@ -7,16 +7,16 @@ mod crew;
 mod crewai_runner;
 pub(crate) mod crews_dir;
 mod global;
+mod paths;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use crew::{
-    BacklogPolicy, ContextAcl, CrewSpec, KeySet, Need, RunnerSpec, SandboxSettings, Triggers,
-    WaitPolicy,
+    BacklogPolicy, ContextAcl, CrewSpec, Need, RunnerSpec, SandboxSettings, Triggers, WaitPolicy,
 };
 pub use crews_dir::{Crews, MAX_NEED_OFFSET};
-pub use global::{GlobalConfig, LatePolicy, LogFormat, OverflowPolicy, SandboxDefaults};
+pub use global::{GlobalConfig, KvBackend, LatePolicy, LogFormat, OverflowPolicy, SandboxDefaults};
 
 /// One problem in a configuration file, located by file and field.
 #[derive(Debug, Clone, PartialEq, Eq)]

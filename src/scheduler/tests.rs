@@ -6,11 +6,19 @@ use std::sync::Mutex;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use super::clock::EventTime;
+use super::wall_clock::WallClock;
 use super::*;
-use crate::calls::{CallOutput, FailureReason};
 use crate::config::crews_dir::tests::write_crew;
 use crate::context::MemoryStore;
 use crate::model::{Event, ProposedAction};
+use crate::pool::{CallFailure, CallOutcome, CallOutput, FailureReason, StatusHandle};
+use crate::protocol::{Call, DepItems};
+use crate::sink::{MemorySink, RunSummary};
+use crate::source::{InputItem, MemoryFeed, MemorySource};
 
 const T0_US: i64 = 1_700_000_000_000_000;
 
@@ -148,6 +156,10 @@ impl CrewPool for FakePool {
             .unwrap()
             .push(format!("{crew}: {}", failure.reason));
     }
+
+    fn status(&self) -> StatusHandle {
+        StatusHandle::default()
+    }
 }
 
 #[derive(Clone, Default)]
@@ -163,15 +175,66 @@ impl Write for SharedBuf {
     }
 }
 
-impl SharedBuf {
+/// What a test reads back: JSON Lines of error records or actions.
+trait JsonLines {
+    fn bytes(&self) -> Vec<u8>;
+
     fn lines(&self) -> Vec<Value> {
-        let bytes = self.0.lock().unwrap();
+        let bytes = self.bytes();
         std::str::from_utf8(&bytes)
             .unwrap()
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
             .collect()
     }
+}
+
+impl JsonLines for SharedBuf {
+    fn bytes(&self) -> Vec<u8> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl JsonLines for MemorySink {
+    fn bytes(&self) -> Vec<u8> {
+        self.log.lock().unwrap().json_lines.clone()
+    }
+}
+
+/// A batch run's ports on in-memory crews, input, actions and errors.
+fn batch_ports<'a>(
+    pool: &'a FakePool,
+    store: &'a MemoryStore,
+    source: MemorySource,
+    global: &GlobalConfig,
+) -> (
+    Ports<'a, FakePool, MemoryStore, MemorySource, MemorySink, EventTime>,
+    MemorySink,
+    SharedBuf,
+) {
+    let (actions, errors) = (MemorySink::default(), SharedBuf::default());
+    let ports = Ports {
+        pool,
+        store,
+        source,
+        actions: actions.clone(),
+        clock: EventTime {
+            reorder_slices: global.reorder_slices,
+        },
+        errors: ErrorSink::new(Some((Box::new(errors.clone()), "<test>".into()))),
+        metrics: Arc::new(Metrics::new(global.context_max_bytes, None)),
+    };
+    (ports, actions, errors)
+}
+
+/// Sends `events` in small batches, as the input thread does, then ends the input.
+fn feed(feed: MemoryFeed, events: Vec<Event>) {
+    tokio::spawn(async move {
+        for chunk in events.chunks(3) {
+            let batch: Vec<InputItem> = chunk.iter().map(|e| Ok(Arc::new(e.clone()))).collect();
+            feed.send(batch).await;
+        }
+    });
 }
 
 struct Outcome {
@@ -212,27 +275,14 @@ async fn run_with(
     }
     let crews = Crews::load(dir.path(), &global).unwrap();
     let pool = FakePool::new(behaviours);
-    let (tx, rx) = mpsc::channel(2);
-    tokio::spawn(async move {
-        // Small batches, as the input thread sends them.
-        for chunk in events.chunks(3) {
-            let batch = chunk.iter().map(|e| Ok(Arc::new(e.clone()))).collect();
-            tx.send(batch).await.unwrap();
-        }
-    });
-    let (actions, errors) = (SharedBuf::default(), SharedBuf::default());
-    let sink = ActionSink::new(Box::new(actions.clone()), "<test>".into());
-    let error_sink = ErrorSink::new(Some((Box::new(errors.clone()), "<test>".into())));
+    let (input, source) = MemorySource::new(2);
+    feed(input, events);
     let store = MemoryStore::default();
-    let outputs = Outputs {
-        actions: sink,
-        errors: error_sink,
-        metrics: Arc::new(Metrics::new(global.context_max_bytes, None)),
-    };
-    let summary = run(&crews, &global, &pool, &store, rx, outputs, Mode::Batch)
+    let (ports, actions, errors) = batch_ports(&pool, &store, source.without_acks(), &global);
+    let summary = run(&crews, &global, ports, None, std::future::pending())
         .await
         .unwrap();
-    let raw_actions = actions.0.lock().unwrap().clone();
+    let raw_actions = actions.bytes();
     let calls = pool.log.lock().unwrap().clone();
     let counted = pool.counted.lock().unwrap().clone();
     Outcome {
@@ -815,10 +865,10 @@ mod live {
 
     /// A live run whose input the test feeds over (virtual) time.
     struct LiveRun {
-        input: mpsc::Sender<Vec<InputItem>>,
+        input: MemoryFeed,
         pool_log: Arc<Mutex<Vec<Record>>>,
         errors: SharedBuf,
-        actions: SharedBuf,
+        actions: MemorySink,
         run: tokio::task::JoinHandle<RunSummary>,
         t0: Instant,
         metrics: Arc<Metrics>,
@@ -838,17 +888,23 @@ mod live {
             let pool = FakePool::new(behaviours);
             let pool_log = pool.log.clone();
             let t0 = pool.t0;
-            let (input, rx) = mpsc::channel(2);
-            let (actions, errors) = (SharedBuf::default(), SharedBuf::default());
+            let (input, source) = MemorySource::new(2);
+            let (actions, errors) = (MemorySink::default(), SharedBuf::default());
             let metrics = Arc::new(Metrics::new(global.context_max_bytes, None));
-            let outputs = Outputs {
-                actions: ActionSink::new(Box::new(actions.clone()), "<test>".into()),
-                errors: ErrorSink::new(Some((Box::new(errors.clone()), "<test>".into()))),
-                metrics: metrics.clone(),
-            };
+            let ports_metrics = metrics.clone();
+            let (sink, error_file) = (actions.clone(), errors.clone());
             let run = tokio::spawn(async move {
                 let store = MemoryStore::default();
-                run(&crews, &global, &pool, &store, rx, outputs, Mode::Live)
+                let ports = Ports {
+                    pool: &pool,
+                    store: &store,
+                    source: source.without_acks(),
+                    actions: sink,
+                    clock: WallClock::new(global.slice_ms, global.grace_ms),
+                    errors: ErrorSink::new(Some((Box::new(error_file), "<test>".into()))),
+                    metrics: ports_metrics,
+                };
+                run(&crews, &global, ports, None, std::future::pending())
                     .await
                     .unwrap()
             });
@@ -864,7 +920,7 @@ mod live {
         }
 
         async fn send(&self, event: Event) {
-            self.input.send(vec![Ok(Arc::new(event))]).await.unwrap();
+            self.input.send(vec![Ok(Arc::new(event))]).await;
         }
 
         /// Lets virtual time run to `ms` after the start.

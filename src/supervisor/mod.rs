@@ -5,11 +5,10 @@
 //! call, and restarts with exponential backoff, until `max_errors` consecutive failures
 //! disable the crew. Crews never share an actor, so one crew's trouble stays its own.
 
+pub mod bundled;
 pub(crate) mod launch;
 mod process;
 mod status;
-
-pub use status::{CrewState, CrewStatus, StatusHandle};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,10 +20,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::calls::{CallFailure, CallOutcome, CrewPool, FailureReason};
 use crate::config::{CrewSpec, GlobalConfig};
+use crate::pool::{CallFailure, CallOutcome, CrewPool, CrewState, FailureReason, StatusHandle};
 use crate::protocol::{Call, Hello, HostMessage, PROTOCOL_VERSION};
-use crate::runners::BundledRunners;
+use bundled::BundledRunners;
 use process::{RunnerLimits, RunnerProcess};
 use status::CrewMonitor;
 
@@ -138,16 +137,6 @@ impl Supervisor {
         })
     }
 
-    /// Every crew's current state, in the order the crews were given.
-    pub fn status(&self) -> Vec<CrewStatus> {
-        self.monitors.iter().map(|m| m.snapshot()).collect()
-    }
-
-    /// A handle that reads the same state from other tasks.
-    pub fn status_handle(&self) -> StatusHandle {
-        StatusHandle(self.monitors.iter().cloned().collect())
-    }
-
     /// Waits until `crew` reaches `state`; returns at once for an unknown crew.
     pub async fn wait_for_state(&self, crew: &str, state: CrewState) {
         if let Some(monitor) = self.monitors.iter().find(|m| m.crew() == crew) {
@@ -212,6 +201,11 @@ impl CrewPool for Supervisor {
         if let Some(handle) = self.crews.get(crew) {
             let _ = handle.failures.send(failure);
         }
+    }
+
+    fn status(&self) -> StatusHandle {
+        let monitors = self.monitors.clone();
+        StatusHandle::new(move || monitors.iter().map(|m| m.snapshot()).collect())
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 use tokio::time::{Instant, Sleep, sleep_until};
 
 use super::status::CrewMonitor;
-use crate::calls::{CallFailure, CallOutput, FailureReason};
+use crate::pool::{CallFailure, CallOutput, FailureReason};
 use crate::protocol::{FrameError, LineReader, PROTOCOL_VERSION, RunnerMessage};
 
 /// Timing and size limits that apply to every runner of a host.

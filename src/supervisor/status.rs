@@ -1,66 +1,13 @@
 //! What each crew's actor is doing, readable at any time without asking the actor:
 //! the source of `live-crew health` and `status`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CrewState {
-    /// The runner is being spawned, or has not answered `hello` yet.
-    Starting,
-    /// Idle and healthy.
-    Ready,
-    /// A call is in flight.
-    Busy,
-    /// Waiting out the backoff after a failure.
-    Restarting,
-    /// Disabled after `max_errors` consecutive failures.
-    Disabled,
-    /// Shut down.
-    Stopped,
-}
-
-const STATES: [CrewState; 6] = [
-    CrewState::Starting,
-    CrewState::Ready,
-    CrewState::Busy,
-    CrewState::Restarting,
-    CrewState::Disabled,
-    CrewState::Stopped,
-];
-
-/// A point-in-time view of one crew.
-#[derive(Debug, Clone, Serialize)]
-pub struct CrewStatus {
-    pub crew: String,
-    pub state: CrewState,
-    pub pid: Option<u32>,
-    /// How long ago the runner's last heartbeat (or `ready`) arrived.
-    pub last_heartbeat_ms: Option<u64>,
-    pub restarts: u32,
-    /// Failed calls and failed starts since the host started.
-    pub errors: u64,
-    /// The sandbox layers this crew's runner is started with.
-    pub sandbox_layers: Vec<&'static str>,
-}
-
-/// A cloneable, `'static` view of every crew's monitor, for tasks that report state
-/// (control socket, metrics, heartbeats) while the supervisor runs the crews.
-#[derive(Debug, Clone, Default)]
-pub struct StatusHandle(pub(crate) Arc<[Arc<CrewMonitor>]>);
-
-impl StatusHandle {
-    /// Every crew's current state, in the order the crews were given.
-    pub fn snapshot(&self) -> Vec<CrewStatus> {
-        self.0.iter().map(|m| m.snapshot()).collect()
-    }
-}
+use crate::pool::{CrewState, CrewStatus};
 
 /// Shared between an actor, which writes, and any number of readers. Lock-free, so
 /// updating it on every call and heartbeat costs next to nothing.
@@ -98,13 +45,13 @@ impl CrewMonitor {
     }
 
     pub fn set_state(&self, state: CrewState) {
-        let index = STATES.iter().position(|s| *s == state).unwrap_or(0);
+        let index = CrewState::ALL.iter().position(|s| *s == state).unwrap_or(0);
         self.state.store(index as u8, Ordering::Relaxed);
         self.changed.notify_waiters();
     }
 
     pub fn state(&self) -> CrewState {
-        STATES[self.state.load(Ordering::Relaxed) as usize]
+        CrewState::ALL[self.state.load(Ordering::Relaxed) as usize]
     }
 
     pub fn set_pid(&self, pid: Option<u32>) {

@@ -7,9 +7,7 @@ use std::io;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{mpsc, watch};
-
-use crate::input::InputItem;
+use tokio::sync::watch;
 
 /// Why the host stops at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +19,8 @@ pub enum HardStop {
 /// Stop requests (SIGTERM and SIGINT), counted.
 #[derive(Clone)]
 pub struct Shutdown {
-    requests: watch::Receiver<u32>,
+    /// `None`: nothing ever asks to stop.
+    requests: Option<watch::Receiver<u32>>,
 }
 
 impl Shutdown {
@@ -48,36 +47,37 @@ impl Shutdown {
                 }
             }
         });
-        Ok(Shutdown { requests })
+        Ok(Shutdown {
+            requests: Some(requests),
+        })
+    }
+
+    /// Stops are asked for by hand: `requests` counts them (for embedding and tests).
+    pub fn from_requests(requests: watch::Receiver<u32>) -> Shutdown {
+        Shutdown {
+            requests: Some(requests),
+        }
+    }
+
+    /// A host without signal handlers: a signal stops it at once.
+    pub fn never() -> Shutdown {
+        Shutdown { requests: None }
     }
 
     async fn requested(&mut self, times: u32) {
-        let _ = self.requests.wait_for(|n| *n >= times).await;
+        let asked = match &mut self.requests {
+            Some(requests) => requests.wait_for(|n| *n >= times).await.is_ok(),
+            None => false,
+        };
+        if !asked {
+            // No more requests can come.
+            std::future::pending::<()>().await;
+        }
     }
 
-    /// Forwards `input` until the first stop request; then the scheduler sees the end
-    /// of its input.
-    pub fn cut_input(
-        &self,
-        mut input: mpsc::Receiver<Vec<InputItem>>,
-    ) -> mpsc::Receiver<Vec<InputItem>> {
-        let mut stop = self.clone();
-        let (forward, batches) = mpsc::channel(1);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    batch = input.recv() => match batch {
-                        Some(batch) => tokio::select! {
-                            sent = forward.send(batch) => if sent.is_err() { return },
-                            () = stop.requested(1) => return,
-                        },
-                        None => return,
-                    },
-                    () = stop.requested(1) => return,
-                }
-            }
-        });
-        batches
+    /// Resolves on the first stop request: the run's input ends there.
+    pub async fn stop_requested(mut self) {
+        self.requested(1).await;
     }
 
     /// Resolves on a second stop request, or when `drain` has passed since the first.

@@ -112,6 +112,39 @@ pub fn compare(
     })
 }
 
+/// Compares as [`compare`] does and logs the verdict: the number of actions that match,
+/// or the first difference. True when they match.
+pub fn report(
+    expected: &Path,
+    produced: &Path,
+    from: Option<Timestamp>,
+    slice_ms: u64,
+) -> Result<bool, ExpectError> {
+    let verdict = compare(expected, produced, from, slice_ms)?;
+    let left_out = match verdict.left_out {
+        0 => String::new(),
+        n => format!("; {n} recorded actions of earlier slices left out"),
+    };
+    match verdict.difference {
+        None => {
+            tracing::info!(
+                actions = verdict.compared,
+                "replay matches {} ({} actions{left_out})",
+                expected.display(),
+                verdict.compared
+            );
+            Ok(true)
+        }
+        Some(difference) => {
+            tracing::error!(
+                "replay differs from {} at {difference}{left_out}",
+                expected.display()
+            );
+            Ok(false)
+        }
+    }
+}
+
 fn lines(path: &Path) -> io::Result<io::Lines<BufReader<File>>> {
     Ok(BufReader::new(File::open(path)?).lines())
 }

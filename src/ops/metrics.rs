@@ -1,5 +1,5 @@
-//! Prometheus metrics (SPEC §8): one registry, built where the host starts, and the
-//! `/metrics`, `/healthz` and `/readyz` endpoints on `--metrics-addr`.
+//! Prometheus metrics (SPEC §8): one registry, built where the host starts; `http.rs`
+//! serves it.
 //!
 //! `prometheus-client` (the Prometheus project's own crate) over the `prometheus` crate:
 //! typed label sets, no global registry, and scrape-time collectors, which read crew
@@ -7,15 +7,9 @@
 //! Hot paths hold handles ([`Counter`], [`Histogram`]) looked up once, so counting an
 //! event is one atomic add.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -24,8 +18,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::control::HostState;
-use crate::supervisor::{CrewState, CrewStatus, StatusHandle};
+use crate::pool::{CrewState, CrewStatus, StatusHandle};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CrewLabel {
@@ -250,100 +243,14 @@ impl Metrics {
 /// One crew's histograms.
 pub struct CrewTimers {
     /// `crew_call_seconds`
-    call: Histogram,
+    pub(super) call: Histogram,
     /// `slice_lag_seconds`
-    slice_lag: Histogram,
+    pub(super) slice_lag: Histogram,
     /// `slice_host_seconds`
-    slice_host: Histogram,
+    pub(super) slice_host: Histogram,
 }
 
-/// The scheduler's handles into [`Metrics`]: looked up once per crew, stream and
-/// action kind, so the per-event cost is a hash lookup and an atomic add.
-pub struct RunMetrics {
-    metrics: Arc<Metrics>,
-    /// By crew index.
-    crews: Vec<CrewTimers>,
-    events: HashMap<String, Counter>,
-    actions: HashMap<String, Counter>,
-}
-
-impl RunMetrics {
-    pub fn new<'a>(metrics: Arc<Metrics>, crews: impl IntoIterator<Item = &'a str>) -> Self {
-        RunMetrics {
-            crews: crews.into_iter().map(|c| metrics.crew_timers(c)).collect(),
-            metrics,
-            events: HashMap::new(),
-            actions: HashMap::new(),
-        }
-    }
-
-    pub fn event(&mut self, stream: &str) {
-        cached(&mut self.events, stream, |s| {
-            self.metrics.events_received(s)
-        })
-        .inc();
-    }
-
-    /// Counts actions by kind; `kinds` is mostly runs of one kind, counted at once.
-    pub fn actions<'k>(&mut self, kinds: impl IntoIterator<Item = &'k str>) {
-        let mut run: Option<(&str, u64)> = None;
-        for kind in kinds {
-            match &mut run {
-                Some((current, count)) if *current == kind => *count += 1,
-                _ => {
-                    if let Some((done, count)) = run.replace((kind, 1)) {
-                        self.count_actions(done, count);
-                    }
-                }
-            }
-        }
-        if let Some((kind, count)) = run {
-            self.count_actions(kind, count);
-        }
-    }
-
-    fn count_actions(&mut self, kind: &str, count: u64) {
-        cached(&mut self.actions, kind, |k| self.metrics.actions_sent(k)).inc_by(count);
-    }
-
-    /// A call of crew `crew` (by index) took `call`, of which the runner had it for
-    /// `runner_time` (if it answered); in live mode it ended `lag` after its slice closed.
-    pub fn call_done(
-        &self,
-        crew: usize,
-        call: Duration,
-        runner_time: Option<Duration>,
-        lag: Option<Duration>,
-    ) {
-        let timers = &self.crews[crew];
-        timers.call.observe(call.as_secs_f64());
-        if let Some(lag) = lag {
-            timers.slice_lag.observe(lag.as_secs_f64());
-            if let Some(runner_time) = runner_time {
-                timers
-                    .slice_host
-                    .observe(lag.saturating_sub(runner_time).as_secs_f64());
-            }
-        }
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-}
-
-fn cached<'m>(
-    map: &'m mut HashMap<String, Counter>,
-    key: &str,
-    make: impl FnOnce(&str) -> Counter,
-) -> &'m Counter {
-    if !map.contains_key(key) {
-        map.insert(key.to_owned(), make(key));
-    }
-    &map[key]
-}
-
-/// `crew_up` and `crew_restarts_total`, read from the supervisor at scrape time.
+/// `crew_up` and `crew_restarts_total`, read from the pool at scrape time.
 #[derive(Debug)]
 struct CrewCollector(StatusHandle);
 
@@ -377,80 +284,5 @@ impl Collector for CrewCollector {
 fn label(crew: &CrewStatus) -> CrewLabel {
     CrewLabel {
         crew: crew.crew.clone(),
-    }
-}
-
-/// Serves `/metrics`, `/healthz` (the host answers) and `/readyz` (every crew is up)
-/// until the returned task is dropped or aborted.
-pub async fn serve(
-    addr: &str,
-    metrics: Arc<Metrics>,
-    host: HostState,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let (metrics, host) = (metrics.clone(), host.clone());
-            let service = hyper::service::service_fn(move |request| {
-                let response = respond(&request, &metrics, &host);
-                async move { Ok::<_, std::convert::Infallible>(response) }
-            });
-            tokio::spawn(async move {
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let served = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(io, service);
-                if let Err(err) = served.await {
-                    tracing::debug!("metrics connection: {err}");
-                }
-            });
-        }
-    });
-    Ok((local, task))
-}
-
-fn respond(
-    request: &Request<Incoming>,
-    metrics: &Metrics,
-    host: &HostState,
-) -> Response<Full<Bytes>> {
-    let text = |status: StatusCode, content_type: &str, body: String| {
-        Response::builder()
-            .status(status)
-            .header(hyper::header::CONTENT_TYPE, content_type)
-            .body(Full::new(Bytes::from(body)))
-            .expect("static headers are valid")
-    };
-    const PLAIN: &str = "text/plain; charset=utf-8";
-    if request.method() != Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "GET only\n".into());
-    }
-    match request.uri().path() {
-        "/metrics" => text(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.encode(),
-        ),
-        "/healthz" => text(StatusCode::OK, PLAIN, "ok\n".into()),
-        "/readyz" => {
-            let report = host.report(None);
-            let status = if report.healthy {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            let body = serde_json::to_string(&report).expect("reports serialise") + "\n";
-            text(status, "application/json", body)
-        }
-        _ => text(
-            StatusCode::NOT_FOUND,
-            PLAIN,
-            "not found; try /metrics, /healthz or /readyz\n".into(),
-        ),
     }
 }

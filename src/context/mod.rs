@@ -2,17 +2,20 @@
 //! crews' RFC 7386 merge patches, applied in the deterministic crew order.
 //!
 //! The rules (ACL, size, conflicts) are pure functions here; where committed contexts live
-//! is the [`ContextStore`]'s business (`memory` now, JetStream KV later).
+//! is the [`ContextStore`]'s business (`store.rs`).
 
-use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::sync::{Arc, Mutex};
+mod acl;
+mod store;
+
+pub use acl::{KeySet, readable};
+pub use store::{ContextStore, MemoryStore, Store, StoreError};
+
+use std::collections::HashSet;
 
 use serde_json::Value;
 
-use crate::calls::FailureReason;
-use crate::config::KeySet;
-use crate::protocol::JsonObject;
+use crate::model::JsonObject;
+use crate::pool::FailureReason;
 
 /// Applies an RFC 7386 JSON Merge Patch: objects merge recursively, `null` deletes, any
 /// other value replaces.
@@ -142,93 +145,6 @@ pub fn serialised_len(value: &JsonObject) -> usize {
     let mut count = Count(0);
     serde_json::to_writer(&mut count, value).expect("JSON values always serialise");
     count.0
-}
-
-/// The part of a context a crew may read.
-pub fn readable(context: &Arc<JsonObject>, read: &KeySet) -> Arc<JsonObject> {
-    match read {
-        KeySet::All => context.clone(),
-        KeySet::Keys(keys) => Arc::new(
-            keys.iter()
-                .filter_map(|key| context.get(key).map(|value| (key.clone(), value.clone())))
-                .collect(),
-        ),
-    }
-}
-
-/// A context store failed, or another writer got there first.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(
-        "context of stream '{stream}' changed underneath (revision {found}, expected \
-         {expected}); is another host running the same streams?"
-    )]
-    Conflict {
-        stream: String,
-        expected: u64,
-        found: u64,
-    },
-}
-
-/// Where committed contexts live: one object per stream, with a revision for checked
-/// updates.
-pub trait ContextStore: Send + Sync + 'static {
-    /// The committed context of a stream and its revision (0 and empty when new).
-    fn load(
-        &self,
-        stream: &str,
-    ) -> impl Future<Output = Result<(JsonObject, u64), StoreError>> + Send;
-
-    /// Stores `context` if the stored revision is still `expected`; returns the new one.
-    fn commit(
-        &self,
-        stream: &str,
-        expected: u64,
-        context: &JsonObject,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
-}
-
-/// The `memory` backend: contexts live as long as the process.
-#[derive(Debug, Default)]
-pub struct MemoryStore {
-    streams: Mutex<HashMap<String, (JsonObject, u64)>>,
-}
-
-impl ContextStore for MemoryStore {
-    fn load(
-        &self,
-        stream: &str,
-    ) -> impl Future<Output = Result<(JsonObject, u64), StoreError>> + Send {
-        let found = self
-            .streams
-            .lock()
-            .expect("context store lock")
-            .get(stream)
-            .cloned()
-            .unwrap_or_default();
-        std::future::ready(Ok(found))
-    }
-
-    fn commit(
-        &self,
-        stream: &str,
-        expected: u64,
-        context: &JsonObject,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
-        let mut streams = self.streams.lock().expect("context store lock");
-        let entry = streams.entry(stream.to_owned()).or_default();
-        let result = if entry.1 == expected {
-            *entry = (context.clone(), expected + 1);
-            Ok(entry.1)
-        } else {
-            Err(StoreError::Conflict {
-                stream: stream.to_owned(),
-                expected,
-                found: entry.1,
-            })
-        };
-        std::future::ready(result)
-    }
 }
 
 #[cfg(test)]
@@ -395,23 +311,5 @@ mod tests {
         assert_eq!(reasons, [(0, "ctx_acl"), (1, "ctx_size")]);
         assert!(commit.rejected[0].1.to_string().contains("'secret'"));
         assert_eq!(commit.conflicts, 0);
-    }
-
-    #[test]
-    fn reads_are_filtered_by_acl() {
-        let context = Arc::new(object(json!({"a": 1, "b": 2})));
-        let only_a = readable(&context, &KeySet::Keys(vec!["a".into(), "zz".into()]));
-        assert_eq!(Value::Object((*only_a).clone()), json!({"a": 1}));
-        assert!(Arc::ptr_eq(&readable(&context, &KeySet::All), &context));
-    }
-
-    #[tokio::test]
-    async fn memory_store_checks_revisions() {
-        let store = MemoryStore::default();
-        assert_eq!(store.load("s").await.unwrap(), (JsonObject::new(), 0));
-        let context = object(json!({"a": 1}));
-        assert_eq!(store.commit("s", 0, &context).await.unwrap(), 1);
-        assert!(store.commit("s", 0, &context).await.is_err());
-        assert_eq!(store.load("s").await.unwrap(), (context, 1));
     }
 }

@@ -10,10 +10,10 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
-use crate::control::HostState;
-use crate::metrics::Metrics;
+use super::health::HostState;
+use super::metrics::Metrics;
 use crate::model::Timestamp;
-use crate::supervisor::CrewState;
+use crate::pool::CrewState;
 
 #[derive(Serialize)]
 struct Record<'a> {

@@ -7,83 +7,86 @@
 //! Time is tokio's, so tests run it on a paused virtual clock; a helper thread makes the
 //! closes punctual in real time ([`PreciseWake`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::clock::{Due, SliceClock};
+
 /// One stream's clock.
 struct StreamClock {
     w0: Instant,
 }
 
-/// Slices that are due: close `stream`'s slices below `upto`; the oldest of them was due
-/// at `due`.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Due {
-    pub stream: Arc<str>,
-    pub upto: i64,
-    pub due: Instant,
-}
-
 /// When each stream's next slice closes.
-pub struct LiveClock {
+pub struct WallClock {
     slice: Duration,
     grace: Duration,
-    streams: HashMap<Arc<str>, StreamClock>,
-    /// Every stream's next close, earliest first.
-    queue: BTreeSet<(Instant, Arc<str>)>,
+    /// By stream index.
+    streams: Vec<StreamClock>,
+    /// Every stream's next close, earliest first; streams due at the same time close in
+    /// name order.
+    queue: BTreeSet<(Instant, Arc<str>, usize)>,
     wake: PreciseWake,
 }
 
-impl LiveClock {
-    pub fn new(slice_ms: u64, grace_ms: u64) -> LiveClock {
-        LiveClock {
+impl WallClock {
+    pub fn new(slice_ms: u64, grace_ms: u64) -> WallClock {
+        WallClock {
             slice: Duration::from_millis(slice_ms),
             grace: Duration::from_millis(grace_ms),
-            streams: HashMap::new(),
+            streams: Vec::new(),
             queue: BTreeSet::new(),
             wake: PreciseWake::start(),
         }
     }
+}
 
-    /// Returns at `at`, or a little after.
-    pub async fn wait_until(&self, at: Instant) {
+impl SliceClock for WallClock {
+    fn input_closes_slices(&self) -> bool {
+        false
+    }
+
+    fn real_time(&self) -> bool {
+        true
+    }
+
+    fn reorder_slices(&self) -> u64 {
+        0
+    }
+
+    /// The stream's first event arrives now: that sets its `w0`.
+    fn stream_opened(&mut self, stream: usize, name: &Arc<str>) {
+        debug_assert_eq!(stream, self.streams.len(), "streams open in index order");
+        let clock = StreamClock { w0: Instant::now() };
+        self.queue
+            .insert((self.close_time_of(&clock, 0), name.clone(), stream));
+        self.streams.push(clock);
+    }
+
+    fn next_close(&self) -> Option<Instant> {
+        self.queue.first().map(|(at, _, _)| *at)
+    }
+
+    async fn wait_until(&self, at: Instant) {
         self.wake.until(at).await;
     }
 
-    /// Notes an event of `stream` arriving now; the first one sets the stream's `w0`.
-    pub fn saw(&mut self, stream: &str) {
-        if self.streams.contains_key(stream) {
-            return;
-        }
-        let name: Arc<str> = stream.into();
-        let clock = StreamClock { w0: Instant::now() };
-        self.queue
-            .insert((self.close_time_of(&clock, 0), name.clone()));
-        self.streams.insert(name, clock);
-    }
-
-    /// When the next slice of any stream is due.
-    pub fn next_close(&self) -> Option<Instant> {
-        self.queue.first().map(|(at, _)| *at)
-    }
-
-    /// The closes due at `now`, one per stream, earliest first.
-    pub fn due(&mut self, now: Instant) -> Vec<Due> {
+    fn due(&mut self, now: Instant) -> Vec<Due> {
         let mut due = Vec::new();
-        while let Some((at, _)) = self.queue.first()
+        while let Some((at, _, _)) = self.queue.first()
             && *at <= now
         {
-            let (at, name) = self.queue.pop_first().expect("checked above");
-            let clock = &self.streams[&name];
+            let (at, name, stream) = self.queue.pop_first().expect("checked above");
+            let clock = &self.streams[stream];
             let upto = slices_closed_by(now - clock.w0, self.slice, self.grace);
             let next = clock.w0 + self.grace + self.slice * slice_count(upto + 1);
-            self.queue.insert((next, name.clone()));
+            self.queue.insert((next, name, stream));
             due.push(Due {
-                stream: name,
+                stream,
                 upto,
                 due: at,
             });
@@ -91,13 +94,14 @@ impl LiveClock {
         due
     }
 
-    /// When slice `slice` of `stream` closes(d); `None` for a stream the clock never saw.
-    pub fn close_time(&self, stream: &str, slice: i64) -> Option<Instant> {
+    fn close_time(&self, stream: usize, slice: i64) -> Option<Instant> {
         self.streams
             .get(stream)
             .map(|clock| self.close_time_of(clock, slice))
     }
+}
 
+impl WallClock {
     fn close_time_of(&self, clock: &StreamClock, slice: i64) -> Instant {
         let ends = slice.saturating_add(1);
         if ends >= 0 {
@@ -235,7 +239,7 @@ mod tests {
     /// when deadlines move and when an earlier wake was left unclaimed.
     #[tokio::test]
     async fn waits_end_at_their_deadline_on_the_real_clock() {
-        let clock = LiveClock::new(500, 50);
+        let clock = WallClock::new(500, 50);
         let soon = Instant::now() + ms(5);
         // A deadline nobody waits for: its wake is left over for the next wait.
         clock.wake.until(Instant::now()).await;
@@ -251,19 +255,18 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn slices_close_at_w0_plus_their_end_plus_grace() {
-        let mut clock = LiveClock::new(500, 50);
+        let mut clock = WallClock::new(500, 50);
         let w0 = Instant::now();
-        clock.saw("s");
+        clock.stream_opened(0, &"s".into());
         assert_eq!(clock.next_close(), Some(w0 + ms(550)));
         assert!(clock.due(w0 + ms(549)).is_empty());
         tokio::time::advance(ms(100)).await;
-        clock.saw("t");
-        clock.saw("s");
+        clock.stream_opened(1, &"t".into());
         let due = clock.due(w0 + ms(550));
         assert_eq!(
             due,
             [Due {
-                stream: "s".into(),
+                stream: 0,
                 upto: 1,
                 due: w0 + ms(550)
             }]
@@ -271,12 +274,12 @@ mod tests {
         assert_eq!(clock.next_close(), Some(w0 + ms(650)), "t's slice 0");
         // Far behind: one close covers every slice that ended meanwhile.
         let due = clock.due(w0 + ms(2100));
-        let got: Vec<(&str, i64)> = due.iter().map(|d| (&*d.stream, d.upto)).collect();
-        assert_eq!(got, [("t", 3), ("s", 4)]);
+        let got: Vec<(usize, i64)> = due.iter().map(|d| (d.stream, d.upto)).collect();
+        assert_eq!(got, [(1, 3), (0, 4)], "t, then s");
         assert_eq!(due[1].due, w0 + ms(1050), "s's slice 1 was due first");
         assert_eq!(clock.next_close(), Some(w0 + ms(2150)), "t's slice 3");
-        assert_eq!(clock.close_time("s", 3), Some(w0 + ms(2050)));
-        assert_eq!(clock.close_time("s", -1), Some(w0 + ms(50)));
-        assert_eq!(clock.close_time("u", 0), None);
+        assert_eq!(clock.close_time(0, 3), Some(w0 + ms(2050)));
+        assert_eq!(clock.close_time(0, -1), Some(w0 + ms(50)));
+        assert_eq!(clock.close_time(2, 0), None);
     }
 }

@@ -1,14 +1,9 @@
-//! What the scheduler asks of crews, and what it gets back: one call, one outcome.
-//!
-//! The scheduler depends only on the [`CrewPool`] trait, so its logic is tested with
-//! in-memory pools and a virtual clock; the supervisor implements it with real processes.
+//! One call's outcome: what a crew produced, or why it failed (SPEC §8 reasons).
 
 use std::fmt;
-use std::future::Future;
 use std::time::Duration;
 
-use crate::model::ProposedAction;
-use crate::protocol::{Call, JsonObject};
+use crate::model::{JsonObject, ProposedAction};
 
 /// Why a call failed; the `reason` of its error record (SPEC §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -80,13 +75,3 @@ pub struct CallOutput {
 }
 
 pub type CallOutcome = Result<CallOutput, CallFailure>;
-
-/// Runs calls on named crews. One call per crew is in flight at a time; a pool queues
-/// further calls to the same crew.
-pub trait CrewPool: Send + Sync + 'static {
-    fn call(&self, crew: &str, call: Call) -> impl Future<Output = CallOutcome> + Send + 'static;
-
-    /// Counts a failure found after the crew's call had succeeded (a context patch the
-    /// host rejected, SPEC §5) toward the crew's `max_errors`, as a failed call counts.
-    fn count_failure(&self, crew: &str, failure: CallFailure);
-}

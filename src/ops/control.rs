@@ -2,7 +2,7 @@
 //! `live-crew health` and `live-crew status`.
 //!
 //! Protocol: the client writes one JSON line (`{"command":"health","max_age_ms":N}`), the
-//! host answers with one JSON line (a [`HealthReport`]) and closes. The socket file is
+//! host answers with one JSON line (a `HealthReport`) and closes. The socket file is
 //! created owner-only (0600) and removed when the host exits. A socket file whose host
 //! is gone (nobody accepts) is stale and replaced; one with a live host is left alone.
 
@@ -17,99 +17,13 @@ use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::time::Instant;
 
-use crate::supervisor::{CrewState, CrewStatus, StatusHandle};
+use super::health::HostState;
 
 /// How long a client waits for the host, and the host for a client's request.
 const TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest request line the host reads.
 const MAX_REQUEST_BYTES: u64 = 4096;
-
-/// The default socket: `$XDG_RUNTIME_DIR/live-crew.sock`, else `/tmp/live-crew-<uid>.sock`.
-pub fn default_socket(env: impl Fn(&str) -> Option<String>) -> PathBuf {
-    match env("XDG_RUNTIME_DIR").filter(|dir| !dir.is_empty()) {
-        Some(dir) => Path::new(&dir).join("live-crew.sock"),
-        None => PathBuf::from(format!("/tmp/live-crew-{}.sock", nix::unistd::getuid())),
-    }
-}
-
-/// One crew's health: its status, and why it is unhealthy.
-#[derive(Debug, Clone, Serialize)]
-pub struct CrewHealth {
-    #[serde(flatten)]
-    pub status: CrewStatus,
-    pub healthy: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub problem: Option<String>,
-}
-
-/// What `health` prints: the host is healthy when every crew is.
-#[derive(Debug, Clone, Serialize)]
-pub struct HealthReport {
-    pub healthy: bool,
-    pub host: HostInfo,
-    pub crews: Vec<CrewHealth>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct HostInfo {
-    pub pid: u32,
-    pub version: &'static str,
-    pub mode: &'static str,
-    pub uptime_ms: u64,
-}
-
-/// The host's side: everything a report is made of.
-#[derive(Debug, Clone)]
-pub struct HostState {
-    pub crews: StatusHandle,
-    pub mode: &'static str,
-    pub started: Instant,
-}
-
-impl HostState {
-    /// A crew is healthy while it is ready or busy, and (with `max_age`) its runner's
-    /// last heartbeat is at most that old.
-    pub fn report(&self, max_age: Option<Duration>) -> HealthReport {
-        let crews: Vec<CrewHealth> = self
-            .crews
-            .snapshot()
-            .into_iter()
-            .map(|status| {
-                let problem = crew_problem(&status, max_age);
-                CrewHealth {
-                    healthy: problem.is_none(),
-                    status,
-                    problem,
-                }
-            })
-            .collect();
-        HealthReport {
-            healthy: crews.iter().all(|c| c.healthy),
-            host: HostInfo {
-                pid: std::process::id(),
-                version: env!("CARGO_PKG_VERSION"),
-                mode: self.mode,
-                uptime_ms: self.started.elapsed().as_millis() as u64,
-            },
-            crews,
-        }
-    }
-}
-
-fn crew_problem(status: &CrewStatus, max_age: Option<Duration>) -> Option<String> {
-    if !matches!(status.state, CrewState::Ready | CrewState::Busy) {
-        let state = serde_json::to_value(status.state).expect("states serialise");
-        return Some(format!("crew is {}", state.as_str().unwrap_or_default()));
-    }
-    let max_ms = max_age?.as_millis() as u64;
-    match status.last_heartbeat_ms {
-        Some(age) if age <= max_ms => None,
-        Some(age) => Some(format!("last heartbeat {age} ms ago (max age {max_ms} ms)")),
-        None => Some("no heartbeat yet".into()),
-    }
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Request {
@@ -339,58 +253,4 @@ pub fn status_table(report: &serde_json::Value) -> String {
         out.push('\n');
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn status(state: CrewState, heartbeat: Option<u64>) -> CrewStatus {
-        CrewStatus {
-            crew: "c".into(),
-            state,
-            pid: Some(42),
-            last_heartbeat_ms: heartbeat,
-            restarts: 0,
-            errors: 0,
-            sandbox_layers: vec!["rlimits"],
-        }
-    }
-
-    #[test]
-    fn only_ready_and_busy_crews_with_fresh_heartbeats_are_healthy() {
-        let max = Some(Duration::from_millis(1000));
-        for (state, healthy) in [
-            (CrewState::Starting, false),
-            (CrewState::Ready, true),
-            (CrewState::Busy, true),
-            (CrewState::Restarting, false),
-            (CrewState::Disabled, false),
-            (CrewState::Stopped, false),
-        ] {
-            assert_eq!(
-                crew_problem(&status(state, Some(10)), max).is_none(),
-                healthy,
-                "{state:?}"
-            );
-        }
-        let stale = crew_problem(&status(CrewState::Busy, Some(1500)), max).unwrap();
-        assert_eq!(stale, "last heartbeat 1500 ms ago (max age 1000 ms)");
-        assert!(crew_problem(&status(CrewState::Busy, Some(1500)), None).is_none());
-        assert_eq!(
-            crew_problem(&status(CrewState::Disabled, Some(1)), None).unwrap(),
-            "crew is disabled"
-        );
-    }
-
-    #[test]
-    fn default_socket_prefers_the_runtime_dir() {
-        let xdg = |name: &str| (name == "XDG_RUNTIME_DIR").then(|| "/run/user/7".to_owned());
-        assert_eq!(default_socket(xdg), Path::new("/run/user/7/live-crew.sock"));
-        let uid = nix::unistd::getuid();
-        assert_eq!(
-            default_socket(|_| None),
-            PathBuf::from(format!("/tmp/live-crew-{uid}.sock"))
-        );
-    }
 }

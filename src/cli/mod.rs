@@ -1,0 +1,305 @@
+//! The commands of the `live-crew` binary (SPEC §9). `main.rs` parses the arguments,
+//! calls one of these and turns what it returns into an exit code.
+
+pub mod args;
+pub mod expect;
+pub mod scaffold;
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use args::{BatchArgs, Command, ConfigArgs, NewCrewArgs, ReplayArgs, RunArgs, SocketArgs};
+use expect::ExpectError;
+
+use crate::config::{ConfigErrors, Crews, GlobalConfig, LogFormat};
+use crate::host::{Finished, Host, HostConfig, HostError, HostOptions, RunMode};
+use crate::model::Timestamp;
+use crate::ops::logging;
+use crate::ops::progress::show_progress;
+use crate::ops::shutdown::{HardStop, Shutdown};
+use crate::ops::{control, health};
+use crate::scheduler::RunError;
+use crate::sink::RunSummary;
+use crate::source::{self, InputArg, OpenError};
+
+/// How a command ended when it did not fail outright.
+pub enum Status {
+    Clean,
+    /// Finished, but with errors or rejected input (or unhealthy, for `health`).
+    WithErrors,
+    /// A second stop signal ended the run at once.
+    Interrupted,
+    /// `health`/`status`: no host answered.
+    Unreachable,
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The run started and could not go on.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    #[error(transparent)]
+    Input(#[from] OpenError),
+    #[error(transparent)]
+    Expect(#[from] ExpectError),
+    /// `new crew` could not write the crew's folder.
+    #[error(transparent)]
+    Scaffold(io::Error),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: io::Error,
+    },
+}
+
+impl Command {
+    /// The global settings file the command names, for logging to start with.
+    pub fn config_file(&self) -> Option<&Path> {
+        match self {
+            Command::Run(RunArgs { batch, .. }) | Command::Replay(ReplayArgs { batch, .. }) => {
+                batch.config.as_deref()
+            }
+            Command::Validate(args) => args.config.as_deref(),
+            Command::Health(args) => args.socket.config.as_deref(),
+            Command::Status(socket) => socket.config.as_deref(),
+            Command::Config(args) => args.config.as_deref(),
+            Command::New(_) => None,
+        }
+    }
+}
+
+/// The global settings from `file`, the environment and the defaults.
+pub fn load_global(file: Option<&Path>) -> Result<GlobalConfig, ConfigErrors> {
+    GlobalConfig::load(file, |name| std::env::var(name).ok())
+}
+
+/// What `replay` adds to a batch run.
+pub struct Replay {
+    pub from: Option<Timestamp>,
+    pub expect: Option<PathBuf>,
+}
+
+impl ReplayArgs {
+    /// A replay is a batch run with a starting time and a recording to compare with.
+    pub fn into_run(self) -> (RunArgs, Replay) {
+        let run = RunArgs {
+            batch: self.batch,
+            heartbeats: None,
+            live: false,
+            metrics_addr: None,
+        };
+        let replay = Replay {
+            from: self.from_timestamp,
+            expect: self.expect,
+        };
+        (run, replay)
+    }
+}
+
+/// `run` and `replay`: one host over the events, the summary on stderr, and with
+/// `--expect` the comparison with the recording.
+pub async fn run(
+    args: RunArgs,
+    log_format: LogFormat,
+    replay: Option<Replay>,
+) -> Result<Status, CommandError> {
+    let RunArgs {
+        batch,
+        heartbeats,
+        live,
+        metrics_addr,
+    } = args;
+    let BatchArgs {
+        crews,
+        events,
+        config,
+        output,
+        errors,
+        allow_invalid,
+        slice_ms,
+    } = batch;
+    let input = InputArg::from_arg(&events);
+    let mode = match &replay {
+        Some(Replay {
+            from: Some(from), ..
+        }) => RunMode::ReplayFrom(*from),
+        Some(_) => RunMode::Batch,
+        None if live || input == InputArg::Stdin => RunMode::Live,
+        None => RunMode::Batch,
+    };
+    let expected = replay.as_ref().and_then(|replay| replay.expect.clone());
+    // `replay --expect` without --output compares a private scratch copy of the actions.
+    let scratch = match (&expected, &output) {
+        (Some(_), None) => Some(
+            tempfile::Builder::new()
+                .prefix("live-crew-replay-")
+                .tempfile()
+                .map_err(|source| CommandError::Io {
+                    what: "cannot create a scratch file for the replay's actions",
+                    source,
+                })?,
+        ),
+        _ => None,
+    };
+    let actions_path = output
+        .clone()
+        .or_else(|| scratch.as_ref().map(|file| file.path().to_path_buf()));
+    let options = HostOptions {
+        crews,
+        config,
+        slice_ms,
+        metrics_addr,
+        output: actions_path.clone(),
+        errors,
+        heartbeats,
+        mode,
+    };
+    let config = HostConfig::load(options)?;
+    if let Some(expected) = &expected {
+        // Before the replay, which may be long, rather than after it.
+        std::fs::File::open(expected).map_err(|err| ExpectError {
+            path: expected.clone(),
+            reason: err.to_string(),
+        })?;
+    }
+    let slice_ms = config.global.slice_ms;
+    let paced = mode == RunMode::Live;
+    let source = source::open(&input, config.global.max_event_bytes, paced)?;
+    let shutdown = Shutdown::install().unwrap_or_else(|err| {
+        tracing::warn!("cannot catch SIGTERM/SIGINT ({err}); a signal stops the host at once");
+        Shutdown::never()
+    });
+    let progress = show_progress(source.progress.clone());
+    let host = Host::build(config).await?;
+    let finished = host.run(source, shutdown).await;
+    drop(progress);
+    let summary = match finished? {
+        Finished::Completed(summary) => summary,
+        Finished::Stopped(HardStop::SecondSignal) => return Ok(Status::Interrupted),
+        Finished::Stopped(HardStop::DrainTimeout) => return Ok(Status::WithErrors),
+    };
+    print_summary(&summary, log_format);
+    let input_problems = summary.error_count() - summary.run_errors();
+    let mut status = if summary.run_errors() > 0 || (input_problems > 0 && !allow_invalid) {
+        Status::WithErrors
+    } else {
+        Status::Clean
+    };
+    if let (Some(expected), Some(produced)) = (&expected, &actions_path) {
+        let from = replay.as_ref().and_then(|replay| replay.from);
+        if !expect::report(expected, produced, from, slice_ms)? {
+            status = Status::WithErrors;
+        }
+    }
+    Ok(status)
+}
+
+/// The run summary on stderr: one JSON log line in JSON mode, so stderr stays pure JSON
+/// lines for log shippers.
+fn print_summary(summary: &RunSummary, log_format: LogFormat) {
+    match log_format {
+        LogFormat::Json => {
+            let fields = serde_json::json!({
+                "events": summary.events,
+                "actions": summary.actions,
+                "errors": summary.error_count(),
+            });
+            let fields = fields.as_object().expect("an object");
+            let text = summary.to_string();
+            eprintln!("{}", logging::json_line("info", text.trim_end(), fields));
+        }
+        LogFormat::Pretty => eprint!("{summary}"),
+    }
+}
+
+/// `config`: the settings in effect as YAML that loads back.
+pub fn print_config(args: ConfigArgs) -> Result<Status, CommandError> {
+    let global = load_global(args.config.as_deref())?;
+    let yaml = serde_saphyr::to_string(&global).map_err(|err| CommandError::Io {
+        what: "cannot write the settings as YAML",
+        source: io::Error::other(err.to_string()),
+    })?;
+    io::stdout()
+        .write_all(yaml.as_bytes())
+        .map_err(|source| CommandError::Io {
+            what: "cannot write the settings",
+            source,
+        })?;
+    Ok(Status::Clean)
+}
+
+/// `health` (JSON) and `status` (table): asks the host on its control socket.
+pub async fn health(
+    args: SocketArgs,
+    max_age: Option<u64>,
+    table: bool,
+) -> Result<Status, CommandError> {
+    let socket = match args.socket {
+        Some(socket) => socket,
+        None => match load_global(args.config.as_deref())?.control_socket {
+            Some(path) => path,
+            None => health::default_socket(|name| std::env::var(name).ok()),
+        },
+    };
+    let command = if table { "status" } else { "health" };
+    let report = match control::query(&socket, command, max_age).await {
+        Ok(report) => report,
+        Err(err) => {
+            eprintln!(
+                "live-crew: no host answers on {}: {err}; is `live-crew run` running with this control_socket?",
+                socket.display()
+            );
+            return Ok(Status::Unreachable);
+        }
+    };
+    let text = if table {
+        control::status_table(&report)
+    } else {
+        serde_json::to_string_pretty(&report).expect("JSON values serialise") + "\n"
+    };
+    // A closed stdout is not an error.
+    let _ = io::stdout().write_all(text.as_bytes());
+    if report["healthy"] == true {
+        Ok(Status::Clean)
+    } else {
+        Ok(Status::WithErrors)
+    }
+}
+
+/// `validate`: loads the crews as `run` would, and reports.
+pub fn validate(crews: &Path, config: Option<&Path>) -> Result<Status, CommandError> {
+    let global = load_global(config)?;
+    let loaded = Crews::load(crews, &global)?;
+    let names: Vec<&str> = loaded.as_slice().iter().map(|c| c.name.as_str()).collect();
+    let report = if names.is_empty() {
+        format!("{}: no crews found\n", crews.display())
+    } else {
+        format!(
+            "{}: {} crews OK; run order: {}\n",
+            crews.display(),
+            names.len(),
+            names.join(", ")
+        )
+    };
+    // A closed stdout is not an error.
+    let _ = io::stdout().write_all(report.as_bytes());
+    Ok(Status::Clean)
+}
+
+/// `new crew`: a crew folder from a template.
+pub fn new_crew(args: NewCrewArgs) -> Result<Status, CommandError> {
+    let dir =
+        scaffold::new_crew(&args.crews, &args.name, args.kind).map_err(CommandError::Scaffold)?;
+    let report = format!(
+        "created {}; check it with: live-crew validate --crews {}\n",
+        dir.display(),
+        args.crews.display()
+    );
+    let _ = io::stdout().write_all(report.as_bytes());
+    Ok(Status::Clean)
+}

@@ -1,0 +1,79 @@
+//! What a pool reports about its crews: the source of `live-crew health` and `status`.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CrewState {
+    /// The runner is being spawned, or has not answered `hello` yet.
+    Starting,
+    /// Idle and healthy.
+    Ready,
+    /// A call is in flight.
+    Busy,
+    /// Waiting out the backoff after a failure.
+    Restarting,
+    /// Disabled after `max_errors` consecutive failures.
+    Disabled,
+    /// Shut down.
+    Stopped,
+}
+
+impl CrewState {
+    /// Every state, in a fixed order (their index is the monitor's stored value).
+    pub const ALL: [CrewState; 6] = [
+        CrewState::Starting,
+        CrewState::Ready,
+        CrewState::Busy,
+        CrewState::Restarting,
+        CrewState::Disabled,
+        CrewState::Stopped,
+    ];
+}
+
+/// A point-in-time view of one crew.
+#[derive(Debug, Clone, Serialize)]
+pub struct CrewStatus {
+    pub crew: String,
+    pub state: CrewState,
+    pub pid: Option<u32>,
+    /// How long ago the runner's last heartbeat (or `ready`) arrived.
+    pub last_heartbeat_ms: Option<u64>,
+    pub restarts: u32,
+    /// Failed calls and failed starts since the host started.
+    pub errors: u64,
+    /// The sandbox layers this crew's runner is started with.
+    pub sandbox_layers: Vec<&'static str>,
+}
+
+/// A cloneable, `'static` view of a pool's crews, for tasks that report state (control
+/// socket, metrics, heartbeats) while the pool runs them.
+#[derive(Clone)]
+pub struct StatusHandle(Arc<dyn Fn() -> Vec<CrewStatus> + Send + Sync>);
+
+impl StatusHandle {
+    /// A view that reads the crews' state through `read`.
+    pub fn new(read: impl Fn() -> Vec<CrewStatus> + Send + Sync + 'static) -> Self {
+        StatusHandle(Arc::new(read))
+    }
+
+    /// Every crew's current state, in the order the crews were given.
+    pub fn snapshot(&self) -> Vec<CrewStatus> {
+        (self.0)()
+    }
+}
+
+impl Default for StatusHandle {
+    /// A pool without crews.
+    fn default() -> Self {
+        StatusHandle::new(Vec::new)
+    }
+}
+
+impl std::fmt::Debug for StatusHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.snapshot()).finish()
+    }
+}

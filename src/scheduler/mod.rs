@@ -1,0 +1,338 @@
+//! The scheduler (SPEC §4): a pure core (`core.rs`: lanes, plans, decisions, commits,
+//! output order) under a thin shell that drives it with the ports: events from an
+//! [`EventSource`], calls to a [`CrewPool`], contexts to a [`ContextStore`], actions to an
+//! [`ActionSink`], slice closes from a [`SliceClock`]. The shell is the same code in
+//! batch, live and replay runs; only the clock and the source differ.
+//!
+//! The commit order for each step: error records are reported, actions are pushed to the
+//! sink and made durable (every step when the clock runs in real time or the source takes
+//! acknowledgements, else in large chunks), then the committed contexts of the slices
+//! whose actions are written go to the store, and only then is the source acknowledged
+//! through the oldest delivery a slice still holds. A sink or store that fails stops the
+//! run before anything after it happens. `docs/DESIGN.md` explains the choices where SPEC
+//! is silent.
+
+mod acks;
+pub mod clock;
+mod core;
+mod decide;
+mod lane;
+mod plan;
+mod records;
+mod stream;
+pub mod wall_clock;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use self::core::{Completion, Core};
+use crate::config::{Crews, GlobalConfig};
+use crate::context::{ContextStore, StoreError};
+use crate::model::{SharedEvent, Timestamp};
+use crate::ops::metrics::Metrics;
+use crate::pool::CrewPool;
+use crate::sink::{ActionSink, ErrorSink, OutputError, RunSummary, SinkError};
+use crate::source::{Delivery, EventSource, SourceError};
+use clock::SliceClock;
+
+/// A run could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error(transparent)]
+    Context(#[from] StoreError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+}
+
+/// The ports one run is driven through.
+pub struct Ports<'a, P, S, Src, K, C> {
+    pub pool: &'a P,
+    pub store: &'a S,
+    pub source: Src,
+    pub actions: K,
+    pub clock: C,
+    pub errors: ErrorSink,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Runs the source to its end (or until `stop` resolves, which ends the input the same
+/// way), drives every crew through the pool, and writes actions and error records. With
+/// `replay_from`, only the slices that start at or after it run. Errors of crews and
+/// input are in the summary, not in the `Result`.
+pub async fn run<P, S, Src, K, C>(
+    crews: &Crews,
+    global: &GlobalConfig,
+    ports: Ports<'_, P, S, Src, K, C>,
+    replay_from: Option<Timestamp>,
+    stop: impl Future<Output = ()>,
+) -> Result<RunSummary, RunError>
+where
+    P: CrewPool,
+    S: ContextStore,
+    Src: EventSource,
+    K: ActionSink,
+    C: SliceClock,
+{
+    let started = std::time::Instant::now();
+    let Ports {
+        pool,
+        store,
+        source,
+        actions,
+        clock,
+        mut errors,
+        metrics,
+    } = ports;
+    errors.count_into(metrics.clone());
+    let core = Core::new(
+        crews,
+        global,
+        clock.reorder_slices(),
+        replay_from,
+        metrics,
+        source.wants_acks(),
+    );
+    let mut shell = Shell {
+        durable_each_step: clock.real_time() || source.wants_acks(),
+        core,
+        pool,
+        store,
+        source,
+        actions,
+        clock,
+        errors,
+        revisions: Vec::new(),
+        calls: JoinSet::new(),
+        acked: 0,
+    };
+    shell.drive(stop).await?;
+    let Shell {
+        core,
+        actions,
+        errors,
+        ..
+    } = shell;
+    match actions.finish().await {
+        Ok(()) | Err(SinkError::Closed) => {}
+        Err(SinkError::Output(error)) => return Err(error.into()),
+    }
+    let mut summary = core.into_summary();
+    summary.errors = errors.counts().clone();
+    errors.finish()?;
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+/// The I/O around the core: one task owns all state; calls run concurrently as spawned
+/// tasks and report back.
+struct Shell<'a, P, S, Src, K, C> {
+    core: Core,
+    pool: &'a P,
+    store: &'a S,
+    source: Src,
+    actions: K,
+    clock: C,
+    errors: ErrorSink,
+    /// The store's revision of each stream's context, by stream index.
+    revisions: Vec<u64>,
+    calls: JoinSet<Completion>,
+    /// Outputs are made durable after every step, not only when a chunk is full.
+    durable_each_step: bool,
+    /// The source is acknowledged through this delivery.
+    acked: u64,
+}
+
+/// Whether a run goes on after its outputs were settled.
+enum Settled {
+    Going,
+    /// Nobody reads the output any more.
+    OutputClosed,
+}
+
+impl<P, S, Src, K, C> Shell<'_, P, S, Src, K, C>
+where
+    P: CrewPool,
+    S: ContextStore,
+    Src: EventSource,
+    K: ActionSink,
+    C: SliceClock,
+{
+    async fn drive(&mut self, stop: impl Future<Output = ()>) -> Result<(), RunError> {
+        let mut stop = pin!(stop);
+        let mut input_done = false;
+        let mut dirty: BTreeSet<usize> = BTreeSet::new();
+        loop {
+            for stream in std::mem::take(&mut dirty) {
+                self.core.pump(stream, Instant::now());
+            }
+            self.send_calls();
+            let actions = &mut self.actions;
+            self.core.emit(&mut |action, id| actions.push(action, id));
+            if let Settled::OutputClosed = self.settle().await? {
+                tracing::info!("output closed; stopping");
+                return Ok(());
+            }
+            if input_done && self.calls.is_empty() {
+                if self.core.all_emitted() {
+                    return Ok(());
+                }
+                if self.core.next_deadline().is_none() {
+                    // Nothing can move any more: give up the triggers that still wait.
+                    dirty.extend(self.core.drop_waiting_bundles());
+                    continue;
+                }
+            }
+            let next_deadline = self.core.next_deadline();
+            let idle = self.calls.is_empty() && next_deadline.is_none();
+            let take_input = !input_done && (idle || !self.core.window_full());
+            let next_close = self.clock.next_close().filter(|_| !input_done);
+            tokio::select! {
+                biased;
+                Some(done) = self.calls.join_next(), if !self.calls.is_empty() => {
+                    let mut done = done.expect("call tasks do not panic");
+                    done.lag = self
+                        .clock
+                        .close_time(done.stream, done.slice)
+                        .map(|closed| Instant::now().saturating_duration_since(closed));
+                    dirty.extend(self.core.complete(done));
+                }
+                // Before input: a busy feed must not delay a slice's close.
+                () = wait_for(&self.clock, next_close), if next_close.is_some() => {
+                    let now = Instant::now();
+                    for due in self.clock.due(now) {
+                        self.core.close_below(due.stream, due.upto, now - due.due, &mut dirty);
+                    }
+                }
+                () = &mut stop, if !input_done => {
+                    input_done = true;
+                    self.core.finish_input(&mut dirty);
+                }
+                batch = self.source.next(), if take_input => match batch {
+                    Some(deliveries) => {
+                        for delivery in deliveries {
+                            self.deliver(delivery, &mut dirty).await?;
+                        }
+                    }
+                    None => {
+                        input_done = true;
+                        self.core.finish_input(&mut dirty);
+                    }
+                },
+                () = sleep_until(next_deadline), if next_deadline.is_some() => {
+                    self.core.deadlines_passed(Instant::now(), &mut dirty);
+                }
+            }
+        }
+    }
+
+    /// Files one delivery; a stream's first event loads its context first.
+    async fn deliver(
+        &mut self,
+        delivery: Delivery,
+        dirty: &mut BTreeSet<usize>,
+    ) -> Result<(), RunError> {
+        match delivery.item {
+            Ok(event) => {
+                let stream = match self.core.stream_id(&event.stream_id) {
+                    Some(stream) => stream,
+                    None => self.open_stream(&event).await?,
+                };
+                let close_on_input = self.clock.input_closes_slices();
+                self.core
+                    .accept(stream, delivery.seq, event, close_on_input, dirty);
+            }
+            Err(error) => self.core.reject(delivery.seq, error),
+        }
+        Ok(())
+    }
+
+    async fn open_stream(&mut self, first: &SharedEvent) -> Result<usize, RunError> {
+        let name: Arc<str> = first.stream_id.as_str().into();
+        let (context, revision) = self.store.load(&name).await?;
+        let stream = self.core.open_stream(name.clone(), first.ts, context);
+        self.revisions.push(revision);
+        self.clock.stream_opened(stream, &name);
+        Ok(stream)
+    }
+
+    /// Sends the calls the core decided on.
+    fn send_calls(&mut self) {
+        for request in std::mem::take(&mut self.core.out.calls) {
+            let (stream, crew, slice) = (request.stream, request.crew, request.slice);
+            let pending = self.pool.call(self.core.crew_name(crew), request.call);
+            self.calls.spawn(async move {
+                let started = Instant::now();
+                let outcome = pending.await;
+                Completion {
+                    stream,
+                    crew,
+                    slice,
+                    outcome,
+                    elapsed: started.elapsed(),
+                    lag: None,
+                }
+            });
+        }
+    }
+
+    /// Carries out the rest of the core's outbox, in the commit order (module docs).
+    async fn settle(&mut self) -> Result<Settled, RunError> {
+        for record in std::mem::take(&mut self.core.out.records) {
+            self.errors.report(record)?;
+        }
+        for (crew, failure) in std::mem::take(&mut self.core.out.failures) {
+            self.pool.count_failure(self.core.crew_name(crew), failure);
+        }
+        let written = if self.durable_each_step {
+            self.actions.flush().await
+        } else {
+            self.actions.flush_if_full().await
+        };
+        match written {
+            Ok(()) => {}
+            Err(SinkError::Closed) => return Ok(Settled::OutputClosed),
+            Err(SinkError::Output(error)) => return Err(error.into()),
+        }
+        if self.durable_each_step {
+            self.errors.flush()?;
+        }
+        for write in std::mem::take(&mut self.core.out.writes) {
+            let stream = write.stream;
+            let name = self.core.stream_name(stream);
+            let revision = self.revisions[stream];
+            self.revisions[stream] = self.store.commit(name, revision, &write.context).await?;
+        }
+        if self.source.wants_acks() {
+            let through = self.core.ackable_through();
+            if through > self.acked {
+                self.source.ack_through(through).await?;
+                self.acked = through;
+            }
+        }
+        Ok(Settled::Going)
+    }
+}
+
+async fn wait_for(clock: &impl SliceClock, at: Option<Instant>) {
+    match at {
+        Some(at) => clock.wait_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests;

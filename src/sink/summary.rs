@@ -1,0 +1,140 @@
+//! What a run did: per-crew call statistics and the summary printed at the end.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use super::INPUT_REASONS;
+
+/// Per-crew call statistics.
+#[derive(Debug, Clone, Default)]
+pub struct CrewStats {
+    pub calls: u64,
+    pub failures: u64,
+    /// Call durations in microseconds.
+    pub durations_us: Vec<u64>,
+}
+
+impl CrewStats {
+    /// The `p`-th percentile (0..=100) of call time, by nearest rank.
+    pub fn percentile_ms(&self, p: usize) -> f64 {
+        let mut sorted = self.durations_us.clone();
+        sorted.sort_unstable();
+        if sorted.is_empty() {
+            return 0.0;
+        }
+        let rank = (p * sorted.len()).div_ceil(100).clamp(1, sorted.len());
+        sorted[rank - 1] as f64 / 1000.0
+    }
+}
+
+/// What a run did; printed on stderr at the end.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    pub events: u64,
+    /// Slices that held at least one event, over all streams.
+    pub slices: u64,
+    pub actions: u64,
+    pub late_events: u64,
+    pub context_conflicts: u64,
+    /// Events over `max_events_per_slice`, dropped or collapsed.
+    pub overflowed_events: u64,
+    /// `replay --from-timestamp`: events of slices before it, not run.
+    pub skipped_events: u64,
+    /// Error records by reason.
+    pub errors: BTreeMap<&'static str, u64>,
+    /// Per crew, in run order.
+    pub crews: Vec<(String, CrewStats)>,
+    pub elapsed: Duration,
+}
+
+impl RunSummary {
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// Errors that are not about the input.
+    pub fn run_errors(&self) -> u64 {
+        self.errors
+            .iter()
+            .filter(|(reason, _)| !INPUT_REASONS.contains(reason))
+            .map(|(_, count)| count)
+            .sum()
+    }
+}
+
+impl fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        let rate = if secs > 0.0 {
+            self.events as f64 / secs
+        } else {
+            0.0
+        };
+        writeln!(
+            f,
+            "live-crew: {} events, {} slices, {} actions, {} errors in {secs:.2}s ({rate:.0} events/s)",
+            self.events,
+            self.slices,
+            self.actions,
+            self.error_count()
+        )?;
+        if !self.errors.is_empty() {
+            let by_reason: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(reason, count)| format!("{reason}: {count}"))
+                .collect();
+            writeln!(f, "  errors: {}", by_reason.join(", "))?;
+        }
+        if self.late_events > 0 || self.context_conflicts > 0 {
+            writeln!(
+                f,
+                "  late events: {}, context conflicts: {}",
+                self.late_events, self.context_conflicts
+            )?;
+        }
+        if self.skipped_events > 0 {
+            writeln!(
+                f,
+                "  events in slices before --from-timestamp (not replayed): {}",
+                self.skipped_events
+            )?;
+        }
+        if self.overflowed_events > 0 {
+            writeln!(
+                f,
+                "  events over max_events_per_slice (dropped or collapsed): {}",
+                self.overflowed_events
+            )?;
+        }
+        for (name, stats) in &self.crews {
+            writeln!(
+                f,
+                "  crew {name}: {} calls, {} failed, p50 {:.1} ms, p99 {:.1} ms",
+                stats.calls,
+                stats.failures,
+                stats.percentile_ms(50),
+                stats.percentile_ms(99)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let stats = CrewStats {
+            calls: 100,
+            failures: 0,
+            durations_us: (1..=100).map(|ms| ms * 1000).collect(),
+        };
+        assert_eq!(stats.percentile_ms(50), 50.0);
+        assert_eq!(stats.percentile_ms(99), 99.0);
+        assert_eq!(CrewStats::default().percentile_ms(99), 0.0);
+    }
+}

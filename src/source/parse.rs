@@ -1,0 +1,62 @@
+//! One event's text to an event or a located error, with the host's input limits.
+
+use std::sync::Arc;
+
+use super::{InputError, InputItem};
+use crate::model::Event;
+
+/// Deepest nesting of arrays and objects accepted in one event (the event object itself
+/// is level 1), so that hostile input cannot make a crew's JSON parser recurse without
+/// bound.
+pub const MAX_EVENT_DEPTH: usize = 64;
+
+/// The nesting depth of `text` if it exceeds [`MAX_EVENT_DEPTH`]; brackets inside
+/// strings do not count.
+fn too_deep(text: &[u8]) -> Option<usize> {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in text {
+        match (in_string, byte) {
+            (true, _) if escaped => escaped = false,
+            (true, b'\\') => escaped = true,
+            (true, b'"') | (false, b'"') => in_string = !in_string,
+            (false, b'{' | b'[') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (false, b'}' | b']') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    (deepest > MAX_EVENT_DEPTH).then_some(deepest)
+}
+
+pub(super) fn parse(
+    text: &[u8],
+    line: u64,
+    index: Option<u64>,
+    max_bytes: usize,
+    len: usize,
+) -> InputItem {
+    let error = |message: String| InputError {
+        line,
+        index,
+        message,
+    };
+    if len > max_bytes {
+        return Err(error(format!(
+            "event is {len} bytes, over max_event_bytes ({max_bytes}); \
+             shrink the payload or raise max_event_bytes"
+        )));
+    }
+    if let Some(depth) = too_deep(text) {
+        return Err(error(format!(
+            "event nests {depth} levels deep, over the limit of {MAX_EVENT_DEPTH}; \
+             flatten the payload"
+        )));
+    }
+    let text = std::str::from_utf8(text).map_err(|err| error(format!("not UTF-8: {err}")))?;
+    Event::from_json(text)
+        .map(Arc::new)
+        .map_err(|err| error(err.to_string()))
+}
