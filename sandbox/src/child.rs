@@ -1,39 +1,190 @@
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::net::unix::pipe;
 
 use crate::cgroup::CrewCgroups;
+use crate::forker::Spawned;
+use crate::{Planned, pidfd};
 
-/// A running sandboxed child. Dropping it kills the whole crew: its process group and
-/// every process in its cgroups.
+/// The host's end of a crew's stdin.
+pub type ChildStdin = pipe::Sender;
+/// The host's end of a crew's stdout.
+pub type ChildStdout = pipe::Receiver;
+/// The host's end of a crew's stderr.
+pub type ChildStderr = pipe::Receiver;
+
+/// A running sandboxed child. Dropping it kills the whole crew: its leader, its process
+/// group and every process in its cgroups; the leader is reaped in the background.
 ///
-/// Fields drop in order: the pipes, the leader (tokio reaps it later), the cgroups
-/// (after their members are gone) and last the working directory.
+/// Fields drop in order: the pipes, the leader, the cgroups (after their members are
+/// gone) and last the working directory.
 #[derive(Debug)]
 pub struct Child {
-    pub(crate) crew: String,
-    /// Leader, process group and session id; never 0.
-    pub(crate) pid: u32,
-    pub stdin: Option<tokio::process::ChildStdin>,
-    pub stdout: Option<tokio::process::ChildStdout>,
-    pub stderr: Option<tokio::process::ChildStderr>,
-    pub(crate) inner: tokio::process::Child,
+    crew: String,
+    pub stdin: Option<ChildStdin>,
+    pub stdout: Option<ChildStdout>,
+    pub stderr: Option<ChildStderr>,
+    leader: Leader,
     /// Whether the leader is PID 1 of a pid namespace of its own.
-    pub(crate) pid_namespace: bool,
+    pid_namespace: bool,
     /// Spawned with `defer_cgroup_join` and not moved into its cgroups yet.
-    pub(crate) cgroups_pending: bool,
-    pub(crate) cgroups: CrewCgroups,
-    pub(crate) workdir: tempfile::TempDir,
+    cgroups_pending: bool,
+    cgroups: CrewCgroups,
+    workdir: tempfile::TempDir,
+}
+
+/// The crew's first process. Known by its pidfd, so that it can be signalled and
+/// waited for however it was forked, and never mistaken for a later owner of its pid.
+#[derive(Debug)]
+struct Leader {
+    /// Also the crew's process group and session id; never 0.
+    pid: u32,
+    /// Readable once the process has exited. Shared with the reaper thread of a drop.
+    pidfd: AsyncFd<Arc<OwnedFd>>,
+    parent: Parent,
+    /// Set once reaped.
+    status: Option<ExitStatus>,
+}
+
+/// Who forked the leader, and so who collects its exit status.
+///
+/// The seam for launchers whose crews another process forks: a fork server (SPEC §13)
+/// reaps its own children, so its variant will take the exit status the server reports
+/// where [`Parent::Host`] calls `waitid`, and still watch the pidfd for the exit.
+#[derive(Debug, Clone, Copy)]
+enum Parent {
+    /// The host forked it, and reaps it with `waitid(P_PIDFD)`.
+    Host,
+}
+
+impl Leader {
+    /// Waits for the exit and reaps. Cancel-safe; returns the same status once reaped.
+    async fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        loop {
+            let mut ready = self.pidfd.readable().await?;
+            let status = match self.parent {
+                Parent::Host => pidfd::try_reap(ready.get_inner())?,
+            };
+            match status {
+                Some(status) => {
+                    self.status = Some(status);
+                    return Ok(status);
+                }
+                None => ready.clear_ready(),
+            }
+        }
+    }
+
+    fn kill(&self) {
+        // ESRCH once it has exited, which is fine.
+        let _ = pidfd::send_signal(self.pidfd.get_ref(), libc::SIGKILL);
+    }
+
+    /// Reaps the leader after a SIGKILL without waiting for it: on a thread of its own,
+    /// unless it is gone already. For `Drop`, which cannot await.
+    fn reap_in_background(&self) {
+        if self.status.is_some() {
+            return;
+        }
+        match self.parent {
+            Parent::Host => {
+                // Err: reaped by someone else (a waitpid on the pid), nothing to do.
+                if !matches!(pidfd::try_reap(self.pidfd.get_ref()), Ok(None)) {
+                    return;
+                }
+                let pidfd = Arc::clone(self.pidfd.get_ref());
+                let reaper = std::thread::Builder::new()
+                    .name("live-crew-reaper".to_owned())
+                    .spawn(move || pidfd::reap(&pidfd));
+                if let Err(error) = reaper {
+                    tracing::warn!(
+                        pid = self.pid, %error,
+                        "cannot start a thread to reap a killed crew runner; it stays a \
+                         zombie until the host exits"
+                    );
+                }
+            }
+        }
+    }
 }
 
 impl Child {
+    /// Takes over the process of `planned` that this host forked, and from then on owns
+    /// the crew's working directory and cgroups. Within a tokio runtime.
+    pub(crate) fn forked_by_host(planned: Planned, spawned: Spawned) -> io::Result<Child> {
+        let Planned {
+            plan,
+            workdir,
+            cgroups,
+            defer_cgroup_join,
+        } = planned;
+        let (mut process, pidfd) = spawned;
+        let pid = process.id();
+        // SAFETY: the Arc keeps the pidfd open, and its fd number unchanged, for as long
+        // as the AsyncFd lives.
+        let registered =
+            unsafe { AsyncFd::register_with_interest(Arc::new(pidfd), Interest::READABLE) };
+        let pidfd = match registered {
+            Ok(registered) => registered,
+            Err(error) => {
+                let (pidfd, error) = error.into_parts();
+                // Not a `Child` yet, whose drop would do this.
+                let _ = pidfd::send_signal(&pidfd, libc::SIGKILL);
+                let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                let _ = pidfd::reap(&pidfd);
+                return Err(error);
+            }
+        };
+        let mut child = Child {
+            crew: plan.crew,
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            leader: Leader {
+                pid,
+                pidfd,
+                parent: Parent::Host,
+                status: None,
+            },
+            pid_namespace: plan.new_pid_namespace,
+            cgroups_pending: defer_cgroup_join,
+            cgroups,
+            workdir,
+        };
+        // From here on, an error drops `child`, which kills and reaps the crew.
+        child.stdin = process
+            .stdin
+            .take()
+            .map(|pipe| ChildStdin::from_owned_fd(pipe.into()))
+            .transpose()?;
+        child.stdout = process
+            .stdout
+            .take()
+            .map(|pipe| ChildStdout::from_owned_fd(pipe.into()))
+            .transpose()?;
+        child.stderr = process
+            .stderr
+            .take()
+            .map(|pipe| ChildStderr::from_owned_fd(pipe.into()))
+            .transpose()?;
+        Ok(child)
+    }
+
     /// The leader's pid, which is also the crew's process group and session id.
     pub fn id(&self) -> u32 {
-        self.pid
+        self.leader.pid
     }
 
     /// Moves the crew into its cgroups, after a spawn with
@@ -48,7 +199,7 @@ impl Child {
             .paths()
             .map(|dir| dir.join("cgroup.procs"))
             .collect();
-        let pid = self.pid.to_string();
+        let pid = self.leader.pid.to_string();
         tokio::task::spawn_blocking(move || {
             procs
                 .iter()
@@ -76,20 +227,23 @@ impl Child {
         self.cgroups.oom_killed()
     }
 
-    /// Waits for the leader to exit. Cancel-safe.
+    /// Waits for the leader to exit, and reaps it. Cancel-safe; once reaped, returns
+    /// the same status again.
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
-        self.inner.wait().await
+        self.leader.wait().await
     }
 
     /// Signals the whole process group.
     pub fn signal_group(&self, signal: Signal) {
         // `pid` is never 0, which would signal the host's own group.
-        let _ = killpg(Pid::from_raw(self.pid as i32), signal);
+        let _ = killpg(Pid::from_raw(self.leader.pid as i32), signal);
     }
 
-    /// SIGKILLs the process group and every process in the crew's cgroups, including
-    /// those that left the group with `setsid`. Neither waits nor reaps.
+    /// SIGKILLs the leader (by its pidfd), the process group and every process in the
+    /// crew's cgroups, including those that left the group with `setsid`. Neither waits
+    /// nor reaps.
     pub fn kill_all(&self) {
+        self.leader.kill();
         self.signal_group(Signal::SIGKILL);
         self.cgroups.kill_members();
     }
@@ -102,17 +256,17 @@ impl Child {
     /// leader in its own pid namespace without a handler is killed at once, which is
     /// what SIGTERM would have done to it.
     pub async fn terminate(&mut self, grace: Duration) -> io::Result<ExitStatus> {
-        let grace = if self.pid_namespace && !handles_sigterm(self.pid) {
+        let grace = if self.pid_namespace && !handles_sigterm(self.leader.pid) {
             Duration::ZERO
         } else {
             grace
         };
         self.signal_group(Signal::SIGTERM);
-        let status = match tokio::time::timeout(grace, self.inner.wait()).await {
+        let status = match tokio::time::timeout(grace, self.leader.wait()).await {
             Ok(status) => status,
             Err(_elapsed) => {
                 self.kill_all();
-                self.inner.wait().await
+                self.leader.wait().await
             }
         };
         // Whatever the leader left behind, in its group or elsewhere in the cgroups.
@@ -125,7 +279,8 @@ impl Child {
 impl Drop for Child {
     fn drop(&mut self) {
         self.kill_all();
-        tracing::debug!(crew = %self.crew, pid = self.pid, "crew child dropped and killed");
+        self.leader.reap_in_background();
+        tracing::debug!(crew = %self.crew, pid = self.leader.pid, "crew child dropped and killed");
     }
 }
 

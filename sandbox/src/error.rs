@@ -1,6 +1,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::Layer;
+
 /// Errors from setting up or starting a sandboxed child.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -41,4 +43,9 @@ pub enum SandboxError {
         program: String,
         source: io::Error,
     },
+    #[error(
+        "crew '{crew}' is planned with the {layer} layer, which this launcher cannot give \
+         (hint: launch a plan with a launcher of the sandbox that made it)"
+    )]
+    Launcher { crew: String, layer: Layer },
 }

@@ -2,8 +2,9 @@
 //! plus the ones its spawn spec names, read and write its private working directory and
 //! the ones the spec names, and touch nothing else.
 //!
-//! The ruleset is built in the host before the fork (it opens every path); the child
-//! only calls `landlock_restrict_self` on its fd.
+//! Planning turns [`FsRules`] into [`LandlockRules`], the whole list of paths; the
+//! launcher builds the ruleset from them before the fork (it opens every path), and the
+//! child only calls `landlock_restrict_self` on its fd.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -11,9 +12,11 @@ use std::path::{Path, PathBuf};
 use landlock::{
     ABI, Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
 };
+use serde::{Deserialize, Serialize};
 
-/// The newest ABI whose rights we ask for; older kernels get what they support.
-const ABI_WANTED: ABI = ABI::V5;
+/// The newest ABI (`landlock::ABI::V5`) whose rights we ask for; older kernels get what
+/// they support.
+const ABI_WANTED: u8 = 5;
 
 /// Read and execute, for every crew: the system's programs and libraries, and the
 /// configuration files that libc and TLS read. Not all of `/etc`: it holds secrets
@@ -60,6 +63,42 @@ pub struct FsRules {
     pub write: Vec<PathBuf>,
 }
 
+/// The Landlock rules of one crew, every path included: the system's, the spec's and
+/// the working directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LandlockRules {
+    /// The Landlock ABI whose access rights the ruleset handles; a kernel with an older
+    /// ABI enforces the rights it knows.
+    pub abi: u8,
+    /// Read and execute.
+    pub read: Vec<PathBuf>,
+    /// Read, write, create and remove.
+    pub write: Vec<PathBuf>,
+}
+
+impl LandlockRules {
+    /// The rules for `rules` plus the system paths that exist here and `workdir`.
+    pub(crate) fn new(rules: &FsRules, workdir: &Path) -> Self {
+        let system = |paths: &'static [&'static str]| {
+            paths
+                .iter()
+                .map(Path::new)
+                .filter(|path| path.exists())
+                .map(Path::to_path_buf)
+        };
+        LandlockRules {
+            abi: ABI_WANTED,
+            read: system(SYSTEM_READ)
+                .chain(rules.read.iter().cloned())
+                .collect(),
+            write: system(SYSTEM_WRITE)
+                .chain(rules.write.iter().cloned())
+                .chain([workdir.to_path_buf()])
+                .collect(),
+        }
+    }
+}
+
 /// An error building the ruleset: the path it concerns, if any, and why.
 #[derive(Debug)]
 pub(crate) struct RulesetError {
@@ -81,32 +120,22 @@ impl RulesetError {
 pub(crate) struct PreparedRuleset(OwnedFd);
 
 impl PreparedRuleset {
-    /// Builds the ruleset for `rules` plus the system paths and `workdir`.
-    pub(crate) fn build(rules: &FsRules, workdir: &Path) -> Result<Self, RulesetError> {
-        let read = AccessFs::from_read(ABI_WANTED);
-        let all = AccessFs::from_all(ABI_WANTED);
-        let system = |paths: &'static [&'static str]| {
-            paths
-                .iter()
-                .map(Path::new)
-                .filter(|path| path.exists())
-                .map(Path::to_path_buf)
-        };
-        let grants = system(SYSTEM_READ)
-            .chain(rules.read.iter().cloned())
+    /// Opens every path of `rules` into a ruleset.
+    pub(crate) fn build(rules: &LandlockRules) -> Result<Self, RulesetError> {
+        let abi = ABI::from(i32::from(rules.abi));
+        let read = AccessFs::from_read(abi);
+        let all = AccessFs::from_all(abi);
+        let grants = rules
+            .read
+            .iter()
             .map(|path| (path, read))
-            .chain(
-                system(SYSTEM_WRITE)
-                    .chain(rules.write.iter().cloned())
-                    .chain([workdir.to_path_buf()])
-                    .map(|path| (path, all)),
-            );
+            .chain(rules.write.iter().map(|path| (path, all)));
         let mut ruleset = Ruleset::default()
             .handle_access(all)
             .and_then(|ruleset| ruleset.create())
             .map_err(RulesetError::general)?;
         for (path, access) in grants {
-            let fd = PathFd::new(&path).map_err(|error| RulesetError {
+            let fd = PathFd::new(path).map_err(|error| RulesetError {
                 path: Some(path.clone()),
                 reason: error.to_string(),
             })?;
@@ -114,7 +143,7 @@ impl PreparedRuleset {
             let access = if path.is_dir() {
                 access
             } else {
-                access & AccessFs::from_file(ABI_WANTED)
+                access & AccessFs::from_file(abi)
             };
             ruleset = ruleset
                 .add_rule(PathBeneath::new(fd, access))

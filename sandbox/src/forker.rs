@@ -12,27 +12,29 @@
 
 use std::fs::File;
 use std::io;
+use std::os::fd::OwnedFd;
+use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::sync::mpsc::{self, Sender, SyncSender};
 
 use nix::sched::{CloneFlags, setns, unshare};
-use tokio::process::{Child, Command};
-use tokio::runtime::Handle;
 
-/// A command to spawn within a runtime, whether in a new pid namespace, and where to
-/// send the result.
-type Job = (Command, Handle, bool, SyncSender<io::Result<Child>>);
+use crate::pidfd;
+
+/// A started process and its pidfd.
+pub(crate) type Spawned = (Child, OwnedFd);
+
+/// A command to spawn, whether in a new pid namespace, and where to send the result.
+type Job = (Command, bool, SyncSender<io::Result<Spawned>>);
 
 static FORKER: Mutex<Option<Sender<Job>>> = Mutex::new(None);
 
-/// Spawns `command` on the forker thread, registered with the caller's tokio runtime;
-/// with `new_pid_namespace`, as PID 1 of a pid namespace of its own.
-pub(crate) fn spawn(command: Command, new_pid_namespace: bool) -> io::Result<Child> {
-    let runtime = Handle::try_current()
-        .map_err(|_| io::Error::other("the sandbox must be used from within a tokio runtime"))?;
+/// Spawns `command` on the forker thread, with `new_pid_namespace` as PID 1 of a pid
+/// namespace of its own, and opens its pidfd.
+pub(crate) fn spawn(command: Command, new_pid_namespace: bool) -> io::Result<Spawned> {
     let (reply, result) = mpsc::sync_channel(1);
     forker()?
-        .send((command, runtime, new_pid_namespace, reply))
+        .send((command, new_pid_namespace, reply))
         .map_err(|_| io::Error::other("the sandbox's forker thread is gone"))?;
     result
         .recv()
@@ -53,18 +55,30 @@ fn forker() -> io::Result<Sender<Job>> {
         .spawn(move || {
             // The host's pid namespace, to come back to after each crew's.
             let host_pid_ns = File::open("/proc/self/ns/pid");
-            for (mut command, runtime, new_pid_namespace, reply) in jobs {
-                let _runtime = runtime.enter();
-                let result = match (&host_pid_ns, new_pid_namespace) {
+            for (mut command, new_pid_namespace, reply) in jobs {
+                let child = match (&host_pid_ns, new_pid_namespace) {
                     (Ok(host), true) => spawn_in_new_pid_namespace(&mut command, host),
                     (Err(error), true) => Err(io::Error::new(error.kind(), error.to_string())),
                     (_, false) => command.spawn(),
                 };
-                let _ = reply.send(result);
+                let _ = reply.send(child.and_then(with_pidfd));
             }
         })?;
     *forker = Some(sender.clone());
     Ok(sender)
+}
+
+/// Opens the pidfd of a child just spawned. Nobody reaps a std child but its owner, so
+/// its pid still names it. Without a pidfd the child is killed and reaped here.
+fn with_pidfd(mut child: Child) -> io::Result<Spawned> {
+    match pidfd::open(child.id()) {
+        Ok(pidfd) => Ok((child, pidfd)),
+        Err(error) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(error)
+        }
+    }
 }
 
 /// Spawns `command` as PID 1 of a new pid namespace, then returns the thread to `host`.
@@ -72,6 +86,12 @@ fn spawn_in_new_pid_namespace(command: &mut Command, host: &File) -> io::Result<
     unshare(CloneFlags::CLONE_NEWPID)?;
     let child = command.spawn();
     // Without this, the next child would join this crew's namespace.
-    setns(host, CloneFlags::CLONE_NEWPID)?;
+    if let Err(errno) = setns(host, CloneFlags::CLONE_NEWPID) {
+        if let Ok(mut child) = child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        return Err(errno.into());
+    }
     child
 }

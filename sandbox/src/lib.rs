@@ -1,9 +1,11 @@
 //! Process isolation for live-crew crew runners.
 //!
-//! Every crew runner is started through [`Sandbox::spawn`], which applies one short,
-//! linear setup sequence between `fork` and `exec` (see `preexec.rs`). The returned
-//! [`Child`] owns the process group, the private working directory and the per-crew
-//! cgroups, and tears all of them down when it is terminated or dropped.
+//! Every crew runner is started in two steps: [`Sandbox::plan`] turns its [`SpawnSpec`]
+//! into a [`LaunchPlan`], plain data, and a [`Launcher`] applies it: one short, linear
+//! setup sequence between `fork` and `exec` (see `preexec.rs`). [`ColdLauncher`] forks
+//! from the host; [`Sandbox::spawn`] does both steps with it. The returned [`Child`] owns
+//! the process group, the private working directory and the per-crew cgroups, and tears
+//! all of them down when it is terminated or dropped.
 //!
 //! The layers, as [`Sandbox::active_layers`] names them (see also the crate's README):
 //!
@@ -29,20 +31,27 @@ mod child;
 mod error;
 mod filesystem;
 mod forker;
+mod launcher;
 mod layers;
+mod pidfd;
+mod plan;
 mod preexec;
 mod seccomp;
-mod spawn;
 
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use child::Child;
+use serde::{Deserialize, Serialize};
+
+pub use child::{Child, ChildStderr, ChildStdin, ChildStdout};
 pub use error::SandboxError;
-pub use filesystem::FsRules;
+pub use filesystem::{FsRules, LandlockRules};
+pub use launcher::{ColdLauncher, Launcher};
 pub use layers::Layer;
+pub use plan::{LaunchPlan, Planned, Resource, Rlimit};
+pub use seccomp::BpfInstruction;
 
 /// Resource limits for one crew, from its `sandbox:` section (or the config defaults).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,7 +69,7 @@ pub struct Limits {
 }
 
 /// An unprivileged identity to run the crew as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     pub uid: u32,
     pub gid: u32,
@@ -113,8 +122,8 @@ pub struct Sandbox {
     netns: Option<Arc<OwnedFd>>,
     pid_namespace: bool,
     landlock: bool,
-    /// Compiled once; `None` without the seccomp layer.
-    seccomp: Option<Arc<seccomp::Filters>>,
+    /// The filters, compiled once; `None` without the seccomp layer.
+    seccomp: Option<Vec<Vec<BpfInstruction>>>,
 }
 
 /// The layers every child gets, on any host.
@@ -149,10 +158,9 @@ impl Sandbox {
             cgroups.memory = None;
         }
         let seccomp = if on(Layer::Seccomp) && layers::seccomp_works() {
-            seccomp::Filters::compile()
+            seccomp::compile()
                 .map_err(|error| tracing::warn!(%error, "cannot compile the seccomp filter"))
                 .ok()
-                .map(Arc::new)
         } else {
             None
         };
@@ -166,7 +174,7 @@ impl Sandbox {
             landlock: on(Layer::Landlock) && layers::landlock_abi() >= 1,
             seccomp,
         };
-        spawn::sweep_stale_workdirs();
+        plan::sweep_stale_workdirs();
         tracing::info!(layers = ?sandbox.active_layers(), "sandbox layers probed");
         for layer in Layer::ALL.into_iter().filter(|&layer| !sandbox.has(layer)) {
             if switched_off.contains(&layer) {

@@ -1,65 +1,114 @@
 //! What a crew runner goes through between `fork` and `exec`.
 //!
-//! [`PreExec::run`] executes in the forked child of a multi-threaded host, so it may only
-//! make async-signal-safe calls: no allocation, no locks, no logging. Everything it
-//! needs (cgroup paths, rlimits, the Landlock ruleset, the compiled seccomp filter) is
-//! prepared in the host before the fork. An error it returns reaches the host as the
-//! spawn error.
+//! A launcher first turns the crew's [`LaunchPlan`] into a [`PreExec`] with
+//! [`PreExec::prepare`], in the process that forks: it opens the Landlock ruleset, and
+//! turns the cgroup paths into C strings and the seccomp filters into the kernel's form.
+//! [`PreExec::run`] then executes in the forked child of a multi-threaded process, so it
+//! may only make async-signal-safe calls: no allocation, no locks, no logging. An error
+//! it returns reaches the launcher as the spawn error.
 
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use nix::fcntl::{OFlag, open};
 use nix::sched::{CloneFlags, setns};
 use nix::sys::prctl::set_pdeathsig;
-use nix::sys::resource::{Resource, getrlimit, rlim_t, setrlimit};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid, getppid, read, setgid, setgroups, setsid, setuid, write};
+use seccompiler::BpfProgram;
 
 use crate::filesystem::PreparedRuleset;
-use crate::seccomp::Filters;
-use crate::{Limits, User};
+use crate::{LaunchPlan, Layer, SandboxError, User, seccomp};
 
-/// Precomputed inputs of the pre-exec sequence.
+/// A plan's pre-exec sequence, with everything it needs made before the fork.
 #[derive(Debug)]
 pub(crate) struct PreExec {
-    /// The host's pid, taken before the fork.
-    pub(crate) host: libc::pid_t,
+    /// The pid of the process that forks, taken before the fork: the child's parent.
+    parent: libc::pid_t,
     /// `cgroup.procs` of each of the crew's groups.
-    pub(crate) cgroup_procs: Vec<CString>,
-    /// The empty network namespace to join instead of the host's.
-    pub(crate) netns: Option<Arc<OwnedFd>>,
-    pub(crate) rlimits: Vec<Rlimit>,
-    /// Where the slow way of marking fds close-on-exec stops: the host's fd limit.
-    pub(crate) fd_limit: libc::c_int,
-    pub(crate) user: Option<User>,
-    pub(crate) landlock: Option<PreparedRuleset>,
-    pub(crate) seccomp: Option<Arc<Filters>>,
-}
-
-/// Which limits the crew's cgroups already enforce for the crew as a whole.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CgroupCover {
-    pub(crate) pids: bool,
-    pub(crate) memory: bool,
-}
-
-/// The host's fd limit, up to which the slow close-on-exec fallback goes.
-pub(crate) fn fd_limit() -> libc::c_int {
-    let limit = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
-    libc::c_int::try_from(limit).unwrap_or(libc::c_int::MAX)
+    cgroup_procs: Vec<CString>,
+    /// The empty network namespace to join instead of the forking process's.
+    netns: Option<Arc<OwnedFd>>,
+    rlimits: Vec<(Resource, u64, u64)>,
+    /// Where the slow way of marking fds close-on-exec stops: the forking process's fd
+    /// limit.
+    fd_limit: libc::c_int,
+    user: Option<User>,
+    landlock: Option<PreparedRuleset>,
+    seccomp: Vec<BpfProgram>,
 }
 
 impl PreExec {
+    /// Makes what `plan` needs before the fork, in the process that will fork. `netns`
+    /// is the empty network namespace this launcher holds, if any.
+    pub(crate) fn prepare(
+        plan: &LaunchPlan,
+        netns: Option<&Arc<OwnedFd>>,
+    ) -> Result<PreExec, SandboxError> {
+        let crew = || plan.crew.clone();
+        let cgroup_procs = plan
+            .cgroup_procs
+            .iter()
+            .map(|path| {
+                CString::new(path.as_os_str().as_bytes()).map_err(|error| SandboxError::Cgroup {
+                    crew: crew(),
+                    path: path.clone(),
+                    source: io::Error::new(io::ErrorKind::InvalidInput, error),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let netns = match (plan.empty_netns, netns) {
+            (false, _) => None,
+            (true, Some(netns)) => Some(Arc::clone(netns)),
+            (true, None) => {
+                return Err(SandboxError::Launcher {
+                    crew: crew(),
+                    layer: Layer::Netns,
+                });
+            }
+        };
+        let landlock = plan
+            .landlock
+            .as_ref()
+            .map(PreparedRuleset::build)
+            .transpose()
+            .map_err(|error| SandboxError::Landlock {
+                crew: crew(),
+                path: error.path,
+                reason: error.reason,
+            })?;
+        Ok(PreExec {
+            parent: std::process::id() as libc::pid_t,
+            cgroup_procs,
+            netns,
+            rlimits: plan
+                .rlimits
+                .iter()
+                .map(|limit| (limit.resource.nix(), limit.soft, limit.hard))
+                .collect(),
+            fd_limit: fd_limit(),
+            user: plan.user,
+            landlock,
+            seccomp: plan
+                .seccomp
+                .iter()
+                .map(|filter| seccomp::program(filter))
+                .collect(),
+        })
+    }
+
     /// The whole setup, in order. Runs in the child between fork and exec.
     pub(crate) fn run(&self) -> io::Result<()> {
         // 1. Own session and process group, so the host can signal the crew as a whole.
         setsid()?;
-        // 2. Die with the host.
-        die_with_host(self.host)?;
+        // 2. Die with the host (with the process that forks, which is the host for a
+        //    cold start).
+        die_with_parent(self.parent)?;
         // 3. Join the crew's cgroups before exec, so not even a first fork escapes them.
         for procs in &self.cgroup_procs {
             join_cgroup(procs)?;
@@ -69,8 +118,8 @@ impl PreExec {
             setns(netns, CloneFlags::CLONE_NEWNET)?;
         }
         // 5. Resource limits, set while still privileged enough to lower hard limits.
-        for limit in &self.rlimits {
-            setrlimit(limit.resource, limit.soft, limit.hard)?;
+        for &(resource, soft, hard) in &self.rlimits {
+            setrlimit(resource, soft, hard)?;
         }
         // 6. Only stdin, stdout and stderr survive exec.
         mark_fds_cloexec(self.fd_limit);
@@ -80,7 +129,7 @@ impl PreExec {
             setgroups(&[])?;
             setgid(Gid::from_raw(user.gid))?;
             setuid(Uid::from_raw(user.uid))?;
-            die_with_host(self.host)?;
+            die_with_parent(self.parent)?;
         }
         // 8. No capabilities, even for a crew that runs as root, and no privileges
         //    gained through exec (setuid binaries, file capabilities): Landlock and
@@ -95,23 +144,21 @@ impl PreExec {
             ruleset.restrict_self()?;
         }
         // 10. Last, as it denies calls the steps above make: the seccomp deny list.
-        if let Some(filters) = &self.seccomp {
-            filters.install()?;
-        }
+        seccomp::install(&self.seccomp)?;
         Ok(())
     }
 }
 
-/// Asks for SIGKILL when the parent dies, then checks the parent is still the host: if
-/// the host died before the `prctl`, the signal will never come, so exit now.
-fn die_with_host(host: libc::pid_t) -> io::Result<()> {
+/// Asks for SIGKILL when the parent dies, then checks the parent is still `parent`: if
+/// it died before the `prctl`, the signal will never come, so exit now.
+fn die_with_parent(parent_pid: libc::pid_t) -> io::Result<()> {
     set_pdeathsig(Signal::SIGKILL)?;
     // PID 1 of its own pid namespace sees its parent, outside, as pid 0.
     let parent = match getppid().as_raw() {
         0 => parent_from_proc(),
         pid => Some(pid),
     };
-    if parent != Some(host) {
+    if parent != Some(parent_pid) {
         // SAFETY: _exit is async-signal-safe and skips the atexit handlers and buffers
         // that belong to the host's copy of the process.
         unsafe { libc::_exit(1) };
@@ -238,159 +285,95 @@ fn mark_fds_cloexec(fd_limit: libc::c_int) {
     }
 }
 
-/// One `setrlimit` call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Rlimit {
-    resource: Resource,
-    soft: rlim_t,
-    hard: rlim_t,
-}
-
-/// The rlimits for `limits`, never above the host's own hard limits (an unprivileged
-/// host could not raise them, and a crew never gets more than the host).
-pub(crate) fn rlimits(
-    limits: &Limits,
-    cover: CgroupCover,
-    current_hard: impl Fn(Resource) -> rlim_t,
-) -> Vec<Rlimit> {
-    let limit = |resource, soft: u64, hard: u64| {
-        let hard = hard.min(current_hard(resource));
-        Rlimit {
-            resource,
-            soft: soft.min(hard),
-            hard,
-        }
-    };
-    let mut out = vec![limit(Resource::RLIMIT_CORE, 0, 0)];
-    if let Some(mb) = limits.memory_mb {
-        // With the memory cgroup, RLIMIT_AS only stops absurd allocations early: thread
-        // stacks and malloc arenas reserve address space that is never used, and the
-        // cgroup limits what is.
-        let factor = if cover.memory { 2 } else { 1 };
-        let bytes = mb.saturating_mul(factor << 20);
-        out.push(limit(Resource::RLIMIT_AS, bytes, bytes));
-    }
-    if let Some(seconds) = limits.cpu_s {
-        // SIGXCPU at the soft limit, SIGKILL a second later if that is ignored.
-        out.push(limit(
-            Resource::RLIMIT_CPU,
-            seconds,
-            seconds.saturating_add(1),
-        ));
-    }
-    if let Some(files) = limits.open_files {
-        out.push(limit(Resource::RLIMIT_NOFILE, files, files));
-    }
-    if let (false, Some(processes)) = (cover.pids, limits.processes) {
-        out.push(limit(Resource::RLIMIT_NPROC, processes, processes));
-    }
-    out
-}
-
-pub(crate) fn current_hard_limit(resource: Resource) -> rlim_t {
-    getrlimit(resource).map_or(libc::RLIM_INFINITY, |(_, hard)| hard)
+/// This process's fd limit, up to which the slow close-on-exec fallback goes: every fd
+/// it holds is below it.
+fn fd_limit() -> libc::c_int {
+    let limit = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    libc::c_int::try_from(limit).unwrap_or(libc::c_int::MAX)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
+    use crate::{LandlockRules, Rlimit};
 
-    const UNLIMITED: fn(Resource) -> rlim_t = |_| libc::RLIM_INFINITY;
-    const NO_CGROUPS: CgroupCover = CgroupCover {
-        pids: false,
-        memory: false,
-    };
-
-    #[test]
-    fn core_dumps_are_always_off() {
-        let plan = rlimits(&Limits::default(), NO_CGROUPS, UNLIMITED);
-        assert_eq!(
-            plan,
-            vec![Rlimit {
-                resource: Resource::RLIMIT_CORE,
-                soft: 0,
-                hard: 0
-            }]
-        );
-    }
-
-    #[test]
-    fn every_limit_maps_to_its_rlimit() {
-        let limits = Limits {
-            memory_mb: Some(256),
-            cpu_s: Some(60),
-            open_files: Some(128),
-            processes: Some(32),
-        };
-        let plan = rlimits(&limits, NO_CGROUPS, UNLIMITED);
-        let get = |resource| {
-            plan.iter()
-                .find(|limit| limit.resource == resource)
-                .copied()
-        };
-        assert_eq!(
-            get(Resource::RLIMIT_AS).map(|l| (l.soft, l.hard)),
-            Some((256 << 20, 256 << 20))
-        );
-        assert_eq!(
-            get(Resource::RLIMIT_CPU).map(|l| (l.soft, l.hard)),
-            Some((60, 61))
-        );
-        assert_eq!(
-            get(Resource::RLIMIT_NOFILE).map(|l| (l.soft, l.hard)),
-            Some((128, 128))
-        );
-        assert_eq!(
-            get(Resource::RLIMIT_NPROC).map(|l| (l.soft, l.hard)),
-            Some((32, 32))
-        );
-    }
-
-    #[test]
-    fn nproc_is_only_used_as_the_fallback() {
-        let limits = Limits {
-            processes: Some(32),
-            ..Limits::default()
-        };
-        let cover = CgroupCover {
-            pids: true,
-            memory: false,
-        };
-        let plan = rlimits(&limits, cover, UNLIMITED);
-        assert!(
-            plan.iter()
-                .all(|limit| limit.resource != Resource::RLIMIT_NPROC)
-        );
-    }
-
-    #[test]
-    fn with_the_memory_cgroup_the_address_space_gets_slack() {
-        let limits = Limits {
-            memory_mb: Some(256),
-            ..Limits::default()
-        };
-        let cover = CgroupCover {
-            pids: true,
-            memory: true,
-        };
-        let plan = rlimits(&limits, cover, UNLIMITED);
-        let address_space = plan
-            .iter()
-            .find(|limit| limit.resource == Resource::RLIMIT_AS)
-            .map(|limit| limit.hard);
-        assert_eq!(address_space, Some(512 << 20));
-    }
-
-    #[test]
-    fn limits_never_exceed_the_hosts_hard_limit() {
-        let limits = Limits {
-            open_files: Some(1_000_000),
-            cpu_s: Some(u64::MAX),
-            ..Limits::default()
-        };
-        let plan = rlimits(&limits, NO_CGROUPS, |_| 4096);
-        for limit in plan.iter().filter(|l| l.resource != Resource::RLIMIT_CORE) {
-            assert_eq!((limit.soft, limit.hard), (4096, 4096), "{limit:?}");
+    fn plan() -> LaunchPlan {
+        LaunchPlan {
+            crew: "prepared".to_owned(),
+            program: PathBuf::from("/bin/true"),
+            args: Vec::new(),
+            env: Vec::new(),
+            workdir: std::env::temp_dir(),
+            cgroup_procs: Vec::new(),
+            empty_netns: false,
+            new_pid_namespace: false,
+            rlimits: Vec::new(),
+            user: None,
+            landlock: None,
+            seccomp: Vec::new(),
         }
+    }
+
+    #[test]
+    fn preparing_turns_the_plan_into_what_the_child_needs() {
+        let plan = LaunchPlan {
+            cgroup_procs: vec![PathBuf::from("/sys/fs/cgroup/pids/x/cgroup.procs")],
+            rlimits: vec![Rlimit {
+                resource: crate::Resource::OpenFiles,
+                soft: 32,
+                hard: 64,
+            }],
+            seccomp: seccomp::compile().unwrap(),
+            ..plan()
+        };
+        let prepared = PreExec::prepare(&plan, None).unwrap();
+        assert_eq!(
+            prepared.cgroup_procs,
+            [c"/sys/fs/cgroup/pids/x/cgroup.procs"]
+        );
+        assert_eq!(prepared.rlimits, [(Resource::RLIMIT_NOFILE, 32, 64)]);
+        assert_eq!(prepared.parent, std::process::id() as libc::pid_t);
+        let in_plan: Vec<BpfProgram> = plan.seccomp.iter().map(|f| seccomp::program(f)).collect();
+        assert_eq!(prepared.seccomp, in_plan);
+        assert!(prepared.netns.is_none() && prepared.landlock.is_none());
+    }
+
+    #[test]
+    fn a_plan_for_a_layer_the_launcher_lacks_is_refused() {
+        let plan = LaunchPlan {
+            empty_netns: true,
+            ..plan()
+        };
+        let error = PreExec::prepare(&plan, None).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                SandboxError::Launcher {
+                    layer: Layer::Netns,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_landlock_path_that_is_gone_fails_before_the_fork() {
+        let plan = LaunchPlan {
+            landlock: Some(LandlockRules {
+                abi: 5,
+                read: vec![PathBuf::from("/nonexistent/live-crew")],
+                write: Vec::new(),
+            }),
+            ..plan()
+        };
+        let error = PreExec::prepare(&plan, None).unwrap_err();
+        assert!(
+            matches!(&error, SandboxError::Landlock { path: Some(path), .. }
+                if path == &PathBuf::from("/nonexistent/live-crew")),
+            "{error}"
+        );
     }
 }

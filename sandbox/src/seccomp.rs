@@ -2,15 +2,17 @@
 //! it reach past its sandbox. A denied call fails (EPERM) instead of killing the
 //! process, so runtimes that probe for a feature can fall back.
 //!
-//! The filters are compiled once per host; the child only installs them.
+//! The filters are compiled once per host and travel in each crew's launch plan as BPF
+//! instructions; the child only installs them.
 
 use std::collections::BTreeMap;
 use std::io;
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
+    SeccompRule, TargetArch, sock_filter,
 };
+use serde::{Deserialize, Serialize};
 
 /// Denied outright: reaching into other processes, mounting, kernel images and modules,
 /// reboot, swap, BPF, perf, the kernel keyring, joining other namespaces, and calls that
@@ -62,75 +64,104 @@ const DENIED: &[libc::c_long] = &[
     libc::SYS_setns,
 ];
 
-/// The compiled filters, installed together.
-#[derive(Debug)]
-pub(crate) struct Filters {
-    /// [`DENIED`], `unshare`/`clone` asking for a new user namespace, and
-    /// `socket(AF_UNIX)`: EPERM.
-    deny: BpfProgram,
-    /// `clone3`, whose flags sit in memory a filter cannot read: ENOSYS, on which libc
-    /// falls back to `clone`, where the user-namespace flag is checked.
-    clone3: BpfProgram,
+/// One classic-BPF instruction, as the kernel's `struct sock_filter`: plain data, so a
+/// compiled filter can travel in a [`LaunchPlan`](crate::LaunchPlan).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BpfInstruction {
+    pub code: u16,
+    pub jt: u8,
+    pub jf: u8,
+    pub k: u32,
 }
 
-impl Filters {
-    pub(crate) fn compile() -> Result<Filters, seccompiler::BackendError> {
-        let arch = TargetArch::try_from(std::env::consts::ARCH)?;
-        let mut denied: BTreeMap<i64, Vec<SeccompRule>> =
-            DENIED.iter().map(|&call| (call, Vec::new())).collect();
-        // flags is an int for unshare, an unsigned long for clone; both argument 0 on
-        // the architectures we build for.
-        let new_user_ns = |len| {
-            SeccompCondition::new(
-                0,
-                len,
-                SeccompCmpOp::MaskedEq(libc::CLONE_NEWUSER as u64),
-                libc::CLONE_NEWUSER as u64,
-            )
-            .and_then(|condition| SeccompRule::new(vec![condition]))
-        };
-        denied.insert(
-            libc::SYS_unshare,
-            vec![new_user_ns(SeccompCmpArgLen::Dword)?],
-        );
-        denied.insert(libc::SYS_clone, vec![new_user_ns(SeccompCmpArgLen::Qword)?]);
-        // Unix sockets by path are out of Landlock's reach (up to ABI 7) and of the
-        // network namespace's: without this a crew could connect to any socket on the
-        // host, the host's own control socket included. socketpair still works.
-        let unix = SeccompCondition::new(
+/// Compiles the filters, in the order they are installed:
+/// - [`DENIED`], `unshare`/`clone` asking for a new user namespace, and
+///   `socket(AF_UNIX)`: EPERM;
+/// - `clone3`, whose flags sit in memory a filter cannot read: ENOSYS, on which libc
+///   falls back to `clone`, where the user-namespace flag is checked.
+pub(crate) fn compile() -> Result<Vec<Vec<BpfInstruction>>, seccompiler::BackendError> {
+    let arch = TargetArch::try_from(std::env::consts::ARCH)?;
+    let mut denied: BTreeMap<i64, Vec<SeccompRule>> =
+        DENIED.iter().map(|&call| (call, Vec::new())).collect();
+    // flags is an int for unshare, an unsigned long for clone; both argument 0 on the
+    // architectures we build for.
+    let new_user_ns = |len| {
+        SeccompCondition::new(
             0,
-            SeccompCmpArgLen::Dword,
-            SeccompCmpOp::Eq,
-            libc::AF_UNIX as u64,
+            len,
+            SeccompCmpOp::MaskedEq(libc::CLONE_NEWUSER as u64),
+            libc::CLONE_NEWUSER as u64,
         )
-        .and_then(|condition| SeccompRule::new(vec![condition]))?;
-        denied.insert(libc::SYS_socket, vec![unix]);
-        let deny = SeccompFilter::new(
-            denied,
-            SeccompAction::Allow,
-            SeccompAction::Errno(libc::EPERM as u32),
-            arch,
-        )?;
-        let clone3 = SeccompFilter::new(
-            BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
-            SeccompAction::Allow,
-            SeccompAction::Errno(libc::ENOSYS as u32),
-            arch,
-        )?;
-        Ok(Filters {
-            deny: deny.try_into()?,
-            clone3: clone3.try_into()?,
+        .and_then(|condition| SeccompRule::new(vec![condition]))
+    };
+    denied.insert(
+        libc::SYS_unshare,
+        vec![new_user_ns(SeccompCmpArgLen::Dword)?],
+    );
+    denied.insert(libc::SYS_clone, vec![new_user_ns(SeccompCmpArgLen::Qword)?]);
+    // Unix sockets by path are out of Landlock's reach (up to ABI 7) and of the network
+    // namespace's: without this a crew could connect to any socket on the host, the
+    // host's own control socket included. socketpair still works.
+    let unix = SeccompCondition::new(
+        0,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::Eq,
+        libc::AF_UNIX as u64,
+    )
+    .and_then(|condition| SeccompRule::new(vec![condition]))?;
+    denied.insert(libc::SYS_socket, vec![unix]);
+    let deny = SeccompFilter::new(
+        denied,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )?;
+    let clone3 = SeccompFilter::new(
+        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )?;
+    [deny, clone3]
+        .into_iter()
+        .map(|filter| {
+            let program: BpfProgram = filter.try_into()?;
+            Ok(program.iter().map(BpfInstruction::from).collect())
         })
-    }
+        .collect()
+}
 
-    /// Installs both filters on the calling thread (and sets no_new_privs, which an
-    /// unprivileged filter needs). Async-signal-safe: no allocation on any path.
-    pub(crate) fn install(&self) -> io::Result<()> {
-        for program in [&self.deny, &self.clone3] {
-            seccompiler::apply_filter(program).map_err(|_| io::Error::last_os_error())?;
+impl From<&sock_filter> for BpfInstruction {
+    fn from(instruction: &sock_filter) -> Self {
+        BpfInstruction {
+            code: instruction.code,
+            jt: instruction.jt,
+            jf: instruction.jf,
+            k: instruction.k,
         }
-        Ok(())
     }
+}
+
+/// A filter of a plan in the form the kernel takes; made before the fork.
+pub(crate) fn program(instructions: &[BpfInstruction]) -> BpfProgram {
+    instructions
+        .iter()
+        .map(|i| sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect()
+}
+
+/// Installs `programs` in order on the calling thread (and sets no_new_privs, which an
+/// unprivileged filter needs). Async-signal-safe: no allocation on any path.
+pub(crate) fn install(programs: &[BpfProgram]) -> io::Result<()> {
+    for program in programs {
+        seccompiler::apply_filter(program).map_err(|_| io::Error::last_os_error())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -139,8 +170,16 @@ mod tests {
 
     #[test]
     fn the_deny_list_compiles_for_this_architecture() {
-        let filters = Filters::compile().unwrap();
-        assert!(!filters.deny.is_empty());
-        assert!(!filters.clone3.is_empty());
+        let filters = compile().unwrap();
+        assert_eq!(filters.len(), 2, "the deny list, then clone3");
+        assert!(filters.iter().all(|filter| !filter.is_empty()));
+    }
+
+    #[test]
+    fn instructions_convert_to_the_kernels_form_unchanged() {
+        let filters = compile().unwrap();
+        let program = program(&filters[0]);
+        let back: Vec<BpfInstruction> = program.iter().map(BpfInstruction::from).collect();
+        assert_eq!(back, filters[0]);
     }
 }

@@ -30,7 +30,7 @@ async fn spawn_escapee(
     sandbox: &Sandbox,
 ) -> (
     live_crew_sandbox::Child,
-    BufReader<tokio::process::ChildStdout>,
+    BufReader<live_crew_sandbox::ChildStdout>,
     i32,
 ) {
     let script = r#"
@@ -110,4 +110,39 @@ async fn exit_status_comes_from_wait() {
     let mut child = Sandbox::probe().spawn(&sh("exit", "exit 7")).unwrap();
     assert_eq!(child.wait().await.unwrap().code(), Some(7));
     assert_eq!(stdout(&mut child).await, "");
+}
+
+/// The host forks its crews with std, which reaps nothing by itself: a dropped child's
+/// leader must not stay a zombie.
+#[tokio::test]
+async fn dropping_the_child_reaps_its_leader() {
+    let mut child = Sandbox::default()
+        .spawn(&sh("dropped_leader", "echo up; exec sleep 1000"))
+        .unwrap();
+    assert_eq!(common::stdout_line(&mut child).await, "up");
+    let leader = child.id();
+    drop(child);
+    let reaped = || !std::path::Path::new(&format!("/proc/{leader}")).exists();
+    assert!(
+        eventually(Duration::from_secs(5), reaped).await,
+        "leader {leader} was not reaped"
+    );
+}
+
+/// PID 1 of a pid namespace ignores a SIGTERM it has no handler for, so waiting out the
+/// grace would be for nothing.
+#[tokio::test]
+async fn a_pid_namespace_leader_without_a_sigterm_handler_is_killed_at_once() {
+    let sandbox = Sandbox::probe();
+    if !has_layer(&sandbox, "pid_namespace") {
+        return;
+    }
+    let mut spec = sh("init_no_handler", "echo up; exec sleep 1000");
+    spec.isolation.pid_namespace = true;
+    let mut child = sandbox.spawn(&spec).unwrap();
+    assert_eq!(common::stdout_line(&mut child).await, "up");
+    let start = Instant::now();
+    let status = child.terminate(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(status.signal(), Some(Signal::SIGKILL as i32));
+    assert!(start.elapsed() < Duration::from_secs(5));
 }

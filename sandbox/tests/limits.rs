@@ -108,7 +108,7 @@ async fn crew_over_its_memory_limit_as_a_whole_is_oom_killed() {
     );
 }
 
-async fn read_some(stderr: &mut Option<tokio::process::ChildStderr>) -> String {
+async fn read_some(stderr: &mut Option<live_crew_sandbox::ChildStderr>) -> String {
     let mut buf = vec![0; 4096];
     let read = tokio::time::timeout(
         Duration::from_millis(200),

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use live_crew_sandbox::{Sandbox, SpawnSpec};
+use live_crew_sandbox::{Launcher, Sandbox, SpawnSpec};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -56,6 +56,7 @@ impl Supervisor {
     pub fn start(crews: &[CrewSpec], global: &GlobalConfig) -> std::io::Result<Supervisor> {
         let runners = Arc::new(BundledRunners::extract()?);
         let sandbox = Arc::new(Sandbox::probe_without(&global.sandbox.disabled_layers()));
+        let launcher: Arc<dyn Launcher> = Arc::new(sandbox.cold_launcher());
         let limits = RunnerLimits {
             heartbeat: Duration::from_millis(global.heartbeat_ms),
             // Per crew below: CrewAI crews get a longer default (`CrewSpec::load`).
@@ -119,6 +120,7 @@ impl Supervisor {
                 spawn,
                 hello,
                 sandbox: sandbox.clone(),
+                launcher: launcher.clone(),
                 limits: RunnerLimits {
                     startup_timeout: Duration::from_millis(spec.startup_timeout_ms),
                     ..limits.clone()
@@ -161,8 +163,8 @@ pub async fn reap_runners(crews: &StatusHandle) {
     }
 }
 
-/// Waits (up to a second) until a killed runner has been reaped, by us or by tokio's
-/// own child reaper, which answers ECHILD here.
+/// Waits (up to a second) until a killed runner has been reaped, by us or by the
+/// sandbox's reaper thread, which answers ECHILD here.
 async fn reap(pid: u32) {
     use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
     let pid = nix::unistd::Pid::from_raw(pid as i32);
@@ -231,6 +233,7 @@ struct CrewActor {
     spawn: SpawnSpec,
     hello: Vec<u8>,
     sandbox: Arc<Sandbox>,
+    launcher: Arc<dyn Launcher>,
     limits: RunnerLimits,
     backoff: Backoff,
 }
@@ -378,6 +381,7 @@ impl CrewActor {
                 &self.monitor,
                 &self.spawn,
                 &self.sandbox,
+                &*self.launcher,
                 &self.hello,
                 &self.limits,
             )

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use live_crew_sandbox::{Child, Sandbox, SpawnSpec};
+use live_crew_sandbox::{
+    Child, ChildStderr, ChildStdin, ChildStdout, Launcher, Sandbox, SpawnSpec,
+};
 use tokio::io::AsyncWriteExt;
-use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 use tokio::time::{Instant, Sleep, sleep_until};
 
 use super::status::CrewMonitor;
@@ -87,17 +88,20 @@ fn failure(reason: FailureReason, message: String) -> CallFailure {
 }
 
 impl RunnerProcess {
-    /// Spawns the runner in its sandbox and completes the `hello`/`ready` handshake.
+    /// Plans the runner's sandbox, starts it through `launcher` and completes the
+    /// `hello`/`ready` handshake.
     pub async fn start(
         crew: &Arc<str>,
         monitor: &Arc<CrewMonitor>,
         spawn: &SpawnSpec,
         sandbox: &Sandbox,
+        launcher: &dyn Launcher,
         hello: &[u8],
         limits: &RunnerLimits,
     ) -> Result<RunnerProcess, CallFailure> {
         let mut child = sandbox
-            .spawn(spawn)
+            .plan(spawn)
+            .and_then(|planned| launcher.launch(planned))
             .map_err(|err| failure(FailureReason::Startup, err.to_string()))?;
         // A bundled runner joins its cgroups while its interpreter starts; `hello`, and
         // with it the crew's code, waits for that.

@@ -7,10 +7,8 @@
 //! tell the groups of a host that died. Each controller is taken from cgroup v2 where
 //! the host's v2 group offers it, else from its v1 hierarchy (see `probe.rs`).
 
-use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -54,6 +52,27 @@ pub(crate) struct Controllers {
 enum Controller {
     Pids,
     Memory,
+}
+
+#[cfg(test)]
+impl Controllers {
+    /// Both controllers as v1 hierarchies in folders under `root`, which need not be a
+    /// cgroup file system: enough for tests that only plan, which makes groups and writes
+    /// their limits.
+    pub(crate) fn fake_v1(root: &Path) -> Self {
+        let host = |controller: &str| {
+            let dir = root.join(controller);
+            fs::create_dir(&dir).unwrap();
+            Some(HostGroup {
+                version: Version::V1,
+                dir,
+            })
+        };
+        Controllers {
+            pids: host("pids"),
+            memory: host("memory"),
+        }
+    }
 }
 
 impl Controller {
@@ -178,21 +197,6 @@ impl CrewCgroups {
                 dir.limit_memory(bytes)
             }
         }
-    }
-
-    /// The `cgroup.procs` files the child writes itself into before exec.
-    pub(crate) fn procs_files(&self) -> Result<Vec<CString>, SandboxError> {
-        self.dirs
-            .iter()
-            .map(|dir| {
-                let path = dir.path.join("cgroup.procs");
-                CString::new(path.as_os_str().as_bytes()).map_err(|error| SandboxError::Cgroup {
-                    crew: self.crew.clone(),
-                    path,
-                    source: io::Error::new(io::ErrorKind::InvalidInput, error),
-                })
-            })
-            .collect()
     }
 
     pub(crate) fn paths(&self) -> impl Iterator<Item = &Path> {

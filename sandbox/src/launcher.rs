@@ -1,0 +1,80 @@
+//! Starting planned crews. A [`Launcher`] applies a [`LaunchPlan`](crate::LaunchPlan)
+//! and hands back the crew's [`Child`]; [`ColdLauncher`] forks and execs from the host.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use crate::preexec::PreExec;
+use crate::{Child, Planned, Sandbox, SandboxError, SpawnSpec, forker};
+
+/// Starts the process of a planned crew.
+///
+/// The plan is data, so a launcher may also hand it to another process that forks the
+/// crew (the fork server of SPEC §13); whoever forks applies the whole pre-exec sequence
+/// of `preexec.rs`, so every launcher gives a crew the same isolation.
+pub trait Launcher: Send + Sync {
+    /// Starts `planned`, with piped stdin, stdout and stderr. The returned [`Child`]
+    /// owns the crew's working directory and cgroups from then on. Must be called from
+    /// within a tokio runtime.
+    fn launch(&self, planned: Planned) -> Result<Child, SandboxError>;
+}
+
+/// A cold start: the host forks the crew from its forker thread (`forker.rs`) and
+/// execs the program. Blocks for the fork and exec.
+#[derive(Debug, Clone)]
+pub struct ColdLauncher {
+    /// The sandbox's empty network namespace, for plans that join it.
+    netns: Option<Arc<OwnedFd>>,
+}
+
+impl Sandbox {
+    /// The launcher that starts this sandbox's plans cold.
+    pub fn cold_launcher(&self) -> ColdLauncher {
+        ColdLauncher {
+            netns: self.netns.clone(),
+        }
+    }
+
+    /// Plans `spec` and launches it cold: [`Sandbox::plan`], then
+    /// [`ColdLauncher::launch`]. Must be called from within a tokio runtime.
+    pub fn spawn(&self, spec: &SpawnSpec) -> Result<Child, SandboxError> {
+        self.cold_launcher().launch(self.plan(spec)?)
+    }
+}
+
+impl Launcher for ColdLauncher {
+    fn launch(&self, planned: Planned) -> Result<Child, SandboxError> {
+        let plan = &planned.plan;
+        let (crew, program) = (plan.crew.clone(), plan.program.display().to_string());
+        let spawn_error = |source| SandboxError::Spawn {
+            crew: crew.clone(),
+            program: program.clone(),
+            source,
+        };
+        // The pipes and the pidfd register with the caller's runtime.
+        tokio::runtime::Handle::try_current().map_err(|_| {
+            spawn_error(std::io::Error::other(
+                "the sandbox must be used from within a tokio runtime",
+            ))
+        })?;
+        let pre_exec = PreExec::prepare(plan, self.netns.as_ref())?;
+        let mut command = Command::new(&plan.program);
+        command
+            .args(&plan.args)
+            .env_clear()
+            .envs(plan.env.iter().map(|(name, value)| (name, value)))
+            .current_dir(&plan.workdir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: PreExec::run only makes async-signal-safe calls on data prepared above,
+        // as a closure between fork and exec must.
+        unsafe {
+            command.pre_exec(move || pre_exec.run());
+        }
+        let spawned = forker::spawn(command, plan.new_pid_namespace).map_err(spawn_error)?;
+        Child::forked_by_host(planned, spawned).map_err(spawn_error)
+    }
+}
