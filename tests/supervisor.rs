@@ -31,7 +31,8 @@ fn hostile_crew(root: &Path, name: &str, extra: &str) -> CrewSpec {
     CrewSpec::load(&write_hostile_crew(root, name, extra), &global()).unwrap()
 }
 
-fn call(id: u64, payload: &str) -> Call {
+/// A call with `deadline_ms` (the scheduler sets it from the crew's `timeout_ms`).
+fn call(id: u64, payload: &str, deadline_ms: u64) -> Call {
     let event = Event::from_json(&format!(
         r#"{{"ts":"2025-01-01T00:00:00Z","kind":"tick","stream_id":"s","payload":{payload}}}"#
     ))
@@ -45,12 +46,24 @@ fn call(id: u64, payload: &str) -> Call {
         events: vec![Arc::new(event)],
         context: Arc::default(),
         deps: Default::default(),
-        deadline_ms: 0,
+        deadline_ms,
     }
 }
 
+/// A call with the default `timeout_ms`.
 async fn ask(pool: &Supervisor, crew: &str, id: u64, payload: &str) -> CallOutcome {
-    tokio::time::timeout(Duration::from_secs(30), pool.call(crew, call(id, payload)))
+    ask_within(pool, crew, id, payload, 30_000).await
+}
+
+async fn ask_within(
+    pool: &Supervisor,
+    crew: &str,
+    id: u64,
+    payload: &str,
+    deadline_ms: u64,
+) -> CallOutcome {
+    let call = call(id, payload, deadline_ms);
+    tokio::time::timeout(Duration::from_secs(30), pool.call(crew, call))
         .await
         .expect("the supervisor answers every call")
 }
@@ -90,8 +103,9 @@ async fn misbehave(mode: &str, extra: &str, want: FailureReason) {
         r#"{"n":1}"#
     );
     let payload = format!(r#"{{"do":"{mode}"}}"#);
+    let deadline_ms = crews[0].timeout_ms;
     assert_eq!(
-        failure_reason(ask(&pool, "hostile", 2, &payload).await),
+        failure_reason(ask_within(&pool, "hostile", 2, &payload, deadline_ms).await),
         want,
         "{mode}"
     );

@@ -1092,3 +1092,330 @@ mod live {
         assert_eq!(summary.actions, 4);
     }
 }
+
+/// The ports' rule (issue 11): a delivery is acknowledged only once everything it caused
+/// is durable: its slice's actions flushed by the sink, the context they lead to stored.
+mod acknowledgements {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::context::StoreError;
+    use crate::model::JsonObject;
+    use crate::source::{Delivery, EventSource, SourceError};
+
+    /// A source that takes acknowledgements, and checks at each one that the actions of
+    /// every delivery it covers are durable in `sink`.
+    struct CheckedSource {
+        inner: MemorySource,
+        sink: MemorySink,
+        /// Delivery seq → the `crew/payload` of each action it causes.
+        caused: HashMap<u64, Vec<String>>,
+        /// `(acked through, virtual ms)` of every acknowledgement.
+        acks: Arc<Mutex<Vec<(u64, u64)>>>,
+        t0: Instant,
+    }
+
+    impl CheckedSource {
+        fn durable_actions(&self) -> HashSet<String> {
+            let log = self.sink.log.lock().unwrap();
+            let text = std::str::from_utf8(&log.json_lines).unwrap();
+            text.lines()
+                .take(log.durable)
+                .map(|line| {
+                    let action: Value = serde_json::from_str(line).unwrap();
+                    let (crew, payload) = (&action["crew"], &action["payload"]);
+                    format!("{}/{}", crew.as_str().unwrap(), payload.as_str().unwrap())
+                })
+                .collect()
+        }
+    }
+
+    impl EventSource for CheckedSource {
+        async fn next(&mut self) -> Option<Vec<Delivery>> {
+            self.inner.next().await
+        }
+
+        async fn ack_through(&mut self, seq: u64) -> Result<(), SourceError> {
+            let durable = self.durable_actions();
+            for (delivery, actions) in &self.caused {
+                for action in actions.iter().filter(|_| *delivery <= seq) {
+                    assert!(
+                        durable.contains(action),
+                        "acknowledged through {seq} before delivery {delivery}'s action \
+                         {action} was durable"
+                    );
+                }
+            }
+            let ms = self.t0.elapsed().as_millis() as u64;
+            self.acks.lock().unwrap().push((seq, ms));
+            self.inner.ack_through(seq).await
+        }
+
+        fn wants_acks(&self) -> bool {
+            true
+        }
+    }
+
+    /// The result of a run whose deliveries are acknowledged.
+    struct Acked {
+        result: Result<RunSummary, RunError>,
+        acks: Vec<(u64, u64)>,
+        sink: MemorySink,
+        store: MemoryStore,
+        pool: FakePool,
+    }
+
+    /// Runs `events` (delivered as seq 1, 2, ... in order) through `crews`, whose calls
+    /// make one action per event with the event's payload; `takers` names the kinds each
+    /// crew is triggered by (`*`: all).
+    async fn run_acked(
+        crews: &[(&str, &str)],
+        behaviours: &[(&str, Behaviour)],
+        takers: &[(&str, &str)],
+        events: Vec<Event>,
+        sink: MemorySink,
+        store: MemoryStore,
+    ) -> Acked {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, yaml) in crews {
+            write_crew(dir.path(), name, yaml);
+        }
+        let global = GlobalConfig::default();
+        let crews = Crews::load(dir.path(), &global).unwrap();
+        let pool = FakePool::new(behaviours);
+        let (input, inner) = MemorySource::new(2);
+        let caused = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let payload = e.payload.get().trim_matches('"');
+                let actions = takers
+                    .iter()
+                    .filter(|(_, kind)| *kind == "*" || *kind == e.kind)
+                    .map(|(crew, _)| format!("{crew}/{payload}"))
+                    .collect();
+                (i as u64 + 1, actions)
+            })
+            .collect();
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let source = CheckedSource {
+            inner,
+            sink: sink.clone(),
+            caused,
+            acks: acks.clone(),
+            t0: pool.t0,
+        };
+        feed(input, events);
+        let ports = Ports {
+            pool: &pool,
+            store: &store,
+            source,
+            actions: sink.clone(),
+            clock: EventTime { reorder_slices: 0 },
+            errors: ErrorSink::new(None),
+            metrics: Arc::new(Metrics::new(global.context_max_bytes, None)),
+        };
+        let result = run(&crews, &global, ports, None, std::future::pending()).await;
+        let acks = acks.lock().unwrap().clone();
+        Acked {
+            result,
+            acks,
+            sink,
+            store,
+            pool,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deliveries_are_acknowledged_once_their_actions_are_durable() {
+        let out = run_acked(
+            &[
+                ("a", ANY),
+                // A stride crew holds the events of slice 1 until it runs in slice 2.
+                ("b", "triggers: ['*']\nslice_stride: 2\n"),
+            ],
+            &[("a", echo(10)), ("b", echo(30))],
+            &[("a", "*"), ("b", "*")],
+            vec![
+                ev("s", 0, "x"),
+                ev("s", 600, "y"),
+                ev("t", 650, "z"),
+                ev("s", 1100, "w"),
+                ev("s", 1700, "v"),
+            ],
+            MemorySink::default(),
+            MemoryStore::default(),
+        )
+        .await;
+        out.result.unwrap();
+        let through: Vec<u64> = out.acks.iter().map(|&(seq, _)| seq).collect();
+        assert!(through.windows(2).all(|w| w[0] < w[1]), "{through:?}");
+        assert_eq!(
+            through.last(),
+            Some(&5),
+            "everything is acknowledged at the end"
+        );
+        assert!(
+            through.len() > 1,
+            "acknowledged as slices finish: {through:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sink_that_fails_its_flush_gets_no_ack_and_no_context_commit() {
+        let sink = MemorySink::default();
+        sink.fail_flush
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let out = run_acked(
+            &[("a", ANY)],
+            &[("a", counter(10))],
+            &[("a", "*")],
+            vec![ev("s", 0, "x"), ev("s", 600, "y"), ev("s", 1200, "z")],
+            sink,
+            MemoryStore::default(),
+        )
+        .await;
+        assert!(matches!(out.result, Err(RunError::Output(_))));
+        assert_eq!(out.acks, [], "nothing is acknowledged");
+        let (context, revision) = out.store.load("s").await.unwrap();
+        assert_eq!((context.len(), revision), (0, 0), "nothing is committed");
+        let log = out.sink.log.lock().unwrap();
+        assert_eq!((log.durable, log.failed_flushes), (0, 1));
+        assert!(!log.ids.is_empty(), "slice 0's actions were pushed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn contexts_are_stored_before_their_deliveries_are_acknowledged() {
+        let out = run_acked(
+            &[("a", ANY)],
+            &[("a", counter(10))],
+            &[("a", "*")],
+            vec![ev("s", 0, "x"), ev("s", 600, "y"), ev("s", 1200, "z")],
+            MemorySink::default(),
+            MemoryStore::default(),
+        )
+        .await;
+        out.result.unwrap();
+        let (context, revision) = out.store.load("s").await.unwrap();
+        assert_eq!(Value::Object(context), json!({"n": 3}));
+        assert_eq!(revision, 3, "one commit per slice that changed the context");
+        assert_eq!(out.acks.last().map(|&(seq, _)| seq), Some(3));
+    }
+
+    /// A store whose commits fail: another host got there first.
+    struct LostRace;
+
+    impl ContextStore for LostRace {
+        async fn load(&self, _stream: &str) -> Result<(JsonObject, u64), StoreError> {
+            Ok((JsonObject::new(), 0))
+        }
+
+        async fn commit(
+            &self,
+            stream: &str,
+            expected: u64,
+            _context: &JsonObject,
+        ) -> Result<u64, StoreError> {
+            Err(StoreError::Conflict {
+                stream: stream.to_owned(),
+                expected,
+                found: expected + 1,
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_that_fails_its_commit_gets_no_ack() {
+        let dir = tempfile::tempdir().unwrap();
+        write_crew(dir.path(), "a", ANY);
+        let global = GlobalConfig::default();
+        let crews = Crews::load(dir.path(), &global).unwrap();
+        let pool = FakePool::new(&[("a", counter(10))]);
+        let (input, source) = MemorySource::new(2);
+        let acks = source.acks.clone();
+        feed(input, vec![ev("s", 0, "x"), ev("s", 600, "y")]);
+        let sink = MemorySink::default();
+        let ports = Ports {
+            pool: &pool,
+            store: &LostRace,
+            source,
+            actions: sink.clone(),
+            clock: EventTime { reorder_slices: 0 },
+            errors: ErrorSink::new(None),
+            metrics: Arc::new(Metrics::new(global.context_max_bytes, None)),
+        };
+        let result = run(&crews, &global, ports, None, std::future::pending()).await;
+        assert!(matches!(result, Err(RunError::Context(_))), "{result:?}");
+        assert_eq!(*acks.lock().unwrap(), Vec::<u64>::new());
+        // The actions were made durable first: the commit comes after them.
+        assert_eq!(sink.log.lock().unwrap().durable, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_call_holds_the_ack_of_the_events_it_took() {
+        let out = run_acked(
+            &[("fast", ANY), ("slow", "triggers: [x]\n")],
+            &[("fast", echo(1)), ("slow", echo(1000))],
+            &[("fast", "*"), ("slow", "x")],
+            vec![ev("s", 0, "x"), ev("s", 600, "y"), ev("s", 1200, "z")],
+            MemorySink::default(),
+            MemoryStore::default(),
+        )
+        .await;
+        out.result.unwrap();
+        let slow_done = out
+            .pool
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|r| r.crew == "slow")
+            .map(|r| r.end_ms)
+            .unwrap();
+        let (first, at) = out.acks[0];
+        assert!(
+            first >= 1 && at >= slow_done,
+            "acked {first} at {at} ms, slow crew done at {slow_done} ms"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn live_slices_are_acknowledged_as_the_wall_clock_closes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        write_crew(dir.path(), "a", ANY);
+        let global = GlobalConfig::default();
+        let crews = Crews::load(dir.path(), &global).unwrap();
+        let pool = FakePool::new(&[("a", echo(10))]);
+        let t0 = pool.t0;
+        let (input, source) = MemorySource::new(2);
+        let acks = source.acks.clone();
+        let sink = MemorySink::default();
+        let durable = sink.clone();
+        let run = tokio::spawn(async move {
+            let store = MemoryStore::default();
+            let ports = Ports {
+                pool: &pool,
+                store: &store,
+                source,
+                actions: sink,
+                clock: WallClock::new(global.slice_ms, global.grace_ms),
+                errors: ErrorSink::new(None),
+                metrics: Arc::new(Metrics::new(global.context_max_bytes, None)),
+            };
+            run(&crews, &global, ports, None, std::future::pending())
+                .await
+                .unwrap()
+        });
+        input.send(vec![Ok(Arc::new(ev("s", 0, "x")))]).await;
+        // Slice 0 closes on the wall clock at 500 + 50 ms; the call takes 10 ms.
+        tokio::time::sleep_until(t0 + Duration::from_millis(500)).await;
+        assert_eq!(*acks.lock().unwrap(), Vec::<u64>::new(), "slice 0 is open");
+        tokio::time::sleep_until(t0 + Duration::from_millis(700)).await;
+        assert_eq!(*acks.lock().unwrap(), [1], "slice 0 is durable");
+        assert_eq!(durable.log.lock().unwrap().durable, 1);
+        input.send(vec![Ok(Arc::new(ev("s", 0, "y")))]).await;
+        drop(input);
+        run.await.unwrap();
+        assert_eq!(acks.lock().unwrap().last(), Some(&2));
+    }
+}

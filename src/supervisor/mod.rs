@@ -116,7 +116,6 @@ impl Supervisor {
                 crew: spec.name.as_str().into(),
                 monitor,
                 max_errors: spec.max_errors,
-                timeout: Duration::from_millis(spec.timeout_ms),
                 spawn,
                 hello,
                 sandbox: sandbox.clone(),
@@ -229,7 +228,6 @@ struct CrewActor {
     crew: Arc<str>,
     monitor: Arc<CrewMonitor>,
     max_errors: u32,
-    timeout: Duration,
     spawn: SpawnSpec,
     hello: Vec<u8>,
     sandbox: Arc<Sandbox>,
@@ -309,11 +307,12 @@ impl CrewActor {
                 continue;
             };
             let id = call.id;
-            let mut call = call;
-            call.deadline_ms = self.timeout.as_millis() as u64;
+            // The scheduler set the deadline (the crew's `timeout_ms`); the runner sees
+            // the same budget in `deadline_ms`.
+            let deadline = Instant::now() + Duration::from_millis(call.deadline_ms);
             let line = HostMessage::Call(call).encode();
             self.monitor.set_state(CrewState::Busy);
-            let outcome = process.call(&line, id, Instant::now() + self.timeout).await;
+            let outcome = process.call(&line, id, deadline).await;
             match outcome {
                 Ok(output) => {
                     failures = Failures {
