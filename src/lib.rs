@@ -18,6 +18,9 @@
 //! | wiring it all for one run | [`host`] |
 //! | the command line's own commands | [`cli`] |
 
+// Everything that needs `unsafe` (fork, exec, namespaces, seccomp) is in the sandbox crate.
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod config;
 pub mod context;

@@ -5,7 +5,7 @@
 //! slice_ms)` in integer microseconds (negative before epoch0). Slices below the
 //! *watermark* are closed. In event time (batch mode), reading an event of slice `s` moves
 //! the watermark to `s - reorder_slices`; on the wall clock (live mode) only
-//! [`Slicer::close_below`] moves it (`crate::scheduler::clock`). End of input closes
+//! [`Slicer::close_below`] moves it, as the scheduler's slice clock says. End of input closes
 //! everything. Streams are known by the index [`Slicer::open_stream`] gives them, which
 //! every later stage uses too, so an event's stream is looked up by name once.
 

@@ -29,8 +29,9 @@ const PROMPT_FIELDS: &[&str] = &[
     "patch_template",
     "outputs",
 ];
-/// What the runner appends to the crew name for the default output kind.
-const OUTPUT_SUFFIX: &str = "_output";
+/// What the runner appends to the crew name for the default output kind; the Python
+/// runner's copy is in `live_crew_runner/constants.py`.
+pub const OUTPUT_SUFFIX: &str = "_output";
 
 /// A `crewai` crew: where the crew comes from, the LLM override, the output settings.
 pub(super) fn check_crewai(runner: &Map<String, Value>, dir: &Path, crew: &str) -> Problems {

@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use super::{ConfigErrors, ConfigIssue, CrewSpec, GlobalConfig, Need};
+use super::types::{CrewSpec, Need};
+use super::{ConfigErrors, ConfigIssue, GlobalConfig};
 
 /// Largest `needs[].offset` magnitude, in slices. Keeps look-ahead and look-back windows
 /// (and the memory they pin) bounded.

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use live_crew_sandbox::Layer;
 
 use super::{ConfigErrors, ConfigIssue, parse_layers, yaml_issue};
+use crate::context::KvBackend;
 
 /// What happens to an event whose slice has already closed (live mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -34,14 +35,6 @@ pub enum OverflowPolicy {
     /// Replaces the newest kept event of the same kind (latest value wins); dropped if
     /// the slice holds no event of its kind.
     Collapse,
-}
-
-/// Where committed contexts live (`kv_backend`); the context store is chosen from this.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KvBackend {
-    /// In the host's memory, for as long as it runs.
-    Memory,
 }
 
 /// Sandbox limits that apply to every crew unless its runtime file says otherwise.

@@ -8,15 +8,17 @@ mod crewai_runner;
 pub(crate) mod crews_dir;
 mod global;
 mod paths;
+mod types;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use crew::{
+pub use crewai_runner::OUTPUT_SUFFIX;
+pub use crews_dir::{Crews, MAX_NEED_OFFSET};
+pub use global::{GlobalConfig, LatePolicy, LogFormat, OverflowPolicy, SandboxDefaults};
+pub use types::{
     BacklogPolicy, ContextAcl, CrewSpec, Need, RunnerSpec, SandboxSettings, Triggers, WaitPolicy,
 };
-pub use crews_dir::{Crews, MAX_NEED_OFFSET};
-pub use global::{GlobalConfig, KvBackend, LatePolicy, LogFormat, OverflowPolicy, SandboxDefaults};
 
 /// One problem in a configuration file, located by file and field.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@ mod acl;
 mod store;
 
 pub use acl::{KeySet, readable};
-pub use store::{ContextStore, MemoryStore, Store, StoreError};
+pub use store::{ContextStore, KvBackend, MemoryStore, Store, StoreError};
 
 use std::collections::HashSet;
 

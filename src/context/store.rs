@@ -5,8 +5,17 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 
-use crate::config::KvBackend;
+use serde::{Deserialize, Serialize};
+
 use crate::model::JsonObject;
+
+/// Where committed contexts live: the `kv_backend` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvBackend {
+    /// In the host's memory, for as long as it runs.
+    Memory,
+}
 
 /// The store `kv_backend` names; the host builds its context store from this.
 #[derive(Debug)]

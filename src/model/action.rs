@@ -12,7 +12,7 @@ use super::{
 
 /// Default `ttl_ms` of an action.
 pub const DEFAULT_TTL_MS: u32 = 5000;
-/// Largest accepted `ttl_ms`.
+/// Largest accepted `ttl_ms`; the Python runner's copy is in `live_crew_runner/constants.py`.
 pub const MAX_TTL_MS: u32 = 300_000;
 
 /// An output action with its provenance.

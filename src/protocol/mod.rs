@@ -19,6 +19,8 @@ use crate::model::{
     push_json_timestamp, push_uint,
 };
 
+/// The runner protocol's version; the Python runner's copy is in
+/// `live_crew_runner/constants.py`.
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Default maximum length of one protocol line, newline excluded.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;

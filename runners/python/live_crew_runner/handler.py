@@ -7,6 +7,8 @@ wrong becomes a ``CrewError``, which the runner sends as an ``error`` reply and 
 
 from __future__ import annotations
 
+from live_crew_runner.constants import MAX_TTL_MS
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Protocol
@@ -21,7 +23,6 @@ if TYPE_CHECKING:
         def __call__(self, call: Call) -> Outcome: ...
 
 
-MAX_TTL_MS = 300_000
 #: Error messages are for humans and must fit comfortably in one protocol line.
 MAX_MESSAGE_CHARS = 2000
 

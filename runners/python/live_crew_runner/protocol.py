@@ -19,6 +19,7 @@ import time
 from _thread import allocate_lock, start_new_thread
 
 from live_crew_runner import RUNNER_ID
+from live_crew_runner.constants import PROTOCOL_VERSION
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
         deadline_ms: int
 
 
-PROTOCOL_VERSION = 1
 
 _HEARTBEAT = b'{"type":"heartbeat"}\n'
 _READ_BUFFER = 1 << 16  # one Linux pipe's worth

@@ -7,10 +7,10 @@ import os
 import sys
 
 from live_crew_runner import RUNNER_ID
+from live_crew_runner.constants import PROTOCOL_VERSION
 from live_crew_runner.handler import CrewError, public_message
 from live_crew_runner.kinds import load_handler
 from live_crew_runner.protocol import (
-    PROTOCOL_VERSION,
     Channel,
     HostError,
     check_call,

@@ -19,6 +19,7 @@ import os
 import re
 import sys
 
+from live_crew_runner.constants import OUTPUT_SUFFIX
 from live_crew_runner.crewai_setup import import_crewai, llm_model, make_llm, print_traceback
 from live_crew_runner.handler import CrewError, check_actions, describe
 from live_crew_runner.protocol import dumps
@@ -50,7 +51,7 @@ def load(hello: Hello) -> Handler:
     output = runner.get("output") or {}
     return CrewAIHandler(
         crew,
-        output_kind=output.get("kind") or f"{hello.crew}_output",
+        output_kind=output.get("kind") or f"{hello.crew}{OUTPUT_SUFFIX}",
         context_key=output.get("context_key"),
     )
 
