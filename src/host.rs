@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{ConfigErrors, Crews, GlobalConfig};
-use crate::context::Store;
-use crate::model::Timestamp;
+use crate::context::{ContextStore, MemoryStore, Resume, StoreError, StreamCommit};
+use crate::distributed::commit::{JetStreamSink, JetStreamStore};
+use crate::model::{Action, ActionId, JsonObject, Timestamp};
 use crate::ops::control::{self, BindError, ControlSocket};
 use crate::ops::health::{self, HostState};
 use crate::ops::heartbeat;
@@ -18,10 +19,13 @@ use crate::ops::http;
 use crate::ops::metrics::Metrics;
 use crate::ops::shutdown::{HardStop, Shutdown};
 use crate::pool::{CrewPool, StatusHandle};
-use crate::scheduler::clock::{Clock, EventTime};
-use crate::scheduler::wall_clock::WallClock;
+use crate::scheduler::clock::{CatchUp, Clock, EventTime};
+use crate::scheduler::wall_clock::{Anchor, WallClock};
 use crate::scheduler::{self, Ports, RunError};
-use crate::sink::{ErrorSink, JsonLinesSink, OutputError, RunSummary, create_private};
+use crate::sink::{
+    ActionSink, ErrorRecord, ErrorSink, JsonLinesSink, OutputError, RunSummary, SinkError,
+    create_private,
+};
 use crate::source::EventSource;
 use crate::supervisor::{self, Supervisor};
 
@@ -36,6 +40,9 @@ pub enum RunMode {
     /// after this time. Earlier events still fix their stream's epoch0, so slice numbers
     /// match the recorded run's.
     ReplayFrom(Timestamp),
+    /// Distributed (SPEC §12): event time while the NATS consumer has a backlog, the
+    /// wall clock once it has caught up.
+    Distributed,
 }
 
 impl RunMode {
@@ -44,6 +51,7 @@ impl RunMode {
             RunMode::Batch => "batch",
             RunMode::Live => "live",
             RunMode::ReplayFrom(_) => "replay",
+            RunMode::Distributed => "distributed",
         }
     }
 }
@@ -77,6 +85,107 @@ pub enum HostError {
     Crews(io::Error),
     #[error("cannot serve metrics on {addr}; check --metrics-addr: {source}")]
     Metrics { addr: String, source: io::Error },
+}
+
+/// Where actions and contexts go.
+pub enum Backend {
+    /// Actions to `--output` or stdout, contexts in memory.
+    Local,
+    /// Actions to `live.<stream>.actions`, contexts in the `live_ctx` KV bucket.
+    JetStream(Box<JetStreamPorts>),
+}
+
+/// The ports of a distributed host besides its source.
+pub struct JetStreamPorts {
+    pub store: JetStreamStore,
+    pub sink: JetStreamSink,
+    /// The source's flag: set while it has no backlog.
+    pub caught_up: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The context store of a run.
+pub enum Contexts {
+    Memory(MemoryStore),
+    /// Boxed: a KV store handle is large, and the enum should not carry its size.
+    JetStream(Box<JetStreamStore>),
+}
+
+impl ContextStore for Contexts {
+    async fn load(&self, stream: &str) -> Result<(JsonObject, u64), StoreError> {
+        match self {
+            Contexts::Memory(store) => store.load(stream).await,
+            Contexts::JetStream(store) => store.load(stream).await,
+        }
+    }
+
+    async fn commit(
+        &self,
+        stream: &str,
+        expected: u64,
+        commit: StreamCommit<'_>,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Contexts::Memory(store) => store.commit(stream, expected, commit).await,
+            Contexts::JetStream(store) => store.commit(stream, expected, commit).await,
+        }
+    }
+
+    async fn resume(&self, stream: &str) -> Result<Option<Resume>, StoreError> {
+        match self {
+            Contexts::Memory(store) => store.resume(stream).await,
+            Contexts::JetStream(store) => store.resume(stream).await,
+        }
+    }
+
+    fn keeps_outbox(&self) -> bool {
+        match self {
+            Contexts::Memory(store) => store.keeps_outbox(),
+            Contexts::JetStream(store) => store.keeps_outbox(),
+        }
+    }
+}
+
+/// The action sink of a run.
+pub enum Actions {
+    Lines(JsonLinesSink),
+    JetStream(JetStreamSink),
+}
+
+impl ActionSink for Actions {
+    fn push(&mut self, action: &Action, id: ActionId<'_>) {
+        match self {
+            Actions::Lines(sink) => sink.push(action, id),
+            Actions::JetStream(sink) => sink.push(action, id),
+        }
+    }
+
+    fn push_error(&mut self, record: &ErrorRecord) {
+        match self {
+            Actions::Lines(sink) => sink.push_error(record),
+            Actions::JetStream(sink) => sink.push_error(record),
+        }
+    }
+
+    async fn flush_if_full(&mut self) -> Result<(), SinkError> {
+        match self {
+            Actions::Lines(sink) => sink.flush_if_full().await,
+            Actions::JetStream(sink) => sink.flush_if_full().await,
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        match self {
+            Actions::Lines(sink) => sink.flush().await,
+            Actions::JetStream(sink) => sink.flush().await,
+        }
+    }
+
+    async fn finish(self) -> Result<(), SinkError> {
+        match self {
+            Actions::Lines(sink) => sink.finish().await,
+            Actions::JetStream(sink) => sink.finish().await,
+        }
+    }
 }
 
 /// The settings and crews of a host, loaded and checked; nothing runs yet.
@@ -116,8 +225,10 @@ pub struct Host {
     mode: RunMode,
     supervisor: Supervisor,
     status: StatusHandle,
-    store: Store,
-    actions: JsonLinesSink,
+    store: Contexts,
+    actions: Actions,
+    /// Distributed mode: the source's caught-up flag, for the clock.
+    caught_up: Option<Arc<std::sync::atomic::AtomicBool>>,
     errors: ErrorSink,
     metrics: Arc<Metrics>,
     /// Held for the run: dropping them stops serving (and removes the socket).
@@ -138,18 +249,39 @@ pub enum Finished {
 impl Host {
     /// Opens the outputs, starts the crews and serves metrics, the control socket and
     /// heartbeats. Must be called inside a tokio runtime.
-    pub async fn build(config: HostConfig) -> Result<Host, HostError> {
+    pub async fn build(config: HostConfig, backend: Backend) -> Result<Host, HostError> {
         let started = tokio::time::Instant::now();
         let HostConfig {
             global,
             crews,
             options,
         } = config;
-        let actions = match &options.output {
-            Some(path) => {
-                JsonLinesSink::new(Box::new(create_private(path, "actions")?), path.clone())
+        let (actions, store, caught_up) = match backend {
+            Backend::Local => {
+                let sink = match &options.output {
+                    Some(path) => {
+                        JsonLinesSink::new(Box::new(create_private(path, "actions")?), path.clone())
+                    }
+                    None => JsonLinesSink::new(Box::new(io::stdout()), "<stdout>".into()),
+                };
+                (
+                    Actions::Lines(sink),
+                    Contexts::Memory(MemoryStore::default()),
+                    None,
+                )
             }
-            None => JsonLinesSink::new(Box::new(io::stdout()), "<stdout>".into()),
+            Backend::JetStream(ports) => {
+                let JetStreamPorts {
+                    store,
+                    sink,
+                    caught_up,
+                } = *ports;
+                (
+                    Actions::JetStream(sink),
+                    Contexts::JetStream(Box::new(store)),
+                    Some(caught_up),
+                )
+            }
         };
         let errors = match &options.errors {
             Some(path) => ErrorSink::new(Some((
@@ -205,7 +337,8 @@ impl Host {
             heartbeat_file,
         ));
         Ok(Host {
-            store: Store::for_backend(global.kv_backend),
+            store,
+            caught_up,
             global,
             crews,
             mode: options.mode,
@@ -243,15 +376,26 @@ impl Host {
             actions,
             errors,
             metrics,
+            caught_up,
             ..
         } = self;
-        let (clock, replay_from) = match mode {
-            RunMode::Batch => (Clock::EventTime(event_time(&global)), None),
-            RunMode::ReplayFrom(from) => (Clock::EventTime(event_time(&global)), Some(from)),
-            RunMode::Live => (
+        let (clock, replay_from) = match (mode, caught_up) {
+            (RunMode::ReplayFrom(from), _) => (Clock::EventTime(event_time(&global)), Some(from)),
+            (RunMode::Live, _) => (
                 Clock::Wall(WallClock::new(global.slice_ms, global.grace_ms)),
                 None,
             ),
+            (RunMode::Distributed, Some(caught_up)) => (
+                Clock::CatchUp(CatchUp {
+                    event_time: event_time(&global),
+                    wall: WallClock::anchored(global.slice_ms, global.grace_ms, Anchor::EventTime),
+                    caught_up,
+                }),
+                None,
+            ),
+            (RunMode::Batch | RunMode::Distributed, _) => {
+                (Clock::EventTime(event_time(&global)), None)
+            }
         };
         let drain = Duration::from_millis(global.drain_timeout_ms);
         let stop_input = shutdown.clone().stop_requested();

@@ -24,6 +24,7 @@
 pub mod cli;
 pub mod config;
 pub mod context;
+pub mod distributed;
 pub mod host;
 pub mod model;
 pub mod ops;

@@ -113,15 +113,16 @@ impl Slicer {
         -self.reorder
     }
 
-    /// Registers a stream whose first event has time `epoch0`; returns its index.
-    pub fn open_stream(&mut self, name: Arc<str>, epoch0: Timestamp) -> usize {
+    /// Registers a stream whose slices count from `epoch0` and start open at `first`;
+    /// returns its index.
+    pub fn open_stream(&mut self, name: Arc<str>, epoch0: Timestamp, first: i64) -> usize {
         let index = self.streams.len();
         self.streams.push(StreamSlices {
             name,
             index,
             epoch0,
-            watermark: self.first_slice(),
-            max_seen: 0,
+            watermark: first,
+            max_seen: first.max(0),
             open: BTreeMap::new(),
             overflowed: BTreeMap::new(),
         });
@@ -267,7 +268,10 @@ mod tests {
             .position(|s| *s.name == *event.stream_id)
         {
             Some(stream) => stream,
-            None => slicer.open_stream(event.stream_id.as_str().into(), event.ts),
+            None => {
+                let first = slicer.first_slice();
+                slicer.open_stream(event.stream_id.as_str().into(), event.ts, first)
+            }
         };
         slicer.push(stream, event, !live, out);
     }

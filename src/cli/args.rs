@@ -104,9 +104,9 @@ pub struct BatchArgs {
     #[arg(long)]
     pub crews: PathBuf,
     /// Events: a JSON array or JSON Lines file, or `-` for JSON Lines on stdin (which
-    /// `run` runs in live mode). Required for now; NATS input comes with distributed mode.
+    /// `run` runs in live mode). `run --nats` reads them from NATS instead.
     #[arg(long)]
-    pub events: PathBuf,
+    pub events: Option<PathBuf>,
     /// Global settings (live-config.yaml). LIVE_CREW_* variables override it, and
     /// flags override both.
     #[arg(long)]
@@ -141,6 +141,14 @@ pub struct RunArgs {
     /// e.g. 127.0.0.1:9464.
     #[arg(long)]
     pub metrics_addr: Option<String>,
+    /// Distributed mode (SPEC §12): events from `live.<stream>.events` on these NATS
+    /// servers (comma-separated), actions to `live.<stream>.actions`, context in the
+    /// `live_ctx` KV bucket. Over `nats.urls` and LIVE_CREW_NATS_URL.
+    #[arg(long)]
+    pub nats: Option<String>,
+    /// With --nats: schedule only this stream (repeatable); default all of them.
+    #[arg(long = "stream", value_name = "ID", requires = "nats")]
+    pub streams: Vec<String>,
 }
 
 #[derive(clap::Args)]

@@ -12,7 +12,13 @@ use args::{BatchArgs, Command, ConfigArgs, NewCrewArgs, ReplayArgs, RunArgs, Soc
 use expect::ExpectError;
 
 use crate::config::{ConfigErrors, Crews, GlobalConfig, LogFormat};
-use crate::host::{Finished, Host, HostConfig, HostError, HostOptions, RunMode};
+use crate::distributed::commit::commit_ports;
+use crate::distributed::connection::{self, NatsError};
+use crate::distributed::source::{self as nats_source, ConsumerError, JetStreamSource};
+use crate::distributed::topology::{self, TopologyError};
+use crate::host::{
+    Backend, Finished, Host, HostConfig, HostError, HostOptions, JetStreamPorts, RunMode,
+};
 use crate::model::Timestamp;
 use crate::ops::logging;
 use crate::ops::progress::show_progress;
@@ -50,6 +56,14 @@ pub enum CommandError {
     /// `new crew` could not write the crew's folder.
     #[error(transparent)]
     Scaffold(io::Error),
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
+    #[error("{0}")]
+    Usage(&'static str),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -92,6 +106,8 @@ impl ReplayArgs {
             heartbeats: None,
             live: false,
             metrics_addr: None,
+            nats: None,
+            streams: Vec::new(),
         };
         let replay = Replay {
             from: self.from_timestamp,
@@ -113,6 +129,8 @@ pub async fn run(
         heartbeats,
         live,
         metrics_addr,
+        nats,
+        streams,
     } = args;
     let BatchArgs {
         crews,
@@ -123,14 +141,23 @@ pub async fn run(
         allow_invalid,
         slice_ms,
     } = batch;
-    let input = InputArg::from_arg(&events);
-    let mode = match &replay {
-        Some(Replay {
-            from: Some(from), ..
-        }) => RunMode::ReplayFrom(*from),
-        Some(_) => RunMode::Batch,
-        None if live || input == InputArg::Stdin => RunMode::Live,
-        None => RunMode::Batch,
+    // Events from NATS with --nats, or without --events when the settings name servers.
+    let input = match (&events, &nats) {
+        (Some(events), None) => Some(InputArg::from_arg(events)),
+        _ if replay.is_some() => return Err(CommandError::Usage("replay needs --events")),
+        _ => None,
+    };
+    let mode = match (&replay, &input) {
+        (
+            Some(Replay {
+                from: Some(from), ..
+            }),
+            _,
+        ) => RunMode::ReplayFrom(*from),
+        (Some(_), _) => RunMode::Batch,
+        (None, None) => RunMode::Distributed,
+        (None, Some(input)) if live || *input == InputArg::Stdin => RunMode::Live,
+        (None, Some(_)) => RunMode::Batch,
     };
     let expected = replay.as_ref().and_then(|replay| replay.expect.clone());
     // `replay --expect` without --output compares a private scratch copy of the actions.
@@ -159,7 +186,7 @@ pub async fn run(
         heartbeats,
         mode,
     };
-    let config = HostConfig::load(options)?;
+    let mut config = HostConfig::load(options)?;
     if let Some(expected) = &expected {
         // Before the replay, which may be long, rather than after it.
         std::fs::File::open(expected).map_err(|err| ExpectError {
@@ -168,16 +195,43 @@ pub async fn run(
         })?;
     }
     let slice_ms = config.global.slice_ms;
-    let paced = mode == RunMode::Live;
-    let source = source::open(&input, config.global.max_event_bytes, paced)?;
     let shutdown = Shutdown::install().unwrap_or_else(|err| {
         tracing::warn!("cannot catch SIGTERM/SIGINT ({err}); a signal stops the host at once");
         Shutdown::never()
     });
-    let progress = show_progress(source.progress.clone());
-    let host = Host::build(config).await?;
-    let finished = host.run(source, shutdown).await;
-    drop(progress);
+    let finished = match input {
+        Some(input) => {
+            let paced = mode == RunMode::Live;
+            let source = source::open(&input, config.global.max_event_bytes, paced)?;
+            let progress = show_progress(source.progress.clone());
+            let host = Host::build(config, Backend::Local).await?;
+            let finished = host.run(source, shutdown).await;
+            drop(progress);
+            finished
+        }
+        None => {
+            if let Some(urls) = &nats {
+                config.global.nats.urls =
+                    urls.split(',').map(|url| url.trim().to_owned()).collect();
+            }
+            let nats = &config.global.nats;
+            let connection = connection::connect(nats).await?;
+            let bucket = topology::ensure(&connection, nats).await?;
+            let start = nats_source::committed_start(&bucket, &streams).await?;
+            let max_event_bytes = config.global.max_event_bytes;
+            let source =
+                JetStreamSource::open(&connection, &streams, start, max_event_bytes).await?;
+            let (store, sink) =
+                commit_ports(connection.jetstream.clone(), bucket, slice_ms, host_id());
+            let backend = Backend::JetStream(Box::new(JetStreamPorts {
+                store,
+                sink,
+                caught_up: source.caught_up(),
+            }));
+            let host = Host::build(config, backend).await?;
+            host.run(source, shutdown).await
+        }
+    };
     let summary = match finished? {
         Finished::Completed(summary) => summary,
         Finished::Stopped(HardStop::SecondSignal) => return Ok(Status::Interrupted),
@@ -197,6 +251,14 @@ pub async fn run(
         }
     }
     Ok(status)
+}
+
+/// This host's name in the KV values it writes: host name and process id.
+fn host_id() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    format!("{name}-{}", std::process::id())
 }
 
 /// The run summary on stderr: one JSON log line in JSON mode, so stderr stays pure JSON

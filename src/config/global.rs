@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use live_crew_sandbox::Layer;
 
+use super::nats::{self, NatsSettings};
 use super::{ConfigErrors, ConfigIssue, parse_layers, yaml_issue};
 use crate::context::KvBackend;
 
@@ -124,6 +125,8 @@ pub struct GlobalConfig {
     pub log_format: Option<LogFormat>,
     /// Every crew must declare `context: {read, write}`; none may default to all keys.
     pub context_acl_required: bool,
+    /// Distributed mode (SPEC §12).
+    pub nats: NatsSettings,
 }
 
 impl Default for GlobalConfig {
@@ -154,6 +157,7 @@ impl Default for GlobalConfig {
             log: "info".into(),
             log_format: None,
             context_acl_required: false,
+            nats: NatsSettings::default(),
         }
     }
 }
@@ -222,6 +226,15 @@ impl GlobalConfig {
                 document.insert((*knob).to_owned(), parsed);
             }
         }
+        for (name, field) in nats::ENV {
+            if let Some(text) = env(&format!("LIVE_CREW_NATS_{name}")) {
+                set_nested(
+                    &mut document,
+                    &format!("nats.{field}"),
+                    nats::env_value(field, &text),
+                );
+            }
+        }
         // Checked here, not by serde, so the message names the field.
         if let Some(backend) = document.get("kv_backend").and_then(|v| v.as_str())
             && backend != "memory"
@@ -263,6 +276,34 @@ impl GlobalConfig {
             Ok(config)
         } else {
             Err(ConfigErrors(issues))
+        }
+    }
+}
+
+/// Sets `dotted.path` in a YAML document, making the objects on the way.
+fn set_nested(
+    document: &mut serde_json::Map<String, serde_json::Value>,
+    path: &str,
+    value: serde_json::Value,
+) {
+    let (head, rest) = match path.split_once('.') {
+        Some((head, rest)) => (head, Some(rest)),
+        None => (path, None),
+    };
+    match rest {
+        None => {
+            document.insert(head.to_owned(), value);
+        }
+        Some(rest) => {
+            let entry = document
+                .entry(head.to_owned())
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+            if !entry.is_object() {
+                *entry = serde_json::Value::Object(Default::default());
+            }
+            if let serde_json::Value::Object(inner) = entry {
+                set_nested(inner, rest, value);
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ mod crew;
 mod crewai_runner;
 pub(crate) mod crews_dir;
 mod global;
+mod nats;
 mod paths;
 mod types;
 
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 pub use crewai_runner::OUTPUT_SUFFIX;
 pub use crews_dir::{Crews, MAX_NEED_OFFSET};
 pub use global::{GlobalConfig, LatePolicy, LogFormat, OverflowPolicy, SandboxDefaults};
+pub use nats::{NatsSettings, Secret, TlsSettings};
 pub use types::{
     BacklogPolicy, ContextAcl, CrewSpec, Need, RunnerSpec, SandboxSettings, Triggers, WaitPolicy,
 };

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::JsonObject;
+use crate::model::{JsonObject, Timestamp};
 
 /// Where committed contexts live: the `kv_backend` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -15,39 +15,6 @@ use crate::model::JsonObject;
 pub enum KvBackend {
     /// In the host's memory, for as long as it runs.
     Memory,
-}
-
-/// The store `kv_backend` names; the host builds its context store from this.
-#[derive(Debug)]
-pub enum Store {
-    Memory(MemoryStore),
-}
-
-impl Store {
-    pub fn for_backend(backend: KvBackend) -> Store {
-        match backend {
-            KvBackend::Memory => Store::Memory(MemoryStore::default()),
-        }
-    }
-}
-
-impl ContextStore for Store {
-    async fn load(&self, stream: &str) -> Result<(JsonObject, u64), StoreError> {
-        match self {
-            Store::Memory(store) => store.load(stream).await,
-        }
-    }
-
-    async fn commit(
-        &self,
-        stream: &str,
-        expected: u64,
-        context: &JsonObject,
-    ) -> Result<u64, StoreError> {
-        match self {
-            Store::Memory(store) => store.commit(stream, expected, context).await,
-        }
-    }
 }
 
 /// A context store failed, or another writer got there first.
@@ -62,6 +29,36 @@ pub enum StoreError {
         expected: u64,
         found: u64,
     },
+    /// A shared store's compare-and-swap failed: another host committed first.
+    #[error(
+        "another host committed stream '{stream}' first (its revision is past {expected}); \
+         this host stops serving it"
+    )]
+    Taken { stream: String, expected: u64 },
+    #[error("the context store failed for stream '{stream}': {reason}")]
+    Backend { stream: String, reason: String },
+}
+
+/// A stream's state after a run of slices, as the scheduler commits it.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamCommit<'a> {
+    /// The context after `last_slice`.
+    pub context: &'a JsonObject,
+    /// The stream's first event's time: slice numbers count from it.
+    pub epoch0: Timestamp,
+    pub last_slice: i64,
+    /// Every event of the stream up to this source sequence is in this state.
+    pub events_through: u64,
+}
+
+/// Where a stream committed before (by an earlier host) goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    /// Its slices still count from this.
+    pub epoch0: Timestamp,
+    pub last_slice: i64,
+    /// Its events up to this source sequence are in the committed state.
+    pub events_through: u64,
 }
 
 /// Where committed contexts live: one object per stream, with a revision for checked
@@ -73,13 +70,29 @@ pub trait ContextStore: Send + Sync + 'static {
         stream: &str,
     ) -> impl Future<Output = Result<(JsonObject, u64), StoreError>> + Send;
 
-    /// Stores `context` if the stored revision is still `expected`; returns the new one.
+    /// Stores `commit` if the stored revision is still `expected`; returns the new one.
     fn commit(
         &self,
         stream: &str,
         expected: u64,
-        context: &JsonObject,
+        commit: StreamCommit<'_>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Where a stream this store committed before goes on; `None` for a new stream, and
+    /// always for a store that does not outlive its host.
+    fn resume(
+        &self,
+        _stream: &str,
+    ) -> impl Future<Output = Result<Option<Resume>, StoreError>> + Send {
+        std::future::ready(Ok(None))
+    }
+
+    /// Whether the store keeps each commit's actions with it (an outbox, published after
+    /// the commit), so that it is told of every slice, changed context or not, and
+    /// before the sink makes the actions durable on its own.
+    fn keeps_outbox(&self) -> bool {
+        false
+    }
 }
 
 /// The `memory` backend: contexts live as long as the process.
@@ -107,12 +120,12 @@ impl ContextStore for MemoryStore {
         &self,
         stream: &str,
         expected: u64,
-        context: &JsonObject,
+        commit: StreamCommit<'_>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send {
         let mut streams = self.streams.lock().expect("context store lock");
         let entry = streams.entry(stream.to_owned()).or_default();
         let result = if entry.1 == expected {
-            *entry = (context.clone(), expected + 1);
+            *entry = (commit.context.clone(), expected + 1);
             Ok(entry.1)
         } else {
             Err(StoreError::Conflict {
@@ -138,8 +151,14 @@ mod tests {
         let serde_json::Value::Object(context) = json!({"a": 1}) else {
             unreachable!()
         };
-        assert_eq!(store.commit("s", 0, &context).await.unwrap(), 1);
-        assert!(store.commit("s", 0, &context).await.is_err());
+        let commit = StreamCommit {
+            context: &context,
+            epoch0: Timestamp::from_micros(0),
+            last_slice: 0,
+            events_through: 0,
+        };
+        assert_eq!(store.commit("s", 0, commit).await.unwrap(), 1);
+        assert!(store.commit("s", 0, commit).await.is_err());
         assert_eq!(store.load("s").await.unwrap(), (context, 1));
     }
 }

@@ -13,6 +13,8 @@ pub(super) struct Holds {
     by_slice: Vec<BTreeMap<i64, u64>>,
     /// The highest seq delivered so far.
     last: u64,
+    /// Per stream: the highest seq filed in it.
+    last_of: Vec<u64>,
 }
 
 impl Holds {
@@ -22,12 +24,25 @@ impl Holds {
         self.last = self.last.max(seq);
     }
 
+    /// Delivery `seq` of `stream` was in its committed state already (a redelivery).
+    pub(super) fn done_already(&mut self, stream: usize, seq: u64) {
+        self.delivered(seq);
+        self.grow(stream);
+        self.last_of[stream] = self.last_of[stream].max(seq);
+    }
+
+    fn grow(&mut self, stream: usize) {
+        if self.by_slice.len() <= stream {
+            self.by_slice.resize_with(stream + 1, BTreeMap::new);
+            self.last_of.resize(stream + 1, 0);
+        }
+    }
+
     /// Delivery `seq` was filed in `slice` of `stream`.
     pub(super) fn hold(&mut self, stream: usize, slice: i64, seq: u64) {
         self.delivered(seq);
-        if self.by_slice.len() <= stream {
-            self.by_slice.resize_with(stream + 1, BTreeMap::new);
-        }
+        self.grow(stream);
+        self.last_of[stream] = self.last_of[stream].max(seq);
         let first = self.by_slice[stream].entry(slice).or_insert(seq);
         if seq < *first {
             // Redelivered out of order: the slice now holds an older delivery.
@@ -45,6 +60,19 @@ impl Holds {
         let kept = slices.split_off(&durable);
         for (slice, seq) in std::mem::replace(slices, kept) {
             self.held.remove(&(seq, stream, slice));
+        }
+    }
+
+    /// Every delivery of `stream` up to this one is durable: the one below its oldest
+    /// held delivery, else the newest it got.
+    pub(super) fn stream_done_through(&self, stream: usize) -> u64 {
+        let held = self
+            .by_slice
+            .get(stream)
+            .and_then(|slices| slices.values().min());
+        match held {
+            Some(&seq) => seq - 1,
+            None => self.last_of.get(stream).copied().unwrap_or(0),
         }
     }
 

@@ -9,8 +9,12 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::time::Instant;
+
+use super::wall_clock::WallClock;
+use crate::model::Timestamp;
 
 /// Slices that are due: close `stream`'s slices below `upto`; the oldest of them was due
 /// at `due`.
@@ -33,8 +37,9 @@ pub trait SliceClock: Send {
     /// How many slices out-of-order events may lag in event time.
     fn reorder_slices(&self) -> u64;
 
-    /// Stream `stream` (indexes count up from 0) got its first event just now.
-    fn stream_opened(&mut self, stream: usize, name: &Arc<str>);
+    /// Stream `stream` (indexes count up from 0) got its first event just now; slice
+    /// numbers count from `epoch0`.
+    fn stream_opened(&mut self, stream: usize, name: &Arc<str>, epoch0: Timestamp);
 
     /// When the next slice of any stream is due, if the clock closes slices itself.
     fn next_close(&self) -> Option<Instant>;
@@ -68,7 +73,7 @@ impl SliceClock for EventTime {
         self.reorder_slices
     }
 
-    fn stream_opened(&mut self, _stream: usize, _name: &Arc<str>) {}
+    fn stream_opened(&mut self, _stream: usize, _name: &Arc<str>, _epoch0: Timestamp) {}
 
     fn next_close(&self) -> Option<Instant> {
         None
@@ -87,11 +92,67 @@ impl SliceClock for EventTime {
     }
 }
 
+/// Event time while the source has a backlog, the wall clock once it has caught up
+/// (distributed mode, SPEC §12): a restarted host replays what it missed as fast as
+/// its crews go, then follows the live input. The wall clock counts a stream's slices
+/// from its `epoch0` in real time, so the switch closes every slice that is past.
+pub struct CatchUp {
+    pub event_time: EventTime,
+    pub wall: WallClock,
+    /// Set by the source while it has nothing pending.
+    pub caught_up: Arc<AtomicBool>,
+}
+
+impl CatchUp {
+    fn live(&self) -> bool {
+        self.caught_up.load(Ordering::Relaxed)
+    }
+}
+
+impl SliceClock for CatchUp {
+    fn input_closes_slices(&self) -> bool {
+        !self.live()
+    }
+
+    fn real_time(&self) -> bool {
+        true
+    }
+
+    fn reorder_slices(&self) -> u64 {
+        self.event_time.reorder_slices
+    }
+
+    fn stream_opened(&mut self, stream: usize, name: &Arc<str>, epoch0: Timestamp) {
+        self.wall.stream_opened(stream, name, epoch0);
+    }
+
+    fn next_close(&self) -> Option<Instant> {
+        self.wall.next_close().filter(|_| self.live())
+    }
+
+    async fn wait_until(&self, at: Instant) {
+        self.wall.wait_until(at).await;
+    }
+
+    fn due(&mut self, now: Instant) -> Vec<Due> {
+        if self.live() {
+            self.wall.due(now)
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn close_time(&self, stream: usize, slice: i64) -> Option<Instant> {
+        self.wall.close_time(stream, slice)
+    }
+}
+
 /// The clock a host runs with: event time for batch runs and replays, the wall clock
-/// for live runs.
+/// for live runs, and both for distributed ones.
 pub enum Clock {
     EventTime(EventTime),
-    Wall(super::wall_clock::WallClock),
+    Wall(WallClock),
+    CatchUp(CatchUp),
 }
 
 impl SliceClock for Clock {
@@ -99,6 +160,7 @@ impl SliceClock for Clock {
         match self {
             Clock::EventTime(clock) => clock.input_closes_slices(),
             Clock::Wall(clock) => clock.input_closes_slices(),
+            Clock::CatchUp(clock) => clock.input_closes_slices(),
         }
     }
 
@@ -106,6 +168,7 @@ impl SliceClock for Clock {
         match self {
             Clock::EventTime(clock) => clock.real_time(),
             Clock::Wall(clock) => clock.real_time(),
+            Clock::CatchUp(clock) => clock.real_time(),
         }
     }
 
@@ -113,13 +176,15 @@ impl SliceClock for Clock {
         match self {
             Clock::EventTime(clock) => clock.reorder_slices(),
             Clock::Wall(clock) => clock.reorder_slices(),
+            Clock::CatchUp(clock) => clock.reorder_slices(),
         }
     }
 
-    fn stream_opened(&mut self, stream: usize, name: &Arc<str>) {
+    fn stream_opened(&mut self, stream: usize, name: &Arc<str>, epoch0: Timestamp) {
         match self {
-            Clock::EventTime(clock) => clock.stream_opened(stream, name),
-            Clock::Wall(clock) => clock.stream_opened(stream, name),
+            Clock::EventTime(clock) => clock.stream_opened(stream, name, epoch0),
+            Clock::Wall(clock) => clock.stream_opened(stream, name, epoch0),
+            Clock::CatchUp(clock) => clock.stream_opened(stream, name, epoch0),
         }
     }
 
@@ -127,6 +192,7 @@ impl SliceClock for Clock {
         match self {
             Clock::EventTime(clock) => clock.next_close(),
             Clock::Wall(clock) => clock.next_close(),
+            Clock::CatchUp(clock) => clock.next_close(),
         }
     }
 
@@ -134,6 +200,7 @@ impl SliceClock for Clock {
         match self {
             Clock::EventTime(clock) => clock.wait_until(at).await,
             Clock::Wall(clock) => clock.wait_until(at).await,
+            Clock::CatchUp(clock) => clock.wait_until(at).await,
         }
     }
 
@@ -141,6 +208,7 @@ impl SliceClock for Clock {
         match self {
             Clock::EventTime(clock) => clock.due(now),
             Clock::Wall(clock) => clock.due(now),
+            Clock::CatchUp(clock) => clock.due(now),
         }
     }
 
@@ -148,6 +216,7 @@ impl SliceClock for Clock {
         match self {
             Clock::EventTime(clock) => clock.close_time(stream, slice),
             Clock::Wall(clock) => clock.close_time(stream, slice),
+            Clock::CatchUp(clock) => clock.close_time(stream, slice),
         }
     }
 }

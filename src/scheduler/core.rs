@@ -41,7 +41,7 @@ pub(super) struct Outbox {
     pub(super) calls: Vec<CallRequest>,
     /// Failures to count toward a crew's `max_errors` after its call had succeeded.
     pub(super) failures: Vec<(usize, CallFailure)>,
-    /// Committed contexts to store, each once its slice's actions are pushed.
+    /// Streams' state to store, each once the actions of the slices it covers are pushed.
     pub(super) writes: Vec<ContextWrite>,
 }
 
@@ -52,9 +52,18 @@ pub(super) struct CallRequest {
     pub(super) call: Call,
 }
 
+/// A stream's state after its slices up to `last_slice`, whose actions are all pushed.
 pub(super) struct ContextWrite {
     pub(super) stream: usize,
+    pub(super) epoch0: Timestamp,
+    pub(super) last_slice: i64,
+    /// The context after `last_slice`.
     pub(super) context: Arc<JsonObject>,
+    /// Whether the context changed since the stream's last write.
+    pub(super) changed: bool,
+    /// Every delivery of this stream up to this sequence is durable with it (0 without
+    /// acknowledgements).
+    pub(super) events_through: u64,
 }
 
 /// A call's outcome, as the shell hands it back.
@@ -162,16 +171,22 @@ impl Core {
         self.stream_ids.get(name).copied()
     }
 
-    /// A new stream, whose first event has time `epoch0` and whose committed context is
-    /// `context`; returns its index.
+    /// A new stream whose slices count from `epoch0` and whose committed context is
+    /// `context`; with `resume_after`, its slices up to that one were committed by an
+    /// earlier host and it goes on after them. Returns its index.
     pub(super) fn open_stream(
         &mut self,
         name: Arc<str>,
         epoch0: Timestamp,
         context: JsonObject,
+        resume_after: Option<i64>,
     ) -> usize {
-        let id = self.slicer.open_stream(name.clone(), epoch0);
-        let first = self.slicer.first_slice();
+        let first = match resume_after {
+            Some(last) => last.saturating_add(1),
+            None => self.slicer.first_slice(),
+        };
+        let id = self.slicer.open_stream(name.clone(), epoch0, first);
+        let context = Arc::new(context);
         let any_writer = self.plans.iter().any(|c| c.writes);
         self.streams.push(StreamState {
             name: name.clone(),
@@ -180,10 +195,12 @@ impl Core {
             slices: BTreeMap::new(),
             lanes: self.plans.iter().map(|_| Lane::new(first)).collect(),
             committed_until: if any_writer { first } else { END },
-            snapshots: BTreeMap::from([(i64::MIN, Arc::new(context))]),
-            unwritten: Vec::new(),
+            snapshots: BTreeMap::from([(i64::MIN, context.clone())]),
+            written: context.clone(),
+            written_until: first,
             emitted_until: first,
             collected_below: first,
+            last_closed: first - 1,
         });
         self.metrics.stream_opened(&name);
         self.stream_ids.insert(name, id);
@@ -212,6 +229,14 @@ impl Core {
         }
         for sliced in out {
             self.sliced(sliced, dirty);
+        }
+    }
+
+    /// Delivery `seq` of `stream` was committed by an earlier host already: it only
+    /// counts as done.
+    pub(super) fn skip(&mut self, stream: usize, seq: u64) {
+        if let Some(holds) = &mut self.holds {
+            holds.done_already(stream, seq);
         }
     }
 
@@ -261,6 +286,9 @@ impl Core {
                 }
                 let state = &mut self.streams[stream];
                 state.watermark = upto;
+                if let Some(&(last, _)) = slices.last() {
+                    state.last_closed = state.last_closed.max(last);
+                }
                 self.summary.slices += slices.len() as u64;
                 state.slices.extend(slices);
                 self.close_log.push_back((stream, upto));
@@ -531,23 +559,40 @@ impl Core {
                 let state = &mut self.streams[stream];
                 let bytes = context::serialised_len(&context);
                 self.metrics.metrics().context_bytes(&state.name, bytes);
-                let context = Arc::new(context);
-                state.snapshots.insert(slice + 1, context.clone());
-                state.unwritten.push((slice, context));
+                state.snapshots.insert(slice + 1, Arc::new(context));
             }
         }
-        self.release_writes(stream);
+        self.release_write(stream);
     }
 
-    /// Hands the store the contexts of slices whose actions are pushed.
-    fn release_writes(&mut self, stream: usize) {
+    /// Hands the store the stream's state after the slices whose actions are pushed.
+    fn release_write(&mut self, stream: usize) {
         let state = &mut self.streams[stream];
-        let ready = state
-            .unwritten
-            .partition_point(|&(slice, _)| slice < state.emitted_until);
-        for (_, context) in state.unwritten.drain(..ready) {
-            self.out.writes.push(ContextWrite { stream, context });
+        let through = state.emitted_until.min(state.committed_until);
+        if through <= state.written_until {
+            return;
         }
+        let context = state.snapshot(through).clone();
+        let changed = !Arc::ptr_eq(&context, &state.written);
+        state.written = context.clone();
+        state.written_until = through;
+        let last_slice = if through == END {
+            state.last_closed
+        } else {
+            through - 1
+        };
+        let events_through = self
+            .holds
+            .as_ref()
+            .map_or(0, |holds| holds.stream_done_through(stream));
+        self.out.writes.push(ContextWrite {
+            stream,
+            epoch0: state.epoch0,
+            last_slice,
+            context,
+            changed,
+            events_through,
+        });
     }
 
     /// Sends a crew's queued runs whose context snapshot is committed (and, for `latest`
@@ -702,8 +747,8 @@ impl Core {
                     }
                 }
                 state.emitted_until = end;
-                self.release_writes(stream);
                 self.release_holds(stream);
+                self.release_write(stream);
                 self.streams[stream].collect_garbage(self.look_back, self.max_patch_delay);
             }
             if finished < upto {

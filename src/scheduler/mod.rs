@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use self::core::{Completion, Core};
 use crate::config::{Crews, GlobalConfig};
-use crate::context::{ContextStore, StoreError};
+use crate::context::{ContextStore, StoreError, StreamCommit};
 use crate::model::{SharedEvent, Timestamp};
 use crate::ops::metrics::Metrics;
 use crate::pool::CrewPool;
@@ -109,6 +109,7 @@ where
         clock,
         errors,
         revisions: Vec::new(),
+        committed_through: Vec::new(),
         calls: JoinSet::new(),
         acked: 0,
     };
@@ -142,6 +143,8 @@ struct Shell<'a, P, S, Src, K, C> {
     errors: ErrorSink,
     /// The store's revision of each stream's context, by stream index.
     revisions: Vec<u64>,
+    /// Per stream: deliveries up to this sequence were committed by an earlier host.
+    committed_through: Vec<u64>,
     calls: JoinSet<Completion>,
     /// Outputs are made durable after every step, not only when a chunk is full.
     durable_each_step: bool,
@@ -244,6 +247,11 @@ where
                     Some(stream) => stream,
                     None => self.open_stream(&event).await?,
                 };
+                if delivery.seq <= self.committed_through[stream] {
+                    // Redelivered after a restart, and already in the committed state.
+                    self.core.skip(stream, delivery.seq);
+                    return Ok(());
+                }
                 let close_on_input = self.clock.input_closes_slices();
                 self.core
                     .accept(stream, delivery.seq, event, close_on_input, dirty);
@@ -256,9 +264,24 @@ where
     async fn open_stream(&mut self, first: &SharedEvent) -> Result<usize, RunError> {
         let name: Arc<str> = first.stream_id.as_str().into();
         let (context, revision) = self.store.load(&name).await?;
-        let stream = self.core.open_stream(name.clone(), first.ts, context);
+        let resume = self.store.resume(&name).await?;
+        let epoch0 = resume.map_or(first.ts, |resume| resume.epoch0);
+        if let Some(resume) = resume {
+            tracing::info!(
+                stream = %name,
+                last_slice = resume.last_slice,
+                events_through = resume.events_through,
+                "resuming the stream after its last commit"
+            );
+        }
+        let resume_after = resume.map(|resume| resume.last_slice);
+        let stream = self
+            .core
+            .open_stream(name.clone(), epoch0, context, resume_after);
         self.revisions.push(revision);
-        self.clock.stream_opened(stream, &name);
+        self.committed_through
+            .push(resume.map_or(0, |resume| resume.events_through));
+        self.clock.stream_opened(stream, &name, epoch0);
         Ok(stream)
     }
 
@@ -285,10 +308,17 @@ where
     /// Carries out the rest of the core's outbox, in the commit order (module docs).
     async fn settle(&mut self) -> Result<Settled, RunError> {
         for record in std::mem::take(&mut self.core.out.records) {
+            self.actions.push_error(&record);
             self.errors.report(record)?;
         }
         for (crew, failure) in std::mem::take(&mut self.core.out.failures) {
             self.pool.count_failure(self.core.crew_name(crew), failure);
+        }
+        // A store that keeps the actions with the context commits first: the actions are
+        // durable in it, and the sink publishes them after. Otherwise the sink makes them
+        // durable first, and only then is the context they lead to stored.
+        if self.store.keeps_outbox() {
+            self.store_writes().await?;
         }
         let written = if self.durable_each_step {
             self.actions.flush().await
@@ -303,11 +333,8 @@ where
         if self.durable_each_step {
             self.errors.flush()?;
         }
-        for write in std::mem::take(&mut self.core.out.writes) {
-            let stream = write.stream;
-            let name = self.core.stream_name(stream);
-            let revision = self.revisions[stream];
-            self.revisions[stream] = self.store.commit(name, revision, &write.context).await?;
+        if !self.store.keeps_outbox() {
+            self.store_writes().await?;
         }
         if self.source.wants_acks() {
             let through = self.core.ackable_through();
@@ -317,6 +344,37 @@ where
             }
         }
         Ok(Settled::Going)
+    }
+}
+
+impl<P, S, Src, K, C> Shell<'_, P, S, Src, K, C>
+where
+    P: CrewPool,
+    S: ContextStore,
+    Src: EventSource,
+    K: ActionSink,
+    C: SliceClock,
+{
+    /// Hands the store the streams' states the core released: those whose context
+    /// changed, or all of them for a store that keeps an outbox.
+    async fn store_writes(&mut self) -> Result<(), RunError> {
+        let every_slice = self.store.keeps_outbox();
+        for write in std::mem::take(&mut self.core.out.writes) {
+            if !(write.changed || every_slice) {
+                continue;
+            }
+            let stream = write.stream;
+            let commit = StreamCommit {
+                context: &write.context,
+                epoch0: write.epoch0,
+                last_slice: write.last_slice,
+                events_through: write.events_through,
+            };
+            let name = self.core.stream_name(stream);
+            let revision = self.revisions[stream];
+            self.revisions[stream] = self.store.commit(name, revision, commit).await?;
+        }
+        Ok(())
     }
 }
 

@@ -6,7 +6,7 @@ use crate::context::PatchError;
 use crate::model::{SharedEvent, Timestamp};
 use crate::pool::CallFailure;
 use crate::sink::ErrorRecord;
-use crate::source::InputError;
+use crate::source::{InputError, InputPlace};
 
 /// Where in the run a record belongs: stream, slice, crew and the slice's end.
 pub(super) struct At<'a> {
@@ -26,21 +26,35 @@ fn record(at: At<'_>, reason: &'static str, message: String) -> ErrorRecord {
         message,
         line: None,
         index: None,
+        seq: None,
     }
 }
 
-/// An input line or array element that is not a valid event.
+/// An input line, array element or message that is not a valid event.
 pub(super) fn invalid_event(error: InputError) -> ErrorRecord {
-    ErrorRecord {
+    let message = format!("{error}; the event was skipped");
+    let mut record = ErrorRecord {
         ts: None,
         stream_id: None,
         slice: None,
         crew: None,
         reason: "invalid_event",
-        message: format!("{error}; the event was skipped"),
-        line: Some(error.line),
-        index: error.index,
+        message,
+        line: None,
+        index: None,
+        seq: None,
+    };
+    match error.at {
+        InputPlace::Line { line, index } => {
+            record.line = Some(line);
+            record.index = index;
+        }
+        InputPlace::Message { seq, stream } => {
+            record.seq = Some(seq);
+            record.stream_id = Some(stream);
+        }
     }
+    record
 }
 
 /// An event for a slice that had already closed; `placed` is where it went.

@@ -19,9 +19,13 @@ pub(super) struct StreamState {
     pub(super) committed_until: i64,
     /// Context snapshots by the first slice that sees them.
     pub(super) snapshots: BTreeMap<i64, Arc<JsonObject>>,
-    /// Committed contexts not yet handed to the store: each goes once its slice's actions
-    /// are written, so a store never holds a context whose actions could be lost.
-    pub(super) unwritten: Vec<(i64, Arc<JsonObject>)>,
+    /// The context last handed to the store, and the slice it was after: each goes once
+    /// the actions of its slices are pushed, so a store never holds a context whose
+    /// actions could be lost.
+    pub(super) written: Arc<JsonObject>,
+    pub(super) written_until: i64,
+    /// The last closed slice that held events.
+    pub(super) last_closed: i64,
     /// Actions of slices below are written.
     pub(super) emitted_until: i64,
     /// Below this, history has been dropped.

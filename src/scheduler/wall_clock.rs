@@ -15,16 +15,29 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::clock::{Due, SliceClock};
+use crate::model::Timestamp;
 
 /// One stream's clock.
 struct StreamClock {
     w0: Instant,
 }
 
+/// Where a stream's wall-clock slices start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Anchor {
+    /// When its first event reached the scheduler: a recording played live keeps its
+    /// own pace whatever its timestamps say.
+    Arrival,
+    /// At its `epoch0` in real (UTC) time: events from live producers carry the time
+    /// they happened, so slice `n` closes when its end has passed on the clock.
+    EventTime,
+}
+
 /// When each stream's next slice closes.
 pub struct WallClock {
     slice: Duration,
     grace: Duration,
+    anchor: Anchor,
     /// By stream index.
     streams: Vec<StreamClock>,
     /// Every stream's next close, earliest first; streams due at the same time close in
@@ -35,9 +48,14 @@ pub struct WallClock {
 
 impl WallClock {
     pub fn new(slice_ms: u64, grace_ms: u64) -> WallClock {
+        WallClock::anchored(slice_ms, grace_ms, Anchor::Arrival)
+    }
+
+    pub fn anchored(slice_ms: u64, grace_ms: u64, anchor: Anchor) -> WallClock {
         WallClock {
             slice: Duration::from_millis(slice_ms),
             grace: Duration::from_millis(grace_ms),
+            anchor,
             streams: Vec::new(),
             queue: BTreeSet::new(),
             wake: PreciseWake::start(),
@@ -58,10 +76,25 @@ impl SliceClock for WallClock {
         0
     }
 
-    /// The stream's first event arrives now: that sets its `w0`.
-    fn stream_opened(&mut self, stream: usize, name: &Arc<str>) {
+    /// The stream's first event arrives now: that, or its `epoch0`, sets its `w0`.
+    fn stream_opened(&mut self, stream: usize, name: &Arc<str>, epoch0: Timestamp) {
         debug_assert_eq!(stream, self.streams.len(), "streams open in index order");
-        let clock = StreamClock { w0: Instant::now() };
+        let now = Instant::now();
+        let w0 = match self.anchor {
+            Anchor::Arrival => now,
+            Anchor::EventTime => {
+                let age_us = Timestamp::now()
+                    .as_micros()
+                    .saturating_sub(epoch0.as_micros());
+                let age = Duration::from_micros(age_us.unsigned_abs());
+                if age_us >= 0 {
+                    now.checked_sub(age).unwrap_or(now)
+                } else {
+                    now + age
+                }
+            }
+        };
+        let clock = StreamClock { w0 };
         self.queue
             .insert((self.close_time_of(&clock, 0), name.clone(), stream));
         self.streams.push(clock);
@@ -257,11 +290,11 @@ mod tests {
     async fn slices_close_at_w0_plus_their_end_plus_grace() {
         let mut clock = WallClock::new(500, 50);
         let w0 = Instant::now();
-        clock.stream_opened(0, &"s".into());
+        clock.stream_opened(0, &"s".into(), Timestamp::from_micros(0));
         assert_eq!(clock.next_close(), Some(w0 + ms(550)));
         assert!(clock.due(w0 + ms(549)).is_empty());
         tokio::time::advance(ms(100)).await;
-        clock.stream_opened(1, &"t".into());
+        clock.stream_opened(1, &"t".into(), Timestamp::from_micros(0));
         let due = clock.due(w0 + ms(550));
         assert_eq!(
             due,

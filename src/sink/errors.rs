@@ -25,6 +25,9 @@ pub struct ErrorRecord {
     pub line: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<u64>,
+    /// A broker message's stream sequence (distributed mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// Reasons that describe rejected or late input, which `--allow-invalid` accepts.
@@ -115,6 +118,7 @@ mod tests {
             message: "line 3: bad".into(),
             line: Some(3),
             index: None,
+            seq: None,
         };
         assert_eq!(
             serde_json::to_string(&record).unwrap(),

@@ -29,6 +29,10 @@ pub trait ActionSink: Send {
     /// Adds an action after the ones pushed before it.
     fn push(&mut self, action: &Action, id: ActionId<'_>);
 
+    /// An error record the run reported (it is logged and written to `--errors`
+    /// anyway); a sink that also carries error records sends it with the next flush.
+    fn push_error(&mut self, _record: &ErrorRecord) {}
+
     /// Hands buffered actions on once enough have gathered, waiting if the destination
     /// lags (back-pressure); durable or not. Batch runs call this between steps.
     fn flush_if_full(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;

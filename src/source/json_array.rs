@@ -78,11 +78,11 @@ impl ArrayReader {
         }
         if self.state != ArrayState::Done {
             out(
-                Err(InputError {
-                    line: self.line,
-                    index: Some(self.index),
-                    message: "the JSON array ends early: missing ']'".into(),
-                }),
+                Err(InputError::at_line(
+                    self.line,
+                    Some(self.index),
+                    "the JSON array ends early: missing ']'".into(),
+                )),
                 true,
             );
         }
@@ -108,14 +108,11 @@ impl ArrayReader {
                 }
                 ArrayState::InElement => self.element_byte(b, items),
                 ArrayState::Start | ArrayState::Done => {
-                    return Err(InputError {
-                        line: self.line,
-                        index: None,
-                        message: format!(
-                            "unexpected '{}' outside the JSON array",
-                            char::from(b).escape_default()
-                        ),
-                    });
+                    let message = format!(
+                        "unexpected '{}' outside the JSON array",
+                        char::from(b).escape_default()
+                    );
+                    return Err(InputError::at_line(self.line, None, message));
                 }
             }
             if b == b'\n' {

@@ -12,7 +12,7 @@ mod parse;
 mod reader;
 
 pub use memory::{MemoryFeed, MemorySource};
-pub use parse::MAX_EVENT_DEPTH;
+pub use parse::{MAX_EVENT_DEPTH, parse_event};
 pub use reader::{ReaderSource, open};
 
 use std::fmt;
@@ -77,18 +77,41 @@ impl InputArg {
 /// An input event that was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputError {
-    /// 1-based line where the event starts.
-    pub line: u64,
-    /// 0-based element index, for JSON array files.
-    pub index: Option<u64>,
+    pub at: InputPlace,
     pub message: String,
+}
+
+/// Where a rejected event was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputPlace {
+    /// In a file or on stdin: the 1-based line where the event starts, and the 0-based
+    /// element index in a JSON array file.
+    Line { line: u64, index: Option<u64> },
+    /// A broker's message: its stream sequence, and the stream its subject names.
+    Message { seq: u64, stream: String },
+}
+
+impl InputError {
+    /// An error at `line` (and array element `index`).
+    pub fn at_line(line: u64, index: Option<u64>, message: String) -> InputError {
+        InputError {
+            at: InputPlace::Line { line, index },
+            message,
+        }
+    }
 }
 
 impl fmt::Display for InputError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.index {
-            Some(index) => write!(f, "line {} (element {index}): {}", self.line, self.message),
-            None => write!(f, "line {}: {}", self.line, self.message),
+        match &self.at {
+            InputPlace::Line {
+                line,
+                index: Some(index),
+            } => write!(f, "line {line} (element {index}): {}", self.message),
+            InputPlace::Line { line, index: None } => write!(f, "line {line}: {}", self.message),
+            InputPlace::Message { seq, stream } => {
+                write!(f, "message {seq} of stream '{stream}': {}", self.message)
+            }
         }
     }
 }

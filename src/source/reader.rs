@@ -103,11 +103,11 @@ pub fn open(
             if let Err(err) = result {
                 // A read error ends the input; report it like a bad line so it is seen.
                 out.push(
-                    Err(InputError {
-                        line: 0,
-                        index: None,
-                        message: format!("reading stopped: {err}"),
-                    }),
+                    Err(InputError::at_line(
+                        0,
+                        None,
+                        format!("reading stopped: {err}"),
+                    )),
                     true,
                 );
             }

@@ -1,0 +1,313 @@
+//! The commit sequence of SPEC §12: per stream, one compare-and-swap write of its KV value
+//! (context, `last_slice`, `events_through_seq`, and the outbox of the actions of the
+//! slices it covers), then those actions published with their ids as message ids, each
+//! publish acknowledged; the scheduler acknowledges the events after that.
+//!
+//! [`JetStreamStore`] (the `ContextStore`) and [`JetStreamSink`] (the `ActionSink`) share
+//! one [`Pending`]: the sink collects the actions the scheduler pushes, the store's commit
+//! moves them into the KV value's outbox, and the sink's flush publishes them. The
+//! scheduler calls them in that order because the store says it keeps an outbox.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_nats::jetstream::kv;
+use async_nats::jetstream::kv::{CreateErrorKind, UpdateErrorKind};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::topology::{actions_subject, errors_subject};
+use crate::context::{ContextStore, Resume, StoreError, StreamCommit};
+use crate::model::{Action, ActionId, JsonObject, Timestamp};
+use crate::sink::{ActionSink, ErrorRecord, OutputError, SinkError};
+
+/// The KV value of one stream.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StreamValue {
+    pub v: u32,
+    pub epoch0: Timestamp,
+    pub slice_ms: u64,
+    pub last_slice: i64,
+    pub events_through_seq: u64,
+    pub ctx: JsonObject,
+    pub outbox: Option<Outbox>,
+    /// The host that wrote it.
+    pub host: String,
+}
+
+/// The actions of the slices a commit covers, until they are published.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outbox {
+    /// The last slice they belong to.
+    pub slice: i64,
+    pub actions: Vec<OutboxAction>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxAction {
+    /// `<stream>:<slice>:<crew>:<i>`, the message id it is published with.
+    pub id: String,
+    pub action: Box<RawValue>,
+}
+
+/// What the store and the sink of one host share.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Actions pushed and not yet in a commit, by stream.
+    pushed: HashMap<String, Vec<OutboxAction>>,
+    /// Committed outboxes to publish, with their stream.
+    committed: Vec<(String, Vec<OutboxAction>)>,
+    /// Error records to publish on `live.<stream>.errors`.
+    errors: Vec<ErrorRecord>,
+}
+
+/// The store and the sink of a distributed host, sharing their pending actions.
+pub fn commit_ports(
+    jetstream: async_nats::jetstream::Context,
+    bucket: kv::Store,
+    slice_ms: u64,
+    host: String,
+) -> (JetStreamStore, JetStreamSink) {
+    let pending = Arc::new(Mutex::new(Pending::default()));
+    let store = JetStreamStore {
+        bucket,
+        jetstream: jetstream.clone(),
+        pending: pending.clone(),
+        slice_ms,
+        host,
+    };
+    (store, JetStreamSink { jetstream, pending })
+}
+
+/// Contexts in the `live_ctx` bucket, written with their outbox.
+pub struct JetStreamStore {
+    bucket: kv::Store,
+    jetstream: async_nats::jetstream::Context,
+    pending: Arc<Mutex<Pending>>,
+    slice_ms: u64,
+    host: String,
+}
+
+impl JetStreamStore {
+    /// The stored value of `stream`, with its revision.
+    pub async fn value(&self, stream: &str) -> Result<Option<(StreamValue, u64)>, StoreError> {
+        let backend = |reason: String| StoreError::Backend {
+            stream: stream.to_owned(),
+            reason,
+        };
+        let Some(entry) = self
+            .bucket
+            .entry(stream)
+            .await
+            .map_err(|err| backend(err.to_string()))?
+        else {
+            return Ok(None);
+        };
+        if entry.value.is_empty() {
+            return Ok(None);
+        }
+        let value: StreamValue = serde_json::from_slice(&entry.value)
+            .map_err(|err| backend(format!("the stored value is not live-crew's: {err}")))?;
+        Ok(Some((value, entry.revision)))
+    }
+}
+
+fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
+    pending
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl ContextStore for JetStreamStore {
+    async fn load(&self, stream: &str) -> Result<(JsonObject, u64), StoreError> {
+        Ok(match self.value(stream).await? {
+            Some((value, revision)) => (value.ctx, revision),
+            None => (JsonObject::new(), 0),
+        })
+    }
+
+    async fn commit(
+        &self,
+        stream: &str,
+        expected: u64,
+        commit: StreamCommit<'_>,
+    ) -> Result<u64, StoreError> {
+        let actions = lock(&self.pending)
+            .pushed
+            .remove(stream)
+            .unwrap_or_default();
+        let value = StreamValue {
+            v: 1,
+            epoch0: commit.epoch0,
+            slice_ms: self.slice_ms,
+            last_slice: commit.last_slice,
+            events_through_seq: commit.events_through,
+            ctx: commit.context.clone(),
+            outbox: (!actions.is_empty()).then(|| Outbox {
+                slice: commit.last_slice,
+                actions: actions.clone(),
+            }),
+            host: self.host.clone(),
+        };
+        let bytes = serde_json::to_vec(&value).expect("stream values serialise");
+        let taken = || StoreError::Taken {
+            stream: stream.to_owned(),
+            expected,
+        };
+        let backend = |reason: String| StoreError::Backend {
+            stream: stream.to_owned(),
+            reason,
+        };
+        let revision = if expected == 0 {
+            self.bucket
+                .create(stream, bytes.into())
+                .await
+                .map_err(|err| match err.kind() {
+                    CreateErrorKind::AlreadyExists => taken(),
+                    _ => backend(err.to_string()),
+                })?
+        } else {
+            self.bucket
+                .update(stream, bytes.into(), expected)
+                .await
+                .map_err(|err| match err.kind() {
+                    UpdateErrorKind::WrongLastRevision => taken(),
+                    _ => backend(err.to_string()),
+                })?
+        };
+        if !actions.is_empty() {
+            lock(&self.pending)
+                .committed
+                .push((stream.to_owned(), actions));
+        }
+        Ok(revision)
+    }
+
+    /// Republishes the outbox an earlier host committed but may not have published:
+    /// message ids make a repeat within `LIVE_ACTIONS`' duplicate window harmless.
+    async fn resume(&self, stream: &str) -> Result<Option<Resume>, StoreError> {
+        let Some((value, _)) = self.value(stream).await? else {
+            return Ok(None);
+        };
+        if let Some(outbox) = &value.outbox {
+            tracing::info!(
+                stream,
+                actions = outbox.actions.len(),
+                slice = outbox.slice,
+                "republishing the outbox of the last commit"
+            );
+            JetStreamSink::publish(&self.jetstream, stream, &outbox.actions)
+                .await
+                .map_err(|err| StoreError::Backend {
+                    stream: stream.to_owned(),
+                    reason: err.to_string(),
+                })?;
+        }
+        Ok(Some(Resume {
+            epoch0: value.epoch0,
+            last_slice: value.last_slice,
+            events_through: value.events_through_seq,
+        }))
+    }
+
+    fn keeps_outbox(&self) -> bool {
+        true
+    }
+}
+
+/// Publishes committed actions on `live.<stream>.actions` and error records on
+/// `live.<stream>.errors`.
+pub struct JetStreamSink {
+    jetstream: async_nats::jetstream::Context,
+    pending: Arc<Mutex<Pending>>,
+}
+
+impl JetStreamSink {
+    /// Publishes `actions` of `stream` with their ids and waits for every ack.
+    pub async fn publish(
+        jetstream: &async_nats::jetstream::Context,
+        stream: &str,
+        actions: &[OutboxAction],
+    ) -> Result<(), SinkError> {
+        let subject = actions_subject(stream);
+        let mut acks = Vec::with_capacity(actions.len());
+        for action in actions {
+            let message = async_nats::jetstream::message::PublishMessage::build()
+                .payload(action.action.get().as_bytes().to_vec().into())
+                .message_id(&action.id);
+            let ack = jetstream
+                .send_publish(subject.clone(), message)
+                .await
+                .map_err(|err| publish_error(&subject, err.to_string()))?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await
+                .map_err(|err| publish_error(&subject, err.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+fn publish_error(subject: &str, reason: String) -> SinkError {
+    SinkError::Output(OutputError {
+        what: "actions",
+        path: subject.into(),
+        source: std::io::Error::other(reason),
+    })
+}
+
+impl ActionSink for JetStreamSink {
+    fn push(&mut self, action: &Action, id: ActionId<'_>) {
+        let mut json = Vec::with_capacity(256);
+        action.write_json(&mut json);
+        let json = String::from_utf8(json).expect("actions are UTF-8");
+        let action_json = RawValue::from_string(json).expect("actions are JSON");
+        lock(&self.pending)
+            .pushed
+            .entry(id.stream.to_owned())
+            .or_default()
+            .push(OutboxAction {
+                id: id.to_string(),
+                action: action_json,
+            });
+    }
+
+    fn push_error(&mut self, record: &ErrorRecord) {
+        lock(&self.pending).errors.push(record.clone());
+    }
+
+    async fn flush_if_full(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        let (committed, errors) = {
+            let mut pending = lock(&self.pending);
+            (
+                std::mem::take(&mut pending.committed),
+                std::mem::take(&mut pending.errors),
+            )
+        };
+        for (stream, actions) in &committed {
+            JetStreamSink::publish(&self.jetstream, stream, actions).await?;
+        }
+        for record in errors {
+            let stream = record.stream_id.as_deref().unwrap_or("_");
+            let subject = errors_subject(stream);
+            let json = serde_json::to_vec(&record).expect("error records serialise");
+            let ack = self
+                .jetstream
+                .publish(subject.clone(), json.into())
+                .await
+                .map_err(|err| publish_error(&subject, err.to_string()))?;
+            ack.await
+                .map_err(|err| publish_error(&subject, err.to_string()))?;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<(), SinkError> {
+        self.flush().await
+    }
+}

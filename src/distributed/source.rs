@@ -1,0 +1,218 @@
+//! Events from JetStream (SPEC §12): a durable pull consumer on `LIVE_EVENTS`, one
+//! message per event. Every message is checked as an event; one that is not becomes an
+//! `invalid_event` record with its stream sequence and is acknowledged with the rest.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
+use async_nats::jetstream::consumer::{PullConsumer, pull};
+use async_nats::jetstream::message::Acker;
+use futures_util::{FutureExt, StreamExt};
+
+use super::connection::Connection;
+use super::topology::{EVENTS_STREAM, events_subject, stream_of_subject};
+use crate::source::{Delivery, EventSource, InputError, InputPlace, SourceError, parse_event};
+
+/// The durable consumer the scheduling host reads through.
+pub const SCHEDULER_CONSUMER: &str = "sched";
+/// Most messages one `next` hands over at once.
+const MAX_BATCH: usize = 512;
+/// How long the server waits for an acknowledgement before it delivers a message again.
+/// A slice is acknowledged once it commits, which a slow crew can delay; a redelivery in
+/// the same session is recognised by its sequence and dropped.
+const ACK_WAIT: Duration = Duration::from_secs(300);
+
+/// The consumer could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read events from NATS stream {EVENTS_STREAM}: {reason}")]
+pub struct ConsumerError {
+    pub reason: String,
+}
+
+pub struct JetStreamSource {
+    messages: pull::Stream,
+    /// Acknowledgement handles of delivered messages not yet acknowledged, by sequence.
+    unacked: BTreeMap<u64, Acker>,
+    /// The highest sequence delivered in this session.
+    delivered_through: u64,
+    max_event_bytes: usize,
+    /// True while the consumer has nothing pending: the scheduler's clock then closes
+    /// slices on the wall clock instead of by event time.
+    caught_up: Arc<AtomicBool>,
+}
+
+impl JetStreamSource {
+    /// The consumer `sched` on the events of `streams` (all streams when empty),
+    /// delivering from `start_seq` on.
+    ///
+    /// The consumer is made anew at every start, from the oldest sequence a stream's
+    /// committed state does not cover yet (`committed_start`): the events an earlier host
+    /// received but did not commit come again at once, instead of after their ack wait,
+    /// and the scheduler skips those a stream has committed.
+    pub async fn open(
+        connection: &Connection,
+        streams: &[String],
+        start_seq: u64,
+        max_event_bytes: usize,
+    ) -> Result<JetStreamSource, ConsumerError> {
+        let error = |err: &dyn std::fmt::Display| ConsumerError {
+            reason: err.to_string(),
+        };
+        let stream = connection
+            .jetstream
+            .get_stream(EVENTS_STREAM)
+            .await
+            .map_err(|err| error(&err))?;
+        // Gone already is fine: this is the first start.
+        let _ = stream.delete_consumer(SCHEDULER_CONSUMER).await;
+        let filter_subjects = if streams.is_empty() {
+            vec!["live.*.events".to_owned()]
+        } else {
+            streams.iter().map(|s| events_subject(s)).collect()
+        };
+        let consumer: PullConsumer = stream
+            .get_or_create_consumer(
+                SCHEDULER_CONSUMER,
+                pull::Config {
+                    durable_name: Some(SCHEDULER_CONSUMER.to_owned()),
+                    filter_subjects,
+                    ack_policy: AckPolicy::All,
+                    deliver_policy: DeliverPolicy::ByStartSequence {
+                        start_sequence: start_seq.max(1),
+                    },
+                    ack_wait: ACK_WAIT,
+                    max_ack_pending: -1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|err| error(&err))?;
+        let messages = consumer.messages().await.map_err(|err| error(&err))?;
+        Ok(JetStreamSource {
+            messages,
+            unacked: BTreeMap::new(),
+            delivered_through: 0,
+            max_event_bytes,
+            caught_up: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Set while the consumer has no backlog.
+    pub fn caught_up(&self) -> Arc<AtomicBool> {
+        self.caught_up.clone()
+    }
+
+    /// One message as a delivery; `None` for a redelivery already delivered.
+    fn delivery(&mut self, message: async_nats::jetstream::Message) -> Option<Delivery> {
+        let (seq, pending) = match message.info() {
+            Ok(info) => (info.stream_sequence, info.pending),
+            Err(err) => {
+                tracing::warn!("a NATS message without JetStream metadata: {err}");
+                return None;
+            }
+        };
+        self.caught_up.store(pending == 0, Ordering::Relaxed);
+        if seq <= self.delivered_through {
+            return None;
+        }
+        self.delivered_through = seq;
+        let (message, acker) = message.split();
+        self.unacked.insert(seq, acker);
+        let stream = stream_of_subject(message.subject.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let payload = &message.payload;
+        let item = parse_event(payload, self.max_event_bytes, payload.len())
+            .and_then(|event| {
+                if event.stream_id == stream {
+                    Ok(event)
+                } else {
+                    Err(format!(
+                        "field 'stream_id': '{}' differs from the stream of its subject {}",
+                        event.stream_id, message.subject
+                    ))
+                }
+            })
+            .map_err(|message| InputError {
+                at: InputPlace::Message { seq, stream },
+                message,
+            });
+        Some(Delivery { seq, item })
+    }
+}
+
+/// The first sequence of `LIVE_EVENTS` that a stream's committed state (`bucket`) does
+/// not cover, over the `streams` served (all when empty): where a restarted host starts.
+pub async fn committed_start(
+    bucket: &async_nats::jetstream::kv::Store,
+    streams: &[String],
+) -> Result<u64, ConsumerError> {
+    let error = |err: &dyn std::fmt::Display| ConsumerError {
+        reason: format!("reading the committed state: {err}"),
+    };
+    let mut keys = bucket.keys().await.map_err(|err| error(&err))?;
+    let mut start: Option<u64> = None;
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(|err| error(&err))?;
+        if !streams.is_empty() && !streams.contains(&key) {
+            continue;
+        }
+        let Some(entry) = bucket.get(&key).await.map_err(|err| error(&err))? else {
+            continue;
+        };
+        let value: super::commit::StreamValue =
+            serde_json::from_slice(&entry).map_err(|err| error(&err))?;
+        let next = value.events_through_seq + 1;
+        start = Some(start.map_or(next, |start| start.min(next)));
+    }
+    Ok(start.unwrap_or(1))
+}
+
+impl EventSource for JetStreamSource {
+    async fn next(&mut self) -> Option<Vec<Delivery>> {
+        loop {
+            let first = self.messages.next().await?;
+            let mut batch = Vec::new();
+            let mut received = vec![first];
+            while received.len() < MAX_BATCH {
+                match self.messages.next().now_or_never() {
+                    Some(Some(message)) => received.push(message),
+                    _ => break,
+                }
+            }
+            for message in received {
+                match message {
+                    Ok(message) => batch.extend(self.delivery(message)),
+                    Err(err) => tracing::warn!("reading events from NATS: {err}"),
+                }
+            }
+            if !batch.is_empty() {
+                return Some(batch);
+            }
+        }
+    }
+
+    async fn ack_through(&mut self, seq: u64) -> Result<(), SourceError> {
+        // AckAll: acknowledging the newest message up to `seq` acknowledges them all.
+        let newer = self.unacked.split_off(&(seq + 1));
+        let done = std::mem::replace(&mut self.unacked, newer);
+        let Some((&last, acker)) = done.iter().next_back() else {
+            return Ok(());
+        };
+        acker
+            .ack_with(AckKind::Ack)
+            .await
+            .map_err(|err| SourceError {
+                seq: last,
+                reason: err.to_string(),
+            })
+    }
+
+    fn wants_acks(&self) -> bool {
+        true
+    }
+}

