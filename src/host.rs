@@ -13,7 +13,7 @@ use crate::context::{ContextStore, MemoryStore, Resume, StoreError, StreamCommit
 use crate::distributed::commit::{JetStreamSink, JetStreamStore};
 use crate::model::{Action, ActionId, JsonObject, Timestamp};
 use crate::ops::control::{self, BindError, ControlSocket};
-use crate::ops::health::{self, HostState};
+use crate::ops::health::{self, BrokerLink, HostState};
 use crate::ops::heartbeat;
 use crate::ops::http;
 use crate::ops::metrics::Metrics;
@@ -101,6 +101,8 @@ pub struct JetStreamPorts {
     pub sink: JetStreamSink,
     /// The source's flag: set while it has no backlog.
     pub caught_up: Arc<std::sync::atomic::AtomicBool>,
+    /// The connection's state, for health and metrics.
+    pub link: Arc<BrokerLink>,
 }
 
 /// The context store of a run.
@@ -256,7 +258,7 @@ impl Host {
             crews,
             options,
         } = config;
-        let (actions, store, caught_up) = match backend {
+        let (actions, store, caught_up, broker) = match backend {
             Backend::Local => {
                 let sink = match &options.output {
                     Some(path) => {
@@ -268,6 +270,7 @@ impl Host {
                     Actions::Lines(sink),
                     Contexts::Memory(MemoryStore::default()),
                     None,
+                    None,
                 )
             }
             Backend::JetStream(ports) => {
@@ -275,11 +278,13 @@ impl Host {
                     store,
                     sink,
                     caught_up,
+                    link,
                 } = *ports;
                 (
                     Actions::JetStream(sink),
                     Contexts::JetStream(Box::new(store)),
                     Some(caught_up),
+                    Some(link),
                 )
             }
         };
@@ -300,8 +305,13 @@ impl Host {
             crews: status.clone(),
             mode: options.mode.name(),
             started,
+            broker: broker.clone(),
         };
-        let metrics = Arc::new(Metrics::new(global.context_max_bytes, Some(status.clone())));
+        let mut metrics = Metrics::new(global.context_max_bytes, Some(status.clone()));
+        if let Some(link) = broker {
+            metrics = metrics.watching(link);
+        }
+        let metrics = Arc::new(metrics);
         let metrics_server = match &global.metrics_addr {
             Some(addr) => {
                 let (bound, task) = http::serve(addr, metrics.clone(), state.clone())

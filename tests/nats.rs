@@ -16,7 +16,9 @@ use serde_json::Value;
 struct NatsServer {
     process: Child,
     url: String,
-    _store: tempfile::TempDir,
+    port: u16,
+    extra: Vec<String>,
+    store: tempfile::TempDir,
 }
 
 fn nats_server_binary() -> PathBuf {
@@ -40,9 +42,21 @@ impl NatsServer {
             .unwrap()
             .port();
         let store = tempfile::tempdir().unwrap();
+        let extra: Vec<String> = extra.iter().map(|arg| arg.to_string()).collect();
+        let process = NatsServer::spawn(port, store.path(), &extra);
+        NatsServer {
+            process,
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+            extra,
+            store,
+        }
+    }
+
+    fn spawn(port: u16, store: &Path, extra: &[String]) -> Child {
         let process = Command::new(nats_server_binary())
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store.path())
+            .arg(store)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -53,11 +67,18 @@ impl NatsServer {
             assert!(Instant::now() < deadline, "nats-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        NatsServer {
-            process,
-            url: format!("nats://127.0.0.1:{port}"),
-            _store: store,
-        }
+        process
+    }
+
+    /// SIGKILLs the server.
+    fn kill(&mut self) {
+        self.process.kill().unwrap();
+        self.process.wait().unwrap();
+    }
+
+    /// Starts it again on the same port and store.
+    fn restart(&mut self) {
+        self.process = NatsServer::spawn(self.port, self.store.path(), &self.extra);
     }
 }
 
@@ -72,6 +93,23 @@ impl Drop for NatsServer {
 /// their stream's events in the context and answer one action per call naming the
 /// events' `n`.
 fn counter_crews(root: &Path, crews: &[(&str, &str, f64)]) -> PathBuf {
+    counter_crews_answering(
+        root,
+        crews,
+        "[{'kind': 'count', 'payload': {'seen': ctx['seen'], 'ns': ns}}]",
+    )
+}
+
+/// One crew for every event that answers one action per event.
+fn per_event_counter(root: &Path) -> PathBuf {
+    counter_crews_answering(
+        root,
+        &[("each", "'*'", 0.0)],
+        "[{'kind': 'count', 'payload': {'seen': ctx['seen'], 'ns': [n]}} for n in ns]",
+    )
+}
+
+fn counter_crews_answering(root: &Path, crews: &[(&str, &str, f64)], answer: &str) -> PathBuf {
     let folder = root.join("crews");
     for (name, kind, delay_s) in crews {
         let dir = folder.join(name);
@@ -92,7 +130,7 @@ fn counter_crews(root: &Path, crews: &[(&str, &str, f64)]) -> PathBuf {
                      time.sleep({delay_s})\n    \
                      ctx['seen'] = ctx.get('seen', 0) + len(events)\n    \
                      ns = [e['payload']['n'] for e in events]\n    \
-                     return [{{'kind': 'count', 'payload': {{'seen': ctx['seen'], 'ns': ns}}}}]\n"
+                     return {answer}\n"
             ),
         )
         .unwrap();
@@ -238,12 +276,9 @@ fn assert_once(actions: &[(Option<String>, Value)], stream: &str, n: u64) {
     let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
     for (id, action) in actions.iter().filter(|(_, a)| a["stream_id"] == stream) {
         let id = id.clone().expect("actions carry their id as message id");
-        let expected = format!(
-            "{stream}:{}:{}:0",
-            action["slice"],
-            action["crew"].as_str().unwrap()
-        );
-        assert_eq!(id, expected);
+        let crew = action["crew"].as_str().unwrap();
+        let prefix = format!("{stream}:{}:{crew}:", action["slice"]);
+        assert!(id.starts_with(&prefix), "{id} is not {prefix}<i>");
         assert!(ids.insert(id.clone()), "{id} published twice");
         for n in action["payload"]["ns"].as_array().unwrap() {
             *seen.entry(n.as_u64().unwrap()).or_default() += 1;
@@ -350,6 +385,130 @@ fn a_host_killed_mid_run_loses_nothing_and_publishes_nothing_twice() {
         }
     });
     let (code, stderr) = stop(second);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+/// `LIVE_CREW_FAULT` aborts the host at one point of the commit sequence; a second host
+/// then finishes the run as if nothing had happened.
+#[test]
+fn a_crash_at_each_point_of_the_commit_sequence_loses_nothing() {
+    for point in [
+        "before_kv",
+        "after_kv",
+        "mid_publish",
+        "after_publish",
+        "after_ack",
+    ] {
+        let server = NatsServer::start(&[]);
+        let root = tempfile::tempdir().unwrap();
+        let crews = per_event_counter(root.path());
+        let mut crashing = host(&server, &crews)
+            .env("LIVE_CREW_FAULT", point)
+            .spawn()
+            .unwrap();
+        let rt = runtime();
+        let js = rt.block_on(async {
+            let js = client(&server).await;
+            wait_for_topology(&js).await;
+            // Several events per 100 ms slice, so an outbox holds several actions.
+            for n in 0..6 {
+                publish(&js, "a", n).await;
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            js
+        });
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(status) = crashing.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "{point}: the host did not crash");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(!status.success(), "{point}: {status:?}");
+        rt.block_on(async {
+            for n in 6..12 {
+                publish(&js, "a", n).await;
+            }
+        });
+        let second = host(&server, &crews).spawn().unwrap();
+        rt.block_on(async {
+            let actions = wait_for_events(&js, "a", 12).await;
+            assert_once(&actions, "a", 12);
+            let seen = &kv_value(&js, "a").await["ctx"]["seen"];
+            assert_eq!(seen, 12, "{point}: the context");
+        });
+        let (code, stderr) = stop(second);
+        assert_eq!(code, 0, "{point}: {stderr}");
+    }
+}
+
+/// `live-crew health` on the host's control socket: its exit code and report.
+fn health(socket: &Path) -> (i32, Value) {
+    let output = Command::new(env!("CARGO_BIN_EXE_live-crew"))
+        .args(["health", "--socket"])
+        .arg(socket)
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    (output.status.code().unwrap_or(-1), report)
+}
+
+#[test]
+fn the_host_rides_out_a_nats_server_restart() {
+    let mut server = NatsServer::start(&[]);
+    let root = tempfile::tempdir().unwrap();
+    let crews = one_counter(root.path());
+    let socket = root.path().join("control.sock");
+    let host = host(&server, &crews)
+        .env("LIVE_CREW_CONTROL_SOCKET", &socket)
+        .spawn()
+        .unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let js = client(&server).await;
+        wait_for_topology(&js).await;
+        for n in 0..5 {
+            publish(&js, "a", n).await;
+        }
+        wait_for_events(&js, "a", 5).await;
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while health(&socket).0 != 0 {
+        assert!(Instant::now() < deadline, "the host never got healthy");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.kill();
+    let (code, report) = health(&socket);
+    let disconnected = Instant::now() + Duration::from_secs(10);
+    let mut seen = (code, report);
+    while seen.0 != 1 && Instant::now() < disconnected {
+        std::thread::sleep(Duration::from_millis(100));
+        seen = health(&socket);
+    }
+    assert_eq!(seen.0, 1, "unhealthy while NATS is away: {}", seen.1);
+    assert_eq!(seen.1["nats"]["connected"], false, "{}", seen.1);
+    server.restart();
+    rt.block_on(async {
+        let js = client(&server).await;
+        for n in 5..10 {
+            publish(&js, "a", n).await;
+        }
+        let actions = wait_for_events(&js, "a", 10).await;
+        assert_once(&actions, "a", 10);
+        assert_eq!(kv_value(&js, "a").await["ctx"]["seen"], 10);
+    });
+    let (code, report) = health(&socket);
+    assert_eq!(code, 0, "{report}");
+    assert!(
+        report["nats"]["reconnects"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert!(
+        report["nats"]["committed"]["a"].as_i64().is_some(),
+        "{report}"
+    );
+    let (code, stderr) = stop(host);
     assert_eq!(code, 0, "{stderr}");
 }
 

@@ -19,7 +19,7 @@ use crate::distributed::topology::{self, TopologyError};
 use crate::host::{
     Backend, Finished, Host, HostConfig, HostError, HostOptions, JetStreamPorts, RunMode,
 };
-use crate::model::Timestamp;
+use crate::model::{Timestamp, check_stream_id};
 use crate::ops::logging;
 use crate::ops::progress::show_progress;
 use crate::ops::shutdown::{HardStop, Shutdown};
@@ -63,7 +63,7 @@ pub enum CommandError {
     #[error(transparent)]
     Consumer(#[from] ConsumerError),
     #[error("{0}")]
-    Usage(&'static str),
+    Usage(String),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -141,10 +141,14 @@ pub async fn run(
         allow_invalid,
         slice_ms,
     } = batch;
+    for stream in &streams {
+        // A stream id is part of NATS subjects: it must not hold '.', '*' or '>'.
+        check_stream_id(stream).map_err(|why| CommandError::Usage(format!("--stream: {why}")))?;
+    }
     // Events from NATS with --nats, or without --events when the settings name servers.
     let input = match (&events, &nats) {
         (Some(events), None) => Some(InputArg::from_arg(events)),
-        _ if replay.is_some() => return Err(CommandError::Usage("replay needs --events")),
+        _ if replay.is_some() => return Err(CommandError::Usage("replay needs --events".into())),
         _ => None,
     };
     let mode = match (&replay, &input) {
@@ -221,12 +225,12 @@ pub async fn run(
             let max_event_bytes = config.global.max_event_bytes;
             let source =
                 JetStreamSource::open(&connection, &streams, start, max_event_bytes).await?;
-            let (store, sink) =
-                commit_ports(connection.jetstream.clone(), bucket, slice_ms, host_id());
+            let (store, sink) = commit_ports(&connection, bucket, slice_ms, host_id());
             let backend = Backend::JetStream(Box::new(JetStreamPorts {
                 store,
                 sink,
                 caught_up: source.caught_up(),
+                link: connection.link.clone(),
             }));
             let host = Host::build(config, backend).await?;
             host.run(source, shutdown).await

@@ -16,9 +16,11 @@ use async_nats::jetstream::kv::{CreateErrorKind, UpdateErrorKind};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::fault::crash_point;
 use super::topology::{actions_subject, errors_subject};
 use crate::context::{ContextStore, Resume, StoreError, StreamCommit};
 use crate::model::{Action, ActionId, JsonObject, Timestamp};
+use crate::ops::health::BrokerLink;
 use crate::sink::{ActionSink, ErrorRecord, OutputError, SinkError};
 
 /// The KV value of one stream.
@@ -63,25 +65,34 @@ struct Pending {
 
 /// The store and the sink of a distributed host, sharing their pending actions.
 pub fn commit_ports(
-    jetstream: async_nats::jetstream::Context,
+    connection: &super::connection::Connection,
     bucket: kv::Store,
     slice_ms: u64,
     host: String,
 ) -> (JetStreamStore, JetStreamSink) {
+    let jetstream = connection.jetstream.clone();
     let pending = Arc::new(Mutex::new(Pending::default()));
     let store = JetStreamStore {
+        link: connection.link.clone(),
         bucket,
         jetstream: jetstream.clone(),
         pending: pending.clone(),
         slice_ms,
         host,
     };
-    (store, JetStreamSink { jetstream, pending })
+    let sink = JetStreamSink {
+        jetstream,
+        link: connection.link.clone(),
+        pending,
+    };
+    (store, sink)
 }
 
 /// Contexts in the `live_ctx` bucket, written with their outbox.
 pub struct JetStreamStore {
     bucket: kv::Store,
+    /// Where health reads each stream's last committed slice.
+    link: Arc<BrokerLink>,
     jetstream: async_nats::jetstream::Context,
     pending: Arc<Mutex<Pending>>,
     slice_ms: u64,
@@ -118,6 +129,43 @@ fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+impl JetStreamStore {
+    /// One compare-and-swap write of `stream`'s value.
+    async fn write(&self, stream: &str, expected: u64, bytes: Vec<u8>) -> Result<u64, StoreError> {
+        let taken = || StoreError::Taken {
+            stream: stream.to_owned(),
+            expected,
+        };
+        let backend = |reason: String| StoreError::Backend {
+            stream: stream.to_owned(),
+            reason,
+        };
+        if expected == 0 {
+            self.bucket
+                .create(stream, bytes.into())
+                .await
+                .map_err(|err| match err.kind() {
+                    CreateErrorKind::AlreadyExists => taken(),
+                    _ => backend(err.to_string()),
+                })
+        } else {
+            self.bucket
+                .update(stream, bytes.into(), expected)
+                .await
+                .map_err(|err| match err.kind() {
+                    UpdateErrorKind::WrongLastRevision => taken(),
+                    _ => backend(err.to_string()),
+                })
+        }
+    }
+
+    /// The revision at which `stream`'s value is `bytes`, if it is.
+    async fn holds(&self, stream: &str, bytes: &[u8]) -> Option<u64> {
+        let entry = self.bucket.entry(stream).await.ok()??;
+        (entry.value.as_ref() == bytes).then_some(entry.revision)
+    }
+}
+
 impl ContextStore for JetStreamStore {
     async fn load(&self, stream: &str) -> Result<(JsonObject, u64), StoreError> {
         Ok(match self.value(stream).await? {
@@ -149,32 +197,26 @@ impl ContextStore for JetStreamStore {
             }),
             host: self.host.clone(),
         };
-        let bytes = serde_json::to_vec(&value).expect("stream values serialise");
-        let taken = || StoreError::Taken {
-            stream: stream.to_owned(),
-            expected,
+        let bytes: Vec<u8> = serde_json::to_vec(&value).expect("stream values serialise");
+        crash_point("before_kv");
+        let what = format!("committing stream '{stream}' to the KV bucket");
+        let written = super::retrying(
+            &what,
+            &self.link,
+            |err| matches!(err, StoreError::Backend { .. }),
+            || self.write(stream, expected, bytes.clone()),
+        )
+        .await;
+        let revision = match written {
+            Ok(revision) => revision,
+            // A retry after a write whose answer was lost finds its own value there.
+            Err(StoreError::Taken { .. }) if self.holds(stream, &bytes).await.is_some() => {
+                self.holds(stream, &bytes).await.unwrap_or_default()
+            }
+            Err(err) => return Err(err),
         };
-        let backend = |reason: String| StoreError::Backend {
-            stream: stream.to_owned(),
-            reason,
-        };
-        let revision = if expected == 0 {
-            self.bucket
-                .create(stream, bytes.into())
-                .await
-                .map_err(|err| match err.kind() {
-                    CreateErrorKind::AlreadyExists => taken(),
-                    _ => backend(err.to_string()),
-                })?
-        } else {
-            self.bucket
-                .update(stream, bytes.into(), expected)
-                .await
-                .map_err(|err| match err.kind() {
-                    UpdateErrorKind::WrongLastRevision => taken(),
-                    _ => backend(err.to_string()),
-                })?
-        };
+        crash_point("after_kv");
+        self.link.committed(stream, commit.last_slice);
         if !actions.is_empty() {
             lock(&self.pending)
                 .committed
@@ -196,7 +238,7 @@ impl ContextStore for JetStreamStore {
                 slice = outbox.slice,
                 "republishing the outbox of the last commit"
             );
-            JetStreamSink::publish(&self.jetstream, stream, &outbox.actions)
+            JetStreamSink::publish(&self.jetstream, &self.link, stream, &outbox.actions)
                 .await
                 .map_err(|err| StoreError::Backend {
                     stream: stream.to_owned(),
@@ -219,12 +261,30 @@ impl ContextStore for JetStreamStore {
 /// `live.<stream>.errors`.
 pub struct JetStreamSink {
     jetstream: async_nats::jetstream::Context,
+    link: Arc<BrokerLink>,
     pending: Arc<Mutex<Pending>>,
 }
 
 impl JetStreamSink {
-    /// Publishes `actions` of `stream` with their ids and waits for every ack.
+    /// Publishes `actions` of `stream` with their ids and waits for every ack; tries
+    /// again while NATS is away (the ids make a repeat harmless).
     pub async fn publish(
+        jetstream: &async_nats::jetstream::Context,
+        link: &BrokerLink,
+        stream: &str,
+        actions: &[OutboxAction],
+    ) -> Result<(), SinkError> {
+        let what = format!("publishing the actions of stream '{stream}'");
+        super::retrying(
+            &what,
+            link,
+            |_| true,
+            || Self::publish_once(jetstream, stream, actions),
+        )
+        .await
+    }
+
+    async fn publish_once(
         jetstream: &async_nats::jetstream::Context,
         stream: &str,
         actions: &[OutboxAction],
@@ -244,6 +304,7 @@ impl JetStreamSink {
         for ack in acks {
             ack.await
                 .map_err(|err| publish_error(&subject, err.to_string()))?;
+            crash_point("mid_publish");
         }
         Ok(())
     }
@@ -290,19 +351,26 @@ impl ActionSink for JetStreamSink {
             )
         };
         for (stream, actions) in &committed {
-            JetStreamSink::publish(&self.jetstream, stream, actions).await?;
+            JetStreamSink::publish(&self.jetstream, &self.link, stream, actions).await?;
+        }
+        if !committed.is_empty() {
+            crash_point("after_publish");
         }
         for record in errors {
             let stream = record.stream_id.as_deref().unwrap_or("_");
             let subject = errors_subject(stream);
             let json = serde_json::to_vec(&record).expect("error records serialise");
-            let ack = self
-                .jetstream
-                .publish(subject.clone(), json.into())
-                .await
-                .map_err(|err| publish_error(&subject, err.to_string()))?;
-            ack.await
-                .map_err(|err| publish_error(&subject, err.to_string()))?;
+            let publish = || async {
+                let ack = self
+                    .jetstream
+                    .publish(subject.clone(), json.clone().into())
+                    .await
+                    .map_err(|err| publish_error(&subject, err.to_string()))?;
+                ack.await
+                    .map_err(|err| publish_error(&subject, err.to_string()))
+                    .map(drop)
+            };
+            super::retrying("publishing an error record", &self.link, |_| true, publish).await?;
         }
         Ok(())
     }

@@ -3,12 +3,13 @@
 //! `health` and metrics.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event};
 
 use crate::config::NatsSettings;
+use crate::ops::health::BrokerLink;
 
 /// Servers older than this lack what distributed mode relies on; refused.
 const OLDEST_SERVER: (u32, u32, u32) = (2, 11, 1);
@@ -43,37 +44,21 @@ pub enum NatsError {
     NoJetStream { version: String, reason: String },
 }
 
-/// Whether the host is connected right now, and how often it reconnected.
-#[derive(Debug, Default)]
-pub struct ConnectionState {
-    connected: AtomicBool,
-    reconnects: AtomicU64,
-}
-
-impl ConnectionState {
-    pub fn connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
-    }
-
-    pub fn reconnects(&self) -> u64 {
-        self.reconnects.load(Ordering::Relaxed)
-    }
-
-    fn saw(&self, event: &Event) {
-        match event {
-            Event::Connected => {
-                if self.connected.swap(true, Ordering::Relaxed) {
-                    return;
-                }
-                self.reconnects.fetch_add(1, Ordering::Relaxed);
-                tracing::info!("reconnected to NATS");
+/// Keeps the link's state as the client reports connection events.
+fn saw(link: &BrokerLink, event: &Event) {
+    match event {
+        Event::Connected => {
+            if link.connected.swap(true, Ordering::Relaxed) {
+                return;
             }
-            Event::Disconnected => {
-                self.connected.store(false, Ordering::Relaxed);
-                tracing::warn!("disconnected from NATS; input pauses until it is back");
-            }
-            other => tracing::debug!(event = %other, "NATS connection event"),
+            link.reconnects.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("reconnected to NATS");
         }
+        Event::Disconnected => {
+            link.connected.store(false, Ordering::Relaxed);
+            tracing::warn!("disconnected from NATS; input pauses until it is back");
+        }
+        other => tracing::debug!(event = %other, "NATS connection event"),
     }
 }
 
@@ -82,7 +67,8 @@ impl ConnectionState {
 pub struct Connection {
     pub client: Client,
     pub jetstream: async_nats::jetstream::Context,
-    pub state: Arc<ConnectionState>,
+    /// Connected or not, reconnects, and (kept by the store) committed slices.
+    pub link: Arc<BrokerLink>,
     /// The server's version, e.g. `2.12.7`.
     pub server_version: String,
 }
@@ -93,14 +79,14 @@ pub async fn connect(settings: &NatsSettings) -> Result<Connection, NatsError> {
         return Err(NatsError::NoServer);
     }
     let urls = settings.urls.join(",");
-    let state = Arc::new(ConnectionState::default());
-    let events = state.clone();
+    let link = Arc::new(BrokerLink::default());
+    let events = link.clone();
     let mut options = ConnectOptions::new()
         .name("live-crew")
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
         .event_callback(move |event| {
-            events.saw(&event);
+            saw(&events, &event);
             async {}
         });
     if let (Some(user), Some(password)) = (&settings.user, &settings.password) {
@@ -154,8 +140,12 @@ pub async fn connect(settings: &NatsSettings) -> Result<Connection, NatsError> {
                 reason: err.to_string(),
             },
         })?;
-    state.connected.store(true, Ordering::Relaxed);
+    link.connected.store(true, Ordering::Relaxed);
     let server_version = client.server_info().version;
+    *link
+        .server_version
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = server_version.clone();
     match parse_version(&server_version) {
         Some(version) if version < OLDEST_SERVER => {
             return Err(NatsError::ServerTooOld {
@@ -181,7 +171,7 @@ pub async fn connect(settings: &NatsSettings) -> Result<Connection, NatsError> {
     Ok(Connection {
         client,
         jetstream,
-        state,
+        link,
         server_version,
     })
 }

@@ -15,6 +15,7 @@ use futures_util::{FutureExt, StreamExt};
 
 use super::connection::Connection;
 use super::topology::{EVENTS_STREAM, events_subject, stream_of_subject};
+use crate::ops::health::BrokerLink;
 use crate::source::{Delivery, EventSource, InputError, InputPlace, SourceError, parse_event};
 
 /// The durable consumer the scheduling host reads through.
@@ -43,6 +44,7 @@ pub struct JetStreamSource {
     /// True while the consumer has nothing pending: the scheduler's clock then closes
     /// slices on the wall clock instead of by event time.
     caught_up: Arc<AtomicBool>,
+    link: Arc<BrokerLink>,
 }
 
 impl JetStreamSource {
@@ -98,6 +100,7 @@ impl JetStreamSource {
             delivered_through: 0,
             max_event_bytes,
             caught_up: Arc::new(AtomicBool::new(false)),
+            link: connection.link.clone(),
         })
     }
 
@@ -203,13 +206,21 @@ impl EventSource for JetStreamSource {
         let Some((&last, acker)) = done.iter().next_back() else {
             return Ok(());
         };
-        acker
-            .ack_with(AckKind::Ack)
-            .await
-            .map_err(|err| SourceError {
-                seq: last,
-                reason: err.to_string(),
-            })
+        // Confirmed by the server; acknowledging twice is harmless, so a lost answer is
+        // simply tried again.
+        super::retrying(
+            "acknowledging events",
+            &self.link,
+            |_| true,
+            || acker.double_ack_with(AckKind::Ack),
+        )
+        .await
+        .map_err(|err| SourceError {
+            seq: last,
+            reason: err.to_string(),
+        })?;
+        super::fault::crash_point("after_ack");
+        Ok(())
     }
 
     fn wants_acks(&self) -> bool {

@@ -1,6 +1,9 @@
 //! The host's health as `live-crew health`, `status` and `/readyz` report it (SPEC §8).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -26,12 +29,58 @@ pub struct CrewHealth {
     pub problem: Option<String>,
 }
 
-/// What `health` prints: the host is healthy when every crew is.
+/// What `health` prints: the host is healthy when every crew is, and in distributed
+/// mode while it is connected to NATS.
 #[derive(Debug, Clone, Serialize)]
 pub struct HealthReport {
     pub healthy: bool,
     pub host: HostInfo,
     pub crews: Vec<CrewHealth>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats: Option<NatsHealth>,
+}
+
+/// The connection to NATS, and how far each stream is committed.
+#[derive(Debug, Clone, Serialize)]
+pub struct NatsHealth {
+    pub connected: bool,
+    pub reconnects: u64,
+    pub server_version: String,
+    /// Each stream's last committed slice.
+    pub committed: BTreeMap<String, i64>,
+}
+
+/// The host's link to its NATS servers (distributed mode): kept by the connection and
+/// the context store, read by health and metrics.
+#[derive(Debug, Default)]
+pub struct BrokerLink {
+    pub connected: AtomicBool,
+    pub reconnects: AtomicU64,
+    pub server_version: Mutex<String>,
+    /// Each stream's last committed slice.
+    pub committed: Mutex<BTreeMap<String, i64>>,
+}
+
+impl BrokerLink {
+    pub fn report(&self) -> NatsHealth {
+        NatsHealth {
+            connected: self.connected.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+            server_version: lock(&self.server_version).clone(),
+            committed: lock(&self.committed).clone(),
+        }
+    }
+
+    /// `stream` is committed through `slice`.
+    pub fn committed(&self, stream: &str, slice: i64) {
+        lock(&self.committed).insert(stream.to_owned(), slice);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -48,6 +97,8 @@ pub struct HostState {
     pub crews: StatusHandle,
     pub mode: &'static str,
     pub started: Instant,
+    /// Distributed mode: the link to NATS.
+    pub broker: Option<Arc<BrokerLink>>,
 }
 
 impl HostState {
@@ -67,8 +118,10 @@ impl HostState {
                 }
             })
             .collect();
+        let nats = self.broker.as_ref().map(|link| link.report());
         HealthReport {
-            healthy: crews.iter().all(|c| c.healthy),
+            healthy: crews.iter().all(|c| c.healthy) && nats.as_ref().is_none_or(|n| n.connected),
+            nats,
             host: HostInfo {
                 pid: std::process::id(),
                 version: env!("CARGO_PKG_VERSION"),

@@ -18,6 +18,9 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use std::sync::Arc;
+
+use super::health::BrokerLink;
 use crate::pool::{CrewState, CrewStatus, StatusHandle};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -178,6 +181,13 @@ impl Metrics {
     }
 
     /// The timers of one crew.
+    /// Also exports the NATS connection: `nats_connected` and `nats_reconnects_total`.
+    pub fn watching(mut self, link: Arc<BrokerLink>) -> Metrics {
+        self.registry
+            .register_collector(Box::new(BrokerCollector(link)));
+        self
+    }
+
     pub fn crew_timers(&self, crew: &str) -> CrewTimers {
         let label = CrewLabel { crew: crew.into() };
         CrewTimers {
@@ -248,6 +258,30 @@ pub struct CrewTimers {
     pub(super) slice_lag: Histogram,
     /// `slice_host_seconds`
     pub(super) slice_host: Histogram,
+}
+
+/// `nats_connected` and `nats_reconnects_total`, read from the link at scrape time.
+#[derive(Debug)]
+struct BrokerCollector(Arc<BrokerLink>);
+
+impl Collector for BrokerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let connected = self.0.connected.load(std::sync::atomic::Ordering::Relaxed);
+        let reconnects = self.0.reconnects.load(std::sync::atomic::Ordering::Relaxed);
+        ConstGauge::new(i64::from(connected)).encode(encoder.encode_descriptor(
+            "nats_connected",
+            "1 while the host is connected to NATS",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?)?;
+        ConstCounter::new(reconnects).encode(encoder.encode_descriptor(
+            "nats_reconnects",
+            "Reconnects to NATS since the host started",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?)?;
+        Ok(())
+    }
 }
 
 /// `crew_up` and `crew_restarts_total`, read from the pool at scrape time.

@@ -198,6 +198,8 @@ impl Core {
             snapshots: BTreeMap::from([(i64::MIN, context.clone())]),
             written: context.clone(),
             written_until: first,
+            written_seq: 0,
+            unwritten_actions: 0,
             emitted_until: first,
             collected_below: first,
             last_closed: first - 1,
@@ -565,8 +567,13 @@ impl Core {
         self.release_write(stream);
     }
 
-    /// Hands the store the stream's state after the slices whose actions are pushed.
+    /// Hands the store the stream's state after the slices whose actions are pushed,
+    /// when there is something new in it: a changed context, actions, or events.
     fn release_write(&mut self, stream: usize) {
+        let events_through = self
+            .holds
+            .as_ref()
+            .map_or(0, |holds| holds.stream_done_through(stream));
         let state = &mut self.streams[stream];
         let through = state.emitted_until.min(state.committed_until);
         if through <= state.written_until {
@@ -574,17 +581,20 @@ impl Core {
         }
         let context = state.snapshot(through).clone();
         let changed = !Arc::ptr_eq(&context, &state.written);
-        state.written = context.clone();
+        let news = changed || state.unwritten_actions > 0 || events_through > state.written_seq;
         state.written_until = through;
+        if !news {
+            // An empty slice of an idle stream: nothing a store needs to know.
+            return;
+        }
+        state.written = context.clone();
+        state.written_seq = events_through;
+        state.unwritten_actions = 0;
         let last_slice = if through == END {
             state.last_closed
         } else {
             through - 1
         };
-        let events_through = self
-            .holds
-            .as_ref()
-            .map_or(0, |holds| holds.stream_done_through(stream));
         self.out.writes.push(ContextWrite {
             stream,
             epoch0: state.epoch0,
@@ -734,6 +744,7 @@ impl Core {
                         {
                             self.metrics
                                 .actions(actions.iter().map(|a| a.kind.as_str()));
+                            state.unwritten_actions += actions.len();
                             for (index, action) in actions.iter().enumerate() {
                                 let id = ActionId {
                                     stream: &state.name,

@@ -24,6 +24,10 @@ pub(super) struct StreamState {
     /// actions could be lost.
     pub(super) written: Arc<JsonObject>,
     pub(super) written_until: i64,
+    /// The `events_through` of the last write.
+    pub(super) written_seq: u64,
+    /// Actions pushed since the last write.
+    pub(super) unwritten_actions: usize,
     /// The last closed slice that held events.
     pub(super) last_closed: i64,
     /// Actions of slices below are written.
