@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::config::{ConfigErrors, Crews, GlobalConfig};
 use crate::context::{ContextStore, MemoryStore, Resume, StoreError, StreamCommit};
 use crate::distributed::commit::{JetStreamSink, JetStreamStore};
+use crate::distributed::topology::heartbeats_subject;
 use crate::model::{Action, ActionId, JsonObject, Timestamp};
 use crate::ops::control::{self, BindError, ControlSocket};
 use crate::ops::health::{self, BrokerLink, HostState};
@@ -103,6 +104,8 @@ pub struct JetStreamPorts {
     pub caught_up: Arc<std::sync::atomic::AtomicBool>,
     /// The connection's state, for health and metrics.
     pub link: Arc<BrokerLink>,
+    /// For the heartbeats on `live.<stream>.heartbeats`.
+    pub client: async_nats::Client,
 }
 
 /// The context store of a run.
@@ -258,7 +261,7 @@ impl Host {
             crews,
             options,
         } = config;
-        let (actions, store, caught_up, broker) = match backend {
+        let (actions, store, caught_up, broker, forward) = match backend {
             Backend::Local => {
                 let sink = match &options.output {
                     Some(path) => {
@@ -271,6 +274,7 @@ impl Host {
                     Contexts::Memory(MemoryStore::default()),
                     None,
                     None,
+                    None,
                 )
             }
             Backend::JetStream(ports) => {
@@ -279,12 +283,15 @@ impl Host {
                     sink,
                     caught_up,
                     link,
+                    client,
                 } = *ports;
+                let forward = heartbeats_on_nats(client, link.clone());
                 (
                     Actions::JetStream(sink),
                     Contexts::JetStream(Box::new(store)),
                     Some(caught_up),
                     Some(link),
+                    Some(forward),
                 )
             }
         };
@@ -345,6 +352,7 @@ impl Host {
             state,
             metrics.clone(),
             heartbeat_file,
+            forward,
         ));
         Ok(Host {
             store,
@@ -433,6 +441,22 @@ impl Host {
             }
         }
     }
+}
+
+/// Heartbeats on `live.<stream>.heartbeats` (core NATS) for every stream the host has
+/// committed; fire and forget, as a heartbeat that cannot go out says all it needs to.
+fn heartbeats_on_nats(client: async_nats::Client, link: Arc<BrokerLink>) -> heartbeat::Forward {
+    Box::new(move |record: &[u8]| {
+        for stream in link.streams() {
+            let client = client.clone();
+            let record = record.to_vec();
+            tokio::spawn(async move {
+                let _ = client
+                    .publish(heartbeats_subject(&stream), record.into())
+                    .await;
+            });
+        }
+    })
 }
 
 fn event_time(global: &GlobalConfig) -> EventTime {

@@ -151,6 +151,7 @@ fn host(server: &NatsServer, crews: &Path) -> Command {
         .arg(crews)
         .env("LIVE_CREW_SLICE_MS", "100")
         .env("LIVE_CREW_GRACE_MS", "50")
+        .env("LIVE_CREW_HEARTBEAT_MS", "200")
         .env("LIVE_CREW_LOG", "info")
         .env("LIVE_CREW_LOG_FORMAT", "json")
         .stdout(Stdio::null())
@@ -323,6 +324,17 @@ fn two_streams_flow_through_nats_and_bad_messages_become_error_records() {
             assert_eq!(value["v"], 1);
             assert!(value["last_slice"].as_i64().unwrap() >= 0);
         }
+        // The host's heartbeats, on core NATS for each stream it serves.
+        let mut beats = js.client().subscribe("live.b.heartbeats").await.unwrap();
+        let beat = tokio::time::timeout(
+            Duration::from_secs(5),
+            futures_util::StreamExt::next(&mut beats),
+        )
+        .await
+        .expect("a heartbeat on live.b.heartbeats")
+        .unwrap();
+        let beat: Value = serde_json::from_slice(&beat.payload).unwrap();
+        assert_eq!(beat["kind"], "__hb", "{beat}");
         let errors = read_all(&js, "LIVE_ERRORS").await;
         assert_eq!(errors.len(), 1, "{errors:?}");
         let record = &errors[0].1;
@@ -441,6 +453,44 @@ fn a_crash_at_each_point_of_the_commit_sequence_loses_nothing() {
         let (code, stderr) = stop(second);
         assert_eq!(code, 0, "{point}: {stderr}");
     }
+}
+
+/// A host that crashed in the middle of publishing an outbox, restarted after
+/// `LIVE_ACTIONS`' duplicate window has passed, publishes only the rest of it.
+#[test]
+fn a_restart_past_the_duplicate_window_publishes_only_what_was_missing() {
+    let server = NatsServer::start(&[]);
+    let root = tempfile::tempdir().unwrap();
+    let crews = per_event_counter(root.path());
+    let mut crashing = host(&server, &crews)
+        .env("LIVE_CREW_NATS_DUPLICATE_WINDOW_S", "1")
+        .env("LIVE_CREW_FAULT", "mid_publish")
+        .spawn()
+        .unwrap();
+    let rt = runtime();
+    let js = rt.block_on(async {
+        let js = client(&server).await;
+        wait_for_topology(&js).await;
+        for n in 0..4 {
+            publish(&js, "a", n).await;
+        }
+        js
+    });
+    assert!(!crashing.wait().unwrap().success(), "crashed mid-publish");
+    let published = rt.block_on(read_all(&js, "LIVE_ACTIONS")).len();
+    assert!(published >= 1, "the crash came after the first publish");
+    // Past the window, JetStream would no longer drop a repeated id.
+    std::thread::sleep(Duration::from_millis(2500));
+    let second = host(&server, &crews)
+        .env("LIVE_CREW_NATS_DUPLICATE_WINDOW_S", "1")
+        .spawn()
+        .unwrap();
+    rt.block_on(async {
+        let actions = wait_for_events(&js, "a", 4).await;
+        assert_once(&actions, "a", 4);
+    });
+    let (code, stderr) = stop(second);
+    assert_eq!(code, 0, "{stderr}");
 }
 
 /// `live-crew health` on the host's control socket: its exit code and report.

@@ -231,6 +231,7 @@ pub async fn run(
                 sink,
                 caught_up: source.caught_up(),
                 link: connection.link.clone(),
+                client: connection.client.clone(),
             }));
             let host = Host::build(config, backend).await?;
             host.run(source, shutdown).await

@@ -74,6 +74,7 @@ pub(super) const ENV: &[(&str, &str)] = &[
     ("REQUIRE_TLS", "tls.required"),
     ("CREATE", "create"),
     ("FAILOVER_MS", "failover_ms"),
+    ("DUPLICATE_WINDOW_S", "duplicate_window_s"),
 ];
 
 /// `nats.<field>` as a variable's text would set it: URL lists are comma-separated,
@@ -91,7 +92,7 @@ pub(super) fn env_value(field: &str, text: &str) -> serde_json::Value {
             "false" | "0" | "no" => false.into(),
             other => other.into(),
         },
-        "failover_ms" => text
+        "failover_ms" | "duplicate_window_s" => text
             .parse::<u64>()
             .map(serde_json::Value::from)
             .unwrap_or_else(|_| text.into()),

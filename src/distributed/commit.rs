@@ -13,11 +13,12 @@ use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream::kv;
 use async_nats::jetstream::kv::{CreateErrorKind, UpdateErrorKind};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::fault::crash_point;
-use super::topology::{actions_subject, errors_subject};
+use super::topology::{ACTIONS_STREAM, actions_subject, errors_subject};
 use crate::context::{ContextStore, Resume, StoreError, StreamCommit};
 use crate::model::{Action, ActionId, JsonObject, Timestamp};
 use crate::ops::health::BrokerLink;
@@ -130,6 +131,28 @@ fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
 }
 
 impl JetStreamStore {
+    /// The message id of the last action published for `stream`, if any.
+    async fn last_published(&self, stream: &str) -> Result<Option<String>, StoreError> {
+        let backend = |reason: String| StoreError::Backend {
+            stream: stream.to_owned(),
+            reason,
+        };
+        let actions = self
+            .jetstream
+            .get_stream(ACTIONS_STREAM)
+            .await
+            .map_err(|err| backend(err.to_string()))?;
+        match actions
+            .get_last_raw_message_by_subject(&actions_subject(stream))
+            .await
+        {
+            Ok(message) => Ok(message.headers.get("Nats-Msg-Id").map(|id| id.to_string())),
+            // Nothing published on the subject yet.
+            Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(err) => Err(backend(err.to_string())),
+        }
+    }
+
     /// One compare-and-swap write of `stream`'s value.
     async fn write(&self, stream: &str, expected: u64, bytes: Vec<u8>) -> Result<u64, StoreError> {
         let taken = || StoreError::Taken {
@@ -225,20 +248,28 @@ impl ContextStore for JetStreamStore {
         Ok(revision)
     }
 
-    /// Republishes the outbox an earlier host committed but may not have published:
-    /// message ids make a repeat within `LIVE_ACTIONS`' duplicate window harmless.
+    /// Publishes what an earlier host committed in its outbox but had not published:
+    /// the actions after the last one `live.<stream>.actions` holds. The message ids
+    /// would drop a repeat within `LIVE_ACTIONS`' duplicate window anyway; the check
+    /// keeps a restart after the window from publishing an action twice.
     async fn resume(&self, stream: &str) -> Result<Option<Resume>, StoreError> {
         let Some((value, _)) = self.value(stream).await? else {
             return Ok(None);
         };
         if let Some(outbox) = &value.outbox {
+            let last = self.last_published(stream).await?;
+            let published = last
+                .and_then(|id| outbox.actions.iter().position(|action| action.id == id))
+                .map_or(0, |at| at + 1);
+            let rest = &outbox.actions[published..];
             tracing::info!(
                 stream,
-                actions = outbox.actions.len(),
                 slice = outbox.slice,
-                "republishing the outbox of the last commit"
+                published,
+                republishing = rest.len(),
+                "resuming after the last commit's outbox"
             );
-            JetStreamSink::publish(&self.jetstream, &self.link, stream, &outbox.actions)
+            JetStreamSink::publish(&self.jetstream, &self.link, stream, rest)
                 .await
                 .map_err(|err| StoreError::Backend {
                     stream: stream.to_owned(),

@@ -71,6 +71,11 @@ impl BrokerLink {
         }
     }
 
+    /// The streams committed so far.
+    pub fn streams(&self) -> Vec<String> {
+        lock(&self.committed).keys().cloned().collect()
+    }
+
     /// `stream` is committed through `slice`.
     pub fn committed(&self, stream: &str, slice: i64) {
         lock(&self.committed).insert(stream.to_owned(), slice);

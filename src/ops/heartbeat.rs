@@ -1,5 +1,6 @@
-//! Host heartbeats: a `__hb` record every `heartbeat_ms`, to the log and to
-//! `--heartbeats FILE` (NATS comes with distributed mode), counted in `heartbeats_total`.
+//! Host heartbeats: a `__hb` record every `heartbeat_ms`, to the log, to
+//! `--heartbeats FILE` and in distributed mode to `live.<stream>.heartbeats`, counted in
+//! `heartbeats_total`.
 //! Each record carries the state and runner heartbeat age of every crew, so a reader of
 //! the file alone sees whether the crews are alive.
 
@@ -32,6 +33,9 @@ struct CrewBeat<'a> {
     last_heartbeat_ms: Option<u64>,
 }
 
+/// Where else a heartbeat record (one JSON object) goes, e.g. NATS subjects.
+pub type Forward = Box<dyn Fn(&[u8]) + Send + Sync>;
+
 /// Emits heartbeats until the task is aborted. `file` is the `--heartbeats` file,
 /// already created, and its path for messages.
 pub fn spawn(
@@ -39,6 +43,7 @@ pub fn spawn(
     host: HostState,
     metrics: Arc<Metrics>,
     file: Option<(std::fs::File, PathBuf)>,
+    forward: Option<Forward>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut file = file.map(|(file, path)| (tokio::fs::File::from_std(file), path));
@@ -74,8 +79,12 @@ pub fn spawn(
                 crews_up = up,
                 "__hb"
             );
+            let json = serde_json::to_vec(&record).expect("heartbeats serialise");
+            if let Some(forward) = &forward {
+                forward(&json);
+            }
             if let Some((out, path)) = &mut file {
-                let mut line = serde_json::to_vec(&record).expect("heartbeats serialise");
+                let mut line = json;
                 line.push(b'\n');
                 let written = async {
                     out.write_all(&line).await?;
