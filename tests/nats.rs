@@ -478,17 +478,32 @@ fn a_restart_past_the_duplicate_window_publishes_only_what_was_missing() {
     });
     assert!(!crashing.wait().unwrap().success(), "crashed mid-publish");
     let published = rt.block_on(read_all(&js, "LIVE_ACTIONS")).len();
-    assert!(published >= 1, "the crash came after the first publish");
+    assert_eq!(
+        published, 1,
+        "the crash came after the first action of the outbox"
+    );
     // Past the window, JetStream would no longer drop a repeated id.
     std::thread::sleep(Duration::from_millis(2500));
+    let socket = root.path().join("control.sock");
     let second = host(&server, &crews)
         .env("LIVE_CREW_NATS_DUPLICATE_WINDOW_S", "1")
+        .env("LIVE_CREW_CONTROL_SOCKET", &socket)
         .spawn()
         .unwrap();
+    // No new events come: the host finishes the outbox at its start.
     rt.block_on(async {
         let actions = wait_for_events(&js, "a", 4).await;
         assert_once(&actions, "a", 4);
     });
+    // Up and serving (its signal handlers in place) before it is stopped.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while health(&socket).0 != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the second host never got healthy"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let (code, stderr) = stop(second);
     assert_eq!(code, 0, "{stderr}");
 }
@@ -548,7 +563,15 @@ fn the_host_rides_out_a_nats_server_restart() {
         assert_once(&actions, "a", 10);
         assert_eq!(kv_value(&js, "a").await["ctx"]["seen"], 10);
     });
-    let (code, report) = health(&socket);
+    // The client reports the reconnect a moment after it works again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (code, report) = loop {
+        let (code, report) = health(&socket);
+        if code == 0 || Instant::now() > deadline {
+            break (code, report);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(code, 0, "{report}");
     assert!(
         report["nats"]["reconnects"].as_u64().unwrap() >= 1,

@@ -226,6 +226,10 @@ pub async fn run(
             let source =
                 JetStreamSource::open(&connection, &streams, start, max_event_bytes).await?;
             let (store, sink) = commit_ports(&connection, bucket, slice_ms, host_id());
+            store
+                .finish_outboxes(&streams)
+                .await
+                .map_err(RunError::from)?;
             let backend = Backend::JetStream(Box::new(JetStreamPorts {
                 store,
                 sink,

@@ -17,7 +17,7 @@ use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::fault::crash_point;
+use super::fault::{self, crash_point};
 use super::topology::{ACTIONS_STREAM, actions_subject, errors_subject};
 use crate::context::{ContextStore, Resume, StoreError, StreamCommit};
 use crate::model::{Action, ActionId, JsonObject, Timestamp};
@@ -131,6 +131,59 @@ fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
 }
 
 impl JetStreamStore {
+    /// At a host's start: publishes what an earlier host committed in the outboxes of
+    /// `streams` (all when empty) but had not published, the actions after the last one
+    /// `live.<stream>.actions` holds. The message ids would drop a repeat within
+    /// `LIVE_ACTIONS`' duplicate window anyway; the check keeps a restart after the
+    /// window from publishing an action twice. Done at once, not when a stream's next
+    /// event comes: it may never come.
+    pub async fn finish_outboxes(&self, streams: &[String]) -> Result<(), StoreError> {
+        let backend = |reason: String| StoreError::Backend {
+            stream: "*".into(),
+            reason,
+        };
+        let mut keys = self
+            .bucket
+            .keys()
+            .await
+            .map_err(|err| backend(err.to_string()))?;
+        let mut names = Vec::new();
+        while let Some(key) = futures_util::StreamExt::next(&mut keys).await {
+            names.push(key.map_err(|err| backend(err.to_string()))?);
+        }
+        for stream in names
+            .iter()
+            .filter(|s| streams.is_empty() || streams.contains(s))
+        {
+            let Some((value, _)) = self.value(stream).await? else {
+                continue;
+            };
+            let Some(outbox) = &value.outbox else {
+                continue;
+            };
+            let last = self.last_published(stream).await?;
+            let published = last
+                .and_then(|id| outbox.actions.iter().position(|action| action.id == id))
+                .map_or(0, |at| at + 1);
+            let rest = &outbox.actions[published..];
+            tracing::info!(
+                stream = %stream,
+                slice = outbox.slice,
+                published,
+                publishing = rest.len(),
+                "finishing the outbox of the last commit"
+            );
+            let outbox = [(stream.clone(), rest.to_vec())];
+            JetStreamSink::publish(&self.jetstream, &self.link, &outbox)
+                .await
+                .map_err(|err| StoreError::Backend {
+                    stream: stream.clone(),
+                    reason: err.to_string(),
+                })?;
+        }
+        Ok(())
+    }
+
     /// The message id of the last action published for `stream`, if any.
     async fn last_published(&self, stream: &str) -> Result<Option<String>, StoreError> {
         let backend = |reason: String| StoreError::Backend {
@@ -248,35 +301,8 @@ impl ContextStore for JetStreamStore {
         Ok(revision)
     }
 
-    /// Publishes what an earlier host committed in its outbox but had not published:
-    /// the actions after the last one `live.<stream>.actions` holds. The message ids
-    /// would drop a repeat within `LIVE_ACTIONS`' duplicate window anyway; the check
-    /// keeps a restart after the window from publishing an action twice.
     async fn resume(&self, stream: &str) -> Result<Option<Resume>, StoreError> {
-        let Some((value, _)) = self.value(stream).await? else {
-            return Ok(None);
-        };
-        if let Some(outbox) = &value.outbox {
-            let last = self.last_published(stream).await?;
-            let published = last
-                .and_then(|id| outbox.actions.iter().position(|action| action.id == id))
-                .map_or(0, |at| at + 1);
-            let rest = &outbox.actions[published..];
-            tracing::info!(
-                stream,
-                slice = outbox.slice,
-                published,
-                republishing = rest.len(),
-                "resuming after the last commit's outbox"
-            );
-            JetStreamSink::publish(&self.jetstream, &self.link, stream, rest)
-                .await
-                .map_err(|err| StoreError::Backend {
-                    stream: stream.to_owned(),
-                    reason: err.to_string(),
-                })?;
-        }
-        Ok(Some(Resume {
+        Ok(self.value(stream).await?.map(|(value, _)| Resume {
             epoch0: value.epoch0,
             last_slice: value.last_slice,
             events_through: value.events_through_seq,
@@ -297,45 +323,51 @@ pub struct JetStreamSink {
 }
 
 impl JetStreamSink {
-    /// Publishes `actions` of `stream` with their ids and waits for every ack; tries
-    /// again while NATS is away (the ids make a repeat harmless).
+    /// Publishes the outboxes `(stream, actions)` with their ids and waits for every ack,
+    /// all sent before any ack is awaited; tries again while NATS is away (the ids make a
+    /// repeat harmless).
     pub async fn publish(
         jetstream: &async_nats::jetstream::Context,
         link: &BrokerLink,
-        stream: &str,
-        actions: &[OutboxAction],
+        outboxes: &[(String, Vec<OutboxAction>)],
     ) -> Result<(), SinkError> {
-        let what = format!("publishing the actions of stream '{stream}'");
         super::retrying(
-            &what,
+            "publishing actions",
             link,
             |_| true,
-            || Self::publish_once(jetstream, stream, actions),
+            || Self::publish_once(jetstream, outboxes),
         )
         .await
     }
 
     async fn publish_once(
         jetstream: &async_nats::jetstream::Context,
-        stream: &str,
-        actions: &[OutboxAction],
+        outboxes: &[(String, Vec<OutboxAction>)],
     ) -> Result<(), SinkError> {
-        let subject = actions_subject(stream);
-        let mut acks = Vec::with_capacity(actions.len());
-        for action in actions {
-            let message = async_nats::jetstream::message::PublishMessage::build()
-                .payload(action.action.get().as_bytes().to_vec().into())
-                .message_id(&action.id);
-            let ack = jetstream
-                .send_publish(subject.clone(), message)
-                .await
-                .map_err(|err| publish_error(&subject, err.to_string()))?;
-            acks.push(ack);
+        let mut acks = Vec::new();
+        for (stream, actions) in outboxes {
+            let subject = actions_subject(stream);
+            for action in actions {
+                let message = async_nats::jetstream::message::PublishMessage::build()
+                    .payload(action.action.get().as_bytes().to_vec().into())
+                    .message_id(&action.id);
+                let ack = jetstream
+                    .send_publish(subject.clone(), message)
+                    .await
+                    .map_err(|err| publish_error(&subject, err.to_string()))?;
+                if fault::armed("mid_publish") {
+                    // The recovery tests' crash right after one action is published.
+                    ack.await
+                        .map_err(|err| publish_error(&subject, err.to_string()))?;
+                    crash_point("mid_publish");
+                    continue;
+                }
+                acks.push((ack, stream));
+            }
         }
-        for ack in acks {
+        for (ack, stream) in acks {
             ack.await
-                .map_err(|err| publish_error(&subject, err.to_string()))?;
-            crash_point("mid_publish");
+                .map_err(|err| publish_error(&actions_subject(stream), err.to_string()))?;
         }
         Ok(())
     }
@@ -381,10 +413,8 @@ impl ActionSink for JetStreamSink {
                 std::mem::take(&mut pending.errors),
             )
         };
-        for (stream, actions) in &committed {
-            JetStreamSink::publish(&self.jetstream, &self.link, stream, actions).await?;
-        }
         if !committed.is_empty() {
+            JetStreamSink::publish(&self.jetstream, &self.link, &committed).await?;
             crash_point("after_publish");
         }
         for record in errors {
