@@ -625,3 +625,112 @@ fn wrong_credentials_are_a_startup_error_that_names_nats_authorization() {
     let (code, stderr) = stop(allowed);
     assert_eq!(code, 0, "{stderr}");
 }
+
+/// A CA, and a server and a client certificate it signed (with their keys), as PEM files.
+struct Certificates {
+    ca: PathBuf,
+    server: (PathBuf, PathBuf),
+    client: (PathBuf, PathBuf),
+}
+
+fn certificates(dir: &Path) -> Certificates {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let signed = |name: &str, sans: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(sans)
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        (
+            write(&format!("{name}.pem"), cert.pem()),
+            write(&format!("{name}-key.pem"), key.serialize_pem()),
+        )
+    };
+    let server = signed("server", vec!["127.0.0.1".into(), "localhost".into()]);
+    let client = signed("client", vec!["live-crew".into()]);
+    Certificates {
+        ca: write("ca.pem", ca.pem()),
+        server,
+        client,
+    }
+}
+
+fn path(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn tls_and_mutual_tls_with_the_configured_certificates() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = one_counter(root.path());
+    let certs = certificates(root.path());
+    let tls = [
+        "--tls",
+        "--tlscert",
+        path(&certs.server.0),
+        "--tlskey",
+        path(&certs.server.1),
+    ];
+    // TLS: the host trusts the CA and insists on TLS.
+    let server = NatsServer::start(&tls);
+    let trusting = host(&server, &crews)
+        .env("LIVE_CREW_NATS_TLS_CA", &certs.ca)
+        .env("LIVE_CREW_NATS_REQUIRE_TLS", "true")
+        .spawn()
+        .unwrap();
+    let client = |certs: &Certificates, url: &str, mutual: bool| {
+        let mut options = async_nats::ConnectOptions::new()
+            .add_root_certificates(certs.ca.clone())
+            .require_tls(true);
+        if mutual {
+            options =
+                options.add_client_certificate(certs.client.0.clone(), certs.client.1.clone());
+        }
+        let url = url.to_owned();
+        async move { jetstream::new(options.connect(url).await.unwrap()) }
+    };
+    runtime().block_on(async {
+        wait_for_topology(&client(&certs, &server.url, false).await).await;
+    });
+    let (code, stderr) = stop(trusting);
+    assert_eq!(code, 0, "{stderr}");
+    // A host that does not trust the server's CA cannot connect.
+    let distrusting = host(&server, &crews).output().unwrap();
+    let stderr = String::from_utf8_lossy(&distrusting.stderr);
+    assert_eq!(distrusting.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot connect to NATS"), "{stderr}");
+    drop(server);
+    // Mutual TLS: the server wants a client certificate its CA signed.
+    let mut mutual = tls.to_vec();
+    mutual.extend(["--tlsverify", "--tlscacert", path(&certs.ca)]);
+    let server = NatsServer::start(&mutual);
+    let without_certificate = host(&server, &crews)
+        .env("LIVE_CREW_NATS_TLS_CA", &certs.ca)
+        .output()
+        .unwrap();
+    assert_eq!(without_certificate.status.code(), Some(2));
+    let with_certificate = host(&server, &crews)
+        .env("LIVE_CREW_NATS_TLS_CA", &certs.ca)
+        .env("LIVE_CREW_NATS_TLS_CERT", &certs.client.0)
+        .env("LIVE_CREW_NATS_TLS_KEY", &certs.client.1)
+        .spawn()
+        .unwrap();
+    runtime().block_on(async {
+        let js = client(&certs, &server.url, true).await;
+        wait_for_topology(&js).await;
+        publish(&js, "a", 0).await;
+        wait_for_events(&js, "a", 1).await;
+    });
+    let (code, stderr) = stop(with_certificate);
+    assert_eq!(code, 0, "{stderr}");
+}
