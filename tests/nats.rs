@@ -152,6 +152,8 @@ fn host(server: &NatsServer, crews: &Path) -> Command {
         .env("LIVE_CREW_SLICE_MS", "100")
         .env("LIVE_CREW_GRACE_MS", "50")
         .env("LIVE_CREW_HEARTBEAT_MS", "200")
+        // A host started after a killed one waits this long for the dead one's lock.
+        .env("LIVE_CREW_NATS_FAILOVER_MS", "500")
         .env("LIVE_CREW_LOG", "info")
         .env("LIVE_CREW_LOG_FORMAT", "json")
         .stdout(Stdio::null())
@@ -506,6 +508,60 @@ fn a_restart_past_the_duplicate_window_publishes_only_what_was_missing() {
     }
     let (code, stderr) = stop(second);
     assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn a_standby_waits_and_takes_over_within_failover_ms() {
+    let server = NatsServer::start(&[]);
+    let root = tempfile::tempdir().unwrap();
+    let crews = one_counter(root.path());
+    let mut active = host(&server, &crews).spawn().unwrap();
+    let rt = runtime();
+    let js = rt.block_on(async {
+        let js = client(&server).await;
+        wait_for_topology(&js).await;
+        for n in 0..5 {
+            publish(&js, "a", n).await;
+        }
+        wait_for_events(&js, "a", 5).await;
+        js
+    });
+    let standby = host(&server, &crews)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    rt.block_on(async {
+        for n in 5..10 {
+            publish(&js, "a", n).await;
+        }
+        wait_for_events(&js, "a", 10).await;
+    });
+    active.kill().unwrap();
+    active.wait().unwrap();
+    let killed = Instant::now();
+    rt.block_on(async {
+        for n in 10..15 {
+            publish(&js, "a", n).await;
+        }
+        let actions = wait_for_events(&js, "a", 15).await;
+        let taken_over = killed.elapsed();
+        // failover_ms (500 in these tests) plus the standby's own start.
+        assert!(
+            taken_over < Duration::from_secs(5),
+            "the standby took {taken_over:?} to take over"
+        );
+        assert_once(&actions, "a", 15);
+        assert_eq!(
+            kv_value(&js, "a").await["ctx"]["seen"],
+            15,
+            "the context carried over"
+        );
+    });
+    let (code, stderr) = stop(standby);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("waiting as a standby"), "{stderr}");
+    assert!(stderr.contains("taking over"), "{stderr}");
 }
 
 /// `live-crew health` on the host's control socket: its exit code and report.

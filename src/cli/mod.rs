@@ -14,6 +14,7 @@ use expect::ExpectError;
 use crate::config::{ConfigErrors, Crews, GlobalConfig, LogFormat};
 use crate::distributed::commit::commit_ports;
 use crate::distributed::connection::{self, NatsError};
+use crate::distributed::leader::{self, LockError};
 use crate::distributed::source::{self as nats_source, ConsumerError, JetStreamSource};
 use crate::distributed::topology::{self, TopologyError};
 use crate::host::{
@@ -62,6 +63,8 @@ pub enum CommandError {
     Topology(#[from] TopologyError),
     #[error(transparent)]
     Consumer(#[from] ConsumerError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error("{0}")]
     Usage(String),
     #[error("{what}: {source}")]
@@ -221,11 +224,15 @@ pub async fn run(
             let nats = &config.global.nats;
             let connection = connection::connect(nats).await?;
             let bucket = topology::ensure(&connection, nats).await?;
+            let host = host_id();
+            let failover = std::time::Duration::from_millis(nats.failover_ms);
+            let lock = leader::acquire(&bucket, &host, failover).await?;
+            let held = leader::renew(bucket.clone(), host.clone(), lock, failover);
             let start = nats_source::committed_start(&bucket, &streams).await?;
             let max_event_bytes = config.global.max_event_bytes;
             let source =
                 JetStreamSource::open(&connection, &streams, start, max_event_bytes).await?;
-            let (store, sink) = commit_ports(&connection, bucket, slice_ms, host_id());
+            let (store, sink) = commit_ports(&connection, bucket, slice_ms, host);
             store
                 .finish_outboxes(&streams)
                 .await
@@ -238,7 +245,9 @@ pub async fn run(
                 client: connection.client.clone(),
             }));
             let host = Host::build(config, backend).await?;
-            host.run(source, shutdown).await
+            let finished = host.run(source, shutdown).await;
+            held.release().await;
+            finished
         }
     };
     let summary = match finished? {

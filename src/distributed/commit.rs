@@ -151,10 +151,9 @@ impl JetStreamStore {
         while let Some(key) = futures_util::StreamExt::next(&mut keys).await {
             names.push(key.map_err(|err| backend(err.to_string()))?);
         }
-        for stream in names
-            .iter()
-            .filter(|s| streams.is_empty() || streams.contains(s))
-        {
+        // Keys with a '.' (the scheduler's lock) name no stream.
+        let served = |s: &&String| !s.contains('.') && (streams.is_empty() || streams.contains(s));
+        for stream in names.iter().filter(served) {
             let Some((value, _)) = self.value(stream).await? else {
                 continue;
             };

@@ -5,6 +5,7 @@
 pub mod commit;
 pub mod connection;
 pub mod fault;
+pub mod leader;
 pub mod source;
 pub mod topology;
 

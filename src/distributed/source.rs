@@ -161,7 +161,8 @@ pub async fn committed_start(
     let mut start: Option<u64> = None;
     while let Some(key) = keys.next().await {
         let key = key.map_err(|err| error(&err))?;
-        if !streams.is_empty() && !streams.contains(&key) {
+        // Keys with a '.' (the scheduler's lock) name no stream.
+        if key.contains('.') || (!streams.is_empty() && !streams.contains(&key)) {
             continue;
         }
         let Some(entry) = bucket.get(&key).await.map_err(|err| error(&err))? else {
