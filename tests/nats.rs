@@ -564,6 +564,45 @@ fn a_standby_waits_and_takes_over_within_failover_ms() {
     assert!(stderr.contains("taking over"), "{stderr}");
 }
 
+#[test]
+fn with_create_false_a_missing_topology_is_reported_not_made() {
+    let server = NatsServer::start(&[]);
+    let root = tempfile::tempdir().unwrap();
+    let crews = one_counter(root.path());
+    let checked = host(&server, &crews)
+        .env("LIVE_CREW_NATS_CREATE", "false")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert_eq!(checked.status.code(), Some(2), "{stderr}");
+    for missing in [
+        "stream LIVE_EVENTS is missing",
+        "stream LIVE_WORK is missing",
+        "KV bucket live_ctx is missing",
+    ] {
+        assert!(stderr.contains(missing), "{missing}: {stderr}");
+    }
+    runtime().block_on(async {
+        let js = client(&server).await;
+        assert!(
+            js.get_stream("LIVE_EVENTS").await.is_err(),
+            "nothing was created"
+        );
+    });
+    // Once a host has set it up, checking finds nothing to report.
+    let creating = host(&server, &crews).spawn().unwrap();
+    runtime().block_on(async { wait_for_topology(&client(&server).await).await });
+    let (code, stderr) = stop(creating);
+    assert_eq!(code, 0, "{stderr}");
+    let checking = host(&server, &crews)
+        .env("LIVE_CREW_NATS_CREATE", "false")
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, stderr) = stop(checking);
+    assert_eq!(code, 0, "{stderr}");
+}
+
 /// `live-crew health` on the host's control socket: its exit code and report.
 fn health(socket: &Path) -> (i32, Value) {
     let output = Command::new(env!("CARGO_BIN_EXE_live-crew"))
