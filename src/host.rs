@@ -92,6 +92,9 @@ pub enum HostError {
 pub enum Backend {
     /// Actions to `--output` or stdout, contexts in memory.
     Local,
+    /// Actions to `--output` or stdout, contexts in the `live_ctx` KV bucket
+    /// (`kv_backend: jetstream` with file input).
+    LocalWithKv(Box<JetStreamStore>),
     /// Actions to `live.<stream>.actions`, contexts in the `live_ctx` KV bucket.
     JetStream(Box<JetStreamPorts>),
 }
@@ -261,22 +264,29 @@ impl Host {
             crews,
             options,
         } = config;
+        let lines = || -> Result<JsonLinesSink, HostError> {
+            Ok(match &options.output {
+                Some(path) => {
+                    JsonLinesSink::new(Box::new(create_private(path, "actions")?), path.clone())
+                }
+                None => JsonLinesSink::new(Box::new(io::stdout()), "<stdout>".into()),
+            })
+        };
         let (actions, store, caught_up, broker, forward) = match backend {
-            Backend::Local => {
-                let sink = match &options.output {
-                    Some(path) => {
-                        JsonLinesSink::new(Box::new(create_private(path, "actions")?), path.clone())
-                    }
-                    None => JsonLinesSink::new(Box::new(io::stdout()), "<stdout>".into()),
-                };
-                (
-                    Actions::Lines(sink),
-                    Contexts::Memory(MemoryStore::default()),
-                    None,
-                    None,
-                    None,
-                )
-            }
+            Backend::Local => (
+                Actions::Lines(lines()?),
+                Contexts::Memory(MemoryStore::default()),
+                None,
+                None,
+                None,
+            ),
+            Backend::LocalWithKv(store) => (
+                Actions::Lines(lines()?),
+                Contexts::JetStream(store),
+                None,
+                None,
+                None,
+            ),
             Backend::JetStream(ports) => {
                 let JetStreamPorts {
                     store,

@@ -603,6 +603,65 @@ fn with_create_false_a_missing_topology_is_reported_not_made() {
     assert_eq!(code, 0, "{stderr}");
 }
 
+/// `kv_backend: jetstream` with file input: contexts outlive the host, from one batch run
+/// to the next.
+#[test]
+fn kv_backend_jetstream_keeps_contexts_across_batch_runs() {
+    let server = NatsServer::start(&[]);
+    let root = tempfile::tempdir().unwrap();
+    let crews = one_counter(root.path());
+    let config = root.path().join("live-config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "kv_backend: jetstream\nnats:\n  urls: [\"{}\"]\n",
+            server.url
+        ),
+    )
+    .unwrap();
+    let events = root.path().join("events.jsonl");
+    let lines: Vec<String> = (0..3)
+        .map(|n| {
+            format!(
+                r#"{{"ts":"2025-01-01T00:00:0{n}Z","kind":"tick","stream_id":"a","payload":{{"n":{n}}}}}"#
+            )
+        })
+        .collect();
+    std::fs::write(&events, lines.join("\n") + "\n").unwrap();
+    let seen_after_run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_live-crew"))
+            .args(["run", "--crews"])
+            .arg(&crews)
+            .arg("--events")
+            .arg(&events)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let last = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .to_owned();
+        let action: Value = serde_json::from_str(&last).unwrap();
+        action["payload"]["seen"].as_u64().unwrap()
+    };
+    assert_eq!(seen_after_run(), 3);
+    assert_eq!(
+        seen_after_run(),
+        6,
+        "the second run starts from the stored context"
+    );
+    let value = runtime().block_on(async { kv_value(&client(&server).await, "a").await });
+    assert_eq!(value["ctx"]["seen"], 6, "{value}");
+}
+
 /// `live-crew health` on the host's control socket: its exit code and report.
 fn health(socket: &Path) -> (i32, Value) {
     let output = Command::new(env!("CARGO_BIN_EXE_live-crew"))

@@ -12,7 +12,8 @@ use args::{BatchArgs, Command, ConfigArgs, NewCrewArgs, ReplayArgs, RunArgs, Soc
 use expect::ExpectError;
 
 use crate::config::{ConfigErrors, Crews, GlobalConfig, LogFormat};
-use crate::distributed::commit::commit_ports;
+use crate::context::KvBackend;
+use crate::distributed::commit::{JetStreamStore, commit_ports};
 use crate::distributed::connection::{self, NatsError};
 use crate::distributed::leader::{self, LockError};
 use crate::distributed::source::{self as nats_source, ConsumerError, JetStreamSource};
@@ -211,7 +212,18 @@ pub async fn run(
             let paced = mode == RunMode::Live;
             let source = source::open(&input, config.global.max_event_bytes, paced)?;
             let progress = show_progress(source.progress.clone());
-            let host = Host::build(config, Backend::Local).await?;
+            let backend = match config.global.kv_backend {
+                KvBackend::Memory => Backend::Local,
+                KvBackend::Jetstream => {
+                    let nats = &config.global.nats;
+                    let connection = connection::connect(nats).await?;
+                    let bucket = topology::ensure(&connection, nats).await?;
+                    let store =
+                        JetStreamStore::contexts_only(&connection, bucket, slice_ms, host_id());
+                    Backend::LocalWithKv(Box::new(store))
+                }
+            };
+            let host = Host::build(config, backend).await?;
             let finished = host.run(source, shutdown).await;
             drop(progress);
             finished

@@ -237,12 +237,12 @@ impl GlobalConfig {
         }
         // Checked here, not by serde, so the message names the field.
         if let Some(backend) = document.get("kv_backend").and_then(|v| v.as_str())
-            && backend != "memory"
+            && !["memory", "jetstream"].contains(&backend)
         {
             issues.push(ConfigIssue::new(
                 &origin,
                 "kv_backend",
-                format!("'{backend}' is not available in this build; use 'memory'"),
+                format!("'{backend}' is not a context store; use 'memory' or 'jetstream'"),
             ));
             document.remove("kv_backend");
         }

@@ -15,6 +15,8 @@ use crate::model::{JsonObject, Timestamp};
 pub enum KvBackend {
     /// In the host's memory, for as long as it runs.
     Memory,
+    /// In the `live_ctx` KV bucket on NATS (`nats:`), where it outlives the host.
+    Jetstream,
 }
 
 /// A context store failed, or another writer got there first.

@@ -75,6 +75,7 @@ pub fn commit_ports(
     let pending = Arc::new(Mutex::new(Pending::default()));
     let store = JetStreamStore {
         link: connection.link.clone(),
+        distributed: true,
         bucket,
         jetstream: jetstream.clone(),
         pending: pending.clone(),
@@ -92,6 +93,10 @@ pub fn commit_ports(
 /// Contexts in the `live_ctx` bucket, written with their outbox.
 pub struct JetStreamStore {
     bucket: kv::Store,
+    /// Distributed mode: an outbox with every commit, and streams resumed where they
+    /// were. Off for file input (`kv_backend: jetstream`), where only the contexts carry
+    /// over from run to run.
+    distributed: bool,
     /// Where health reads each stream's last committed slice.
     link: Arc<BrokerLink>,
     jetstream: async_nats::jetstream::Context,
@@ -131,6 +136,25 @@ fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
 }
 
 impl JetStreamStore {
+    /// The store of `kv_backend: jetstream` for a run over a file: contexts are loaded
+    /// from the bucket and committed to it, nothing else is.
+    pub fn contexts_only(
+        connection: &super::connection::Connection,
+        bucket: kv::Store,
+        slice_ms: u64,
+        host: String,
+    ) -> JetStreamStore {
+        JetStreamStore {
+            bucket,
+            distributed: false,
+            jetstream: connection.jetstream.clone(),
+            link: connection.link.clone(),
+            pending: Arc::default(),
+            slice_ms,
+            host,
+        }
+    }
+
     /// At a host's start: publishes what an earlier host committed in the outboxes of
     /// `streams` (all when empty) but had not published, the actions after the last one
     /// `live.<stream>.actions` holds. The message ids would drop a repeat within
@@ -301,6 +325,9 @@ impl ContextStore for JetStreamStore {
     }
 
     async fn resume(&self, stream: &str) -> Result<Option<Resume>, StoreError> {
+        if !self.distributed {
+            return Ok(None);
+        }
         Ok(self.value(stream).await?.map(|(value, _)| Resume {
             epoch0: value.epoch0,
             last_slice: value.last_slice,
@@ -309,7 +336,7 @@ impl ContextStore for JetStreamStore {
     }
 
     fn keeps_outbox(&self) -> bool {
-        true
+        self.distributed
     }
 }
 
