@@ -735,6 +735,14 @@ fn the_host_rides_out_a_nats_server_restart() {
         report["nats"]["committed"]["a"].as_i64().is_some(),
         "{report}"
     );
+    let table = Command::new(env!("CARGO_BIN_EXE_live-crew"))
+        .args(["status", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("nats connected (server 2."), "{table}");
+    assert!(table.contains("committed: a@"), "{table}");
     let (code, stderr) = stop(host);
     assert_eq!(code, 0, "{stderr}");
 }
@@ -777,6 +785,45 @@ fn wrong_credentials_are_a_startup_error_that_names_nats_authorization() {
         wait_for_topology(&jetstream::new(client)).await;
     });
     let (code, stderr) = stop(allowed);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn an_nkey_seed_logs_in_and_a_wrong_one_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = one_counter(root.path());
+    let user = nkeys::KeyPair::new_user();
+    let stranger = nkeys::KeyPair::new_user();
+    let config = root.path().join("nats.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "authorization {{ users = [ {{ nkey: {} }} ] }}\n",
+            user.public_key()
+        ),
+    )
+    .unwrap();
+    let server = NatsServer::start(&["-c", path(&config)]);
+    let refused = host(&server, &crews)
+        .env("LIVE_CREW_NATS_NKEY_SEED", stranger.seed().unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("NATS authorization failed"), "{stderr}");
+    let seed = user.seed().unwrap();
+    let admitted = host(&server, &crews)
+        .env("LIVE_CREW_NATS_NKEY_SEED", &seed)
+        .spawn()
+        .unwrap();
+    runtime().block_on(async {
+        let client = async_nats::ConnectOptions::with_nkey(seed.clone())
+            .connect(&server.url)
+            .await
+            .unwrap();
+        wait_for_topology(&jetstream::new(client)).await;
+    });
+    let (code, stderr) = stop(admitted);
     assert_eq!(code, 0, "{stderr}");
 }
 

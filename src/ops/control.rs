@@ -195,6 +195,30 @@ pub fn status_table(report: &serde_json::Value) -> String {
             "UNHEALTHY"
         }
     );
+    let nats = &report["nats"];
+    if nats.is_object() {
+        let committed: Vec<String> = nats["committed"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(stream, slice)| format!("{stream}@{slice}"))
+            .collect();
+        out += &format!(
+            "nats {} (server {}, {} reconnects); committed: {}\n",
+            if nats["connected"] == true {
+                "connected"
+            } else {
+                "DISCONNECTED"
+            },
+            nats["server_version"].as_str().unwrap_or("?"),
+            nats["reconnects"],
+            if committed.is_empty() {
+                "-".to_owned()
+            } else {
+                committed.join(", ")
+            }
+        );
+    }
     let rows: Vec<[String; 7]> = report["crews"]
         .as_array()
         .into_iter()
