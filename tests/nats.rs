@@ -747,6 +747,88 @@ fn the_host_rides_out_a_nats_server_restart() {
     assert_eq!(code, 0, "{stderr}");
 }
 
+/// A seeded loop over how a host dies (a crash point, or SIGKILL after a random delay)
+/// and how the events of two streams are spaced: a second host always finishes with
+/// every event in exactly one action and each stream's count in its context.
+#[test]
+fn seeded_crashes_at_random_points_and_timings_lose_nothing() {
+    const POINTS: [&str; 5] = [
+        "before_kv",
+        "after_kv",
+        "mid_publish",
+        "after_publish",
+        "after_ack",
+    ];
+    for seed in 1..=6u64 {
+        // A small LCG: the same seeds give the same runs.
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut next = |below: u64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) % below
+        };
+        let fault = (next(2) == 0).then(|| POINTS[next(5) as usize]);
+        let spacing = Duration::from_millis(5 + next(30));
+        let kill_after = Duration::from_millis(50 + next(400));
+        let label =
+            format!("seed {seed}: fault {fault:?}, spacing {spacing:?}, kill after {kill_after:?}");
+        let server = NatsServer::start(&[]);
+        let root = tempfile::tempdir().unwrap();
+        let crews = per_event_counter(root.path());
+        let mut first = host(&server, &crews);
+        if let Some(point) = fault {
+            first.env("LIVE_CREW_FAULT", point);
+        }
+        let mut first = first.spawn().unwrap();
+        let rt = runtime();
+        let js = rt.block_on(async {
+            let js = client(&server).await;
+            wait_for_topology(&js).await;
+            let started = Instant::now();
+            for n in 0..10 {
+                publish(&js, "a", n).await;
+                publish(&js, "b", n).await;
+                tokio::time::sleep(spacing).await;
+                if fault.is_none() && started.elapsed() >= kill_after {
+                    break;
+                }
+            }
+            js
+        });
+        if fault.is_none() {
+            first.kill().unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while first.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "{label}: the host did not crash");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        rt.block_on(async {
+            // The events the first host's run did not get to publish follow now.
+            let sent = read_all(&js, "LIVE_EVENTS").await.len() as u64 / 2;
+            for n in sent..20 {
+                publish(&js, "a", n).await;
+                publish(&js, "b", n).await;
+            }
+        });
+        let second = host(&server, &crews).spawn().unwrap();
+        rt.block_on(async {
+            wait_for_events(&js, "a", 20).await;
+            let actions = wait_for_events(&js, "b", 20).await;
+            for stream in ["a", "b"] {
+                assert_once(&actions, stream, 20);
+                let seen = &kv_value(&js, stream).await["ctx"]["seen"];
+                assert_eq!(seen, 20, "{label}: {stream}'s context");
+            }
+        });
+        let (code, stderr) = stop(second);
+        assert_eq!(code, 0, "{label}: {stderr}");
+    }
+}
+
 #[test]
 fn wrong_credentials_are_a_startup_error_that_names_nats_authorization() {
     let root = tempfile::tempdir().unwrap();

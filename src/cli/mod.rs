@@ -16,7 +16,7 @@ use crate::context::KvBackend;
 use crate::distributed::commit::{JetStreamStore, commit_ports};
 use crate::distributed::connection::{self, NatsError};
 use crate::distributed::leader::{self, LockError};
-use crate::distributed::source::{self as nats_source, ConsumerError, JetStreamSource};
+use crate::distributed::source::{ConsumerError, JetStreamSource};
 use crate::distributed::topology::{self, TopologyError};
 use crate::host::{
     Backend, Finished, Host, HostConfig, HostError, HostOptions, JetStreamPorts, RunMode,
@@ -240,10 +240,8 @@ pub async fn run(
             let failover = std::time::Duration::from_millis(nats.failover_ms);
             let lock = leader::acquire(&bucket, &host, failover).await?;
             let held = leader::renew(bucket.clone(), host.clone(), lock, failover);
-            let start = nats_source::committed_start(&bucket, &streams).await?;
             let max_event_bytes = config.global.max_event_bytes;
-            let source =
-                JetStreamSource::open(&connection, &streams, start, max_event_bytes).await?;
+            let source = JetStreamSource::open(&connection, &streams, max_event_bytes).await?;
             let (store, sink) = commit_ports(&connection, bucket, slice_ms, host);
             store
                 .finish_outboxes(&streams)

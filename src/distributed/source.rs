@@ -48,17 +48,16 @@ pub struct JetStreamSource {
 }
 
 impl JetStreamSource {
-    /// The consumer `sched` on the events of `streams` (all streams when empty),
-    /// delivering from `start_seq` on.
+    /// The consumer `sched` on the events of `streams` (all streams when empty).
     ///
-    /// The consumer is made anew at every start, from the oldest sequence a stream's
-    /// committed state does not cover yet (`committed_start`): the events an earlier host
-    /// received but did not commit come again at once, instead of after their ack wait,
-    /// and the scheduler skips those a stream has committed.
+    /// The consumer is made anew at every start, delivering from just after its old ack
+    /// floor: the events an earlier host received but did not acknowledge come again at
+    /// once, instead of after their ack wait. Acknowledgements only ever cover events
+    /// whose every effect is committed, so nothing below the floor is needed, and the
+    /// scheduler skips what a stream committed above it.
     pub async fn open(
         connection: &Connection,
         streams: &[String],
-        start_seq: u64,
         max_event_bytes: usize,
     ) -> Result<JetStreamSource, ConsumerError> {
         let error = |err: &dyn std::fmt::Display| ConsumerError {
@@ -69,7 +68,11 @@ impl JetStreamSource {
             .get_stream(EVENTS_STREAM)
             .await
             .map_err(|err| error(&err))?;
-        // Gone already is fine: this is the first start.
+        // No consumer yet: this is the first start, and every event is new.
+        let start_seq = match stream.consumer_info(SCHEDULER_CONSUMER).await {
+            Ok(info) => info.ack_floor.stream_sequence + 1,
+            Err(_) => 1,
+        };
         let _ = stream.delete_consumer(SCHEDULER_CONSUMER).await;
         let filter_subjects = if streams.is_empty() {
             vec!["live.*.events".to_owned()]
@@ -146,34 +149,6 @@ impl JetStreamSource {
             });
         Some(Delivery { seq, item })
     }
-}
-
-/// The first sequence of `LIVE_EVENTS` that a stream's committed state (`bucket`) does
-/// not cover, over the `streams` served (all when empty): where a restarted host starts.
-pub async fn committed_start(
-    bucket: &async_nats::jetstream::kv::Store,
-    streams: &[String],
-) -> Result<u64, ConsumerError> {
-    let error = |err: &dyn std::fmt::Display| ConsumerError {
-        reason: format!("reading the committed state: {err}"),
-    };
-    let mut keys = bucket.keys().await.map_err(|err| error(&err))?;
-    let mut start: Option<u64> = None;
-    while let Some(key) = keys.next().await {
-        let key = key.map_err(|err| error(&err))?;
-        // Keys with a '.' (the scheduler's lock) name no stream.
-        if key.contains('.') || (!streams.is_empty() && !streams.contains(&key)) {
-            continue;
-        }
-        let Some(entry) = bucket.get(&key).await.map_err(|err| error(&err))? else {
-            continue;
-        };
-        let value: super::commit::StreamValue =
-            serde_json::from_slice(&entry).map_err(|err| error(&err))?;
-        let next = value.events_through_seq + 1;
-        start = Some(start.map_or(next, |start| start.min(next)));
-    }
-    Ok(start.unwrap_or(1))
 }
 
 impl EventSource for JetStreamSource {
