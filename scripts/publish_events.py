@@ -17,6 +17,7 @@ import json
 import sys
 
 import nats
+import nats.js.errors
 
 
 def parse_ts(text: str) -> datetime.datetime:
@@ -28,6 +29,18 @@ async def publish(args: argparse.Namespace) -> int:
     lines = [line for line in source if line.strip() and not line.lstrip().startswith("#")]
     client = await nats.connect(args.nats)
     jetstream = client.jetstream()
+    # The host creates LIVE_EVENTS when it starts; a publisher started first waits.
+    for attempt in range(600):
+        try:
+            await jetstream.stream_info("LIVE_EVENTS")
+            break
+        except nats.js.errors.NotFoundError:
+            if attempt == 0:
+                print("waiting for live-crew to create the LIVE_EVENTS stream", file=sys.stderr)
+            await asyncio.sleep(0.1)
+    else:
+        print("no LIVE_EVENTS stream after 60 s: is `live-crew run --nats` running?", file=sys.stderr)
+        return 1
     first = None
     started = datetime.datetime.now(datetime.timezone.utc)
     for line in lines:
