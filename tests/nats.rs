@@ -205,12 +205,14 @@ fn chrono_now() -> String {
     live_crew::model::Timestamp::now().to_string()
 }
 
-/// Every message of a stream (subject filter), with its message id.
+/// Every message of a stream up to now, with its message id.
 async fn read_all(js: &jetstream::Context, stream: &str) -> Vec<(Option<String>, Value)> {
     let mut stream = js.get_stream(stream).await.unwrap();
-    let count = stream.info().await.unwrap().state.messages;
+    // One look at the stream: messages may go on arriving while these are read.
+    let state = stream.info().await.unwrap().state.clone();
+    let (count, last) = (state.messages, state.last_sequence);
     let mut messages = Vec::new();
-    for seq in 1..=stream.info().await.unwrap().state.last_sequence {
+    for seq in 1..=last {
         let Ok(message) = stream.get_raw_message(seq).await else {
             continue;
         };
