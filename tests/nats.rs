@@ -262,17 +262,73 @@ async fn kv_value(js: &jetstream::Context, stream: &str) -> Value {
     serde_json::from_slice(&entry).unwrap()
 }
 
-fn stop(host: Child) -> (i32, String) {
+/// A host process that is killed and reaped when dropped, so a failing test leaves no
+/// host behind. Its stderr is read on a thread, so a chatty host never blocks on it.
+struct Running {
+    child: Child,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Running {
+    fn start(command: &mut Command) -> Running {
+        let mut child = command.spawn().unwrap();
+        let stderr = child.stderr.take().map(|mut pipe| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+                text
+            })
+        });
+        Running { child, stderr }
+    }
+
+    /// Waits up to 15 s for the process to end by itself.
+    fn wait_exit(&mut self, what: &str) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{what}: the host did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// SIGTERM, then up to 15 s for the host to finish its slices: its exit code and stderr.
+fn stop(mut host: Running) -> (i32, String) {
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(host.id() as i32),
+        nix::unistd::Pid::from_raw(host.child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let output = host.wait_with_output().unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let status = host.wait_exit("stopping");
+    let stderr = host
+        .stderr
+        .take()
+        .map(|reader| reader.join().unwrap())
+        .unwrap_or_default();
+    (status.code().unwrap_or(-1), stderr)
+}
+
+/// Waits up to 20 s for the host on `socket` to answer `health` with 0.
+fn wait_healthy(socket: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while health(socket).0 != 0 {
+        assert!(Instant::now() < deadline, "the host never got healthy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Each event of `stream` is in exactly one action, every action id is unique.
@@ -301,7 +357,7 @@ fn two_streams_flow_through_nats_and_bad_messages_become_error_records() {
     let server = NatsServer::start(&[]);
     let root = tempfile::tempdir().unwrap();
     let crews = one_counter(root.path());
-    let host = host(&server, &crews).spawn().unwrap();
+    let host = Running::start(&mut host(&server, &crews));
     runtime().block_on(async {
         let js = client(&server).await;
         wait_for_topology(&js).await;
@@ -366,7 +422,7 @@ fn a_host_killed_mid_run_loses_nothing_and_publishes_nothing_twice() {
         root.path(),
         &[("fast", "a_tick", 0.0), ("slow", "b_tick", 0.3)],
     );
-    let first = host(&server, &crews).spawn().unwrap();
+    let first = Running::start(&mut host(&server, &crews));
     let rt = runtime();
     let js = rt.block_on(async {
         let js = client(&server).await;
@@ -381,15 +437,14 @@ fn a_host_killed_mid_run_loses_nothing_and_publishes_nothing_twice() {
         js
     });
     let mut first = first;
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.kill();
     rt.block_on(async {
         for n in 15..30 {
             publish(&js, "a", n).await;
             publish(&js, "b", n).await;
         }
     });
-    let second = host(&server, &crews).spawn().unwrap();
+    let second = Running::start(&mut host(&server, &crews));
     rt.block_on(async {
         wait_for_events(&js, "a", 30).await;
         let actions = wait_for_events(&js, "b", 30).await;
@@ -418,10 +473,7 @@ fn a_crash_at_each_point_of_the_commit_sequence_loses_nothing() {
         let server = NatsServer::start(&[]);
         let root = tempfile::tempdir().unwrap();
         let crews = per_event_counter(root.path());
-        let mut crashing = host(&server, &crews)
-            .env("LIVE_CREW_FAULT", point)
-            .spawn()
-            .unwrap();
+        let mut crashing = Running::start(host(&server, &crews).env("LIVE_CREW_FAULT", point));
         let rt = runtime();
         let js = rt.block_on(async {
             let js = client(&server).await;
@@ -433,21 +485,14 @@ fn a_crash_at_each_point_of_the_commit_sequence_loses_nothing() {
             }
             js
         });
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let status = loop {
-            if let Some(status) = crashing.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "{point}: the host did not crash");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = crashing.wait_exit(point);
         assert!(!status.success(), "{point}: {status:?}");
         rt.block_on(async {
             for n in 6..12 {
                 publish(&js, "a", n).await;
             }
         });
-        let second = host(&server, &crews).spawn().unwrap();
+        let second = Running::start(&mut host(&server, &crews));
         rt.block_on(async {
             let actions = wait_for_events(&js, "a", 12).await;
             assert_once(&actions, "a", 12);
@@ -466,11 +511,11 @@ fn a_restart_past_the_duplicate_window_publishes_only_what_was_missing() {
     let server = NatsServer::start(&[]);
     let root = tempfile::tempdir().unwrap();
     let crews = per_event_counter(root.path());
-    let mut crashing = host(&server, &crews)
-        .env("LIVE_CREW_NATS_DUPLICATE_WINDOW_S", "1")
-        .env("LIVE_CREW_FAULT", "mid_publish")
-        .spawn()
-        .unwrap();
+    let mut crashing = Running::start(
+        host(&server, &crews)
+            .env("LIVE_CREW_NATS_DUPLICATE_WINDOW_S", "1")
+            .env("LIVE_CREW_FAULT", "mid_publish"),
+    );
     let rt = runtime();
     let js = rt.block_on(async {
         let js = client(&server).await;
@@ -480,7 +525,8 @@ fn a_restart_past_the_duplicate_window_publishes_only_what_was_missing() {
         }
         js
     });
-    assert!(!crashing.wait().unwrap().success(), "crashed mid-publish");
+    let status = crashing.wait_exit("mid_publish");
+    assert!(!status.success(), "crashed mid-publish");
     let published = rt.block_on(read_all(&js, "LIVE_ACTIONS")).len();
     assert_eq!(
         published, 1,
@@ -489,11 +535,11 @@ fn a_restart_past_the_duplicate_window_publishes_only_what_was_missing() {
     // Past the window, JetStream would no longer drop a repeated id.
     std::thread::sleep(Duration::from_millis(2500));
     let socket = root.path().join("control.sock");
-    let second = host(&server, &crews)
-        .env("LIVE_CREW_NATS_DUPLICATE_WINDOW_S", "1")
-        .env("LIVE_CREW_CONTROL_SOCKET", &socket)
-        .spawn()
-        .unwrap();
+    let second = Running::start(
+        host(&server, &crews)
+            .env("LIVE_CREW_NATS_DUPLICATE_WINDOW_S", "1")
+            .env("LIVE_CREW_CONTROL_SOCKET", &socket),
+    );
     // No new events come: the host finishes the outbox at its start.
     rt.block_on(async {
         let actions = wait_for_events(&js, "a", 4).await;
@@ -517,7 +563,7 @@ fn a_standby_waits_and_takes_over_within_failover_ms() {
     let server = NatsServer::start(&[]);
     let root = tempfile::tempdir().unwrap();
     let crews = one_counter(root.path());
-    let mut active = host(&server, &crews).spawn().unwrap();
+    let mut active = Running::start(&mut host(&server, &crews));
     let rt = runtime();
     let js = rt.block_on(async {
         let js = client(&server).await;
@@ -528,19 +574,18 @@ fn a_standby_waits_and_takes_over_within_failover_ms() {
         wait_for_events(&js, "a", 5).await;
         js
     });
-    let standby = host(&server, &crews)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let standby = Running::start(
+        host(&server, &crews)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
     rt.block_on(async {
         for n in 5..10 {
             publish(&js, "a", n).await;
         }
         wait_for_events(&js, "a", 10).await;
     });
-    active.kill().unwrap();
-    active.wait().unwrap();
+    active.kill();
     let killed = Instant::now();
     rt.block_on(async {
         for n in 10..15 {
@@ -592,14 +637,11 @@ fn with_create_false_a_missing_topology_is_reported_not_made() {
         );
     });
     // Once a host has set it up, checking finds nothing to report.
-    let creating = host(&server, &crews).spawn().unwrap();
+    let creating = Running::start(&mut host(&server, &crews));
     runtime().block_on(async { wait_for_topology(&client(&server).await).await });
     let (code, stderr) = stop(creating);
     assert_eq!(code, 0, "{stderr}");
-    let checking = host(&server, &crews)
-        .env("LIVE_CREW_NATS_CREATE", "false")
-        .spawn()
-        .unwrap();
+    let checking = Running::start(host(&server, &crews).env("LIVE_CREW_NATS_CREATE", "false"));
     std::thread::sleep(Duration::from_millis(500));
     let (code, stderr) = stop(checking);
     assert_eq!(code, 0, "{stderr}");
@@ -681,10 +723,7 @@ fn the_host_rides_out_a_nats_server_restart() {
     let root = tempfile::tempdir().unwrap();
     let crews = one_counter(root.path());
     let socket = root.path().join("control.sock");
-    let host = host(&server, &crews)
-        .env("LIVE_CREW_CONTROL_SOCKET", &socket)
-        .spawn()
-        .unwrap();
+    let host = Running::start(host(&server, &crews).env("LIVE_CREW_CONTROL_SOCKET", &socket));
     let rt = runtime();
     rt.block_on(async {
         let js = client(&server).await;
@@ -694,11 +733,7 @@ fn the_host_rides_out_a_nats_server_restart() {
         }
         wait_for_events(&js, "a", 5).await;
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while health(&socket).0 != 0 {
-        assert!(Instant::now() < deadline, "the host never got healthy");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_healthy(&socket);
     server.kill();
     let (code, report) = health(&socket);
     let disconnected = Instant::now() + Duration::from_secs(10);
@@ -784,7 +819,7 @@ fn seeded_crashes_at_random_points_and_timings_lose_nothing() {
         if let Some(point) = fault {
             first.env("LIVE_CREW_FAULT", point);
         }
-        let mut first = first.spawn().unwrap();
+        let mut first = Running::start(&mut first);
         let rt = runtime();
         let js = rt.block_on(async {
             let js = client(&server).await;
@@ -801,13 +836,9 @@ fn seeded_crashes_at_random_points_and_timings_lose_nothing() {
             js
         });
         if fault.is_none() {
-            first.kill().unwrap();
+            first.kill();
         }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while first.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "{label}: the host did not crash");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        first.wait_exit(&label);
         rt.block_on(async {
             // The events the first host's run did not get to publish follow now.
             let sent = read_all(&js, "LIVE_EVENTS").await.len() as u64 / 2;
@@ -816,7 +847,7 @@ fn seeded_crashes_at_random_points_and_timings_lose_nothing() {
                 publish(&js, "b", n).await;
             }
         });
-        let second = host(&server, &crews).spawn().unwrap();
+        let second = Running::start(&mut host(&server, &crews));
         rt.block_on(async {
             wait_for_events(&js, "a", 20).await;
             let actions = wait_for_events(&js, "b", 20).await;
@@ -855,11 +886,11 @@ fn wrong_credentials_are_a_startup_error_that_names_nats_authorization() {
         .unwrap();
     assert_eq!(denied.status.code(), Some(2));
     // The right password gets in: the host sets up the streams.
-    let allowed = host(&users, &crews)
-        .env("LIVE_CREW_NATS_USER", "alice")
-        .env("LIVE_CREW_NATS_PASSWORD", "s3cret")
-        .spawn()
-        .unwrap();
+    let allowed = Running::start(
+        host(&users, &crews)
+            .env("LIVE_CREW_NATS_USER", "alice")
+            .env("LIVE_CREW_NATS_PASSWORD", "s3cret"),
+    );
     runtime().block_on(async {
         let client =
             async_nats::ConnectOptions::with_user_and_password("alice".into(), "s3cret".into())
@@ -896,10 +927,7 @@ fn an_nkey_seed_logs_in_and_a_wrong_one_is_refused() {
     assert_eq!(refused.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("NATS authorization failed"), "{stderr}");
     let seed = user.seed().unwrap();
-    let admitted = host(&server, &crews)
-        .env("LIVE_CREW_NATS_NKEY_SEED", &seed)
-        .spawn()
-        .unwrap();
+    let admitted = Running::start(host(&server, &crews).env("LIVE_CREW_NATS_NKEY_SEED", &seed));
     runtime().block_on(async {
         let client = async_nats::ConnectOptions::with_nkey(seed.clone())
             .connect(&server.url)
@@ -968,11 +996,11 @@ fn tls_and_mutual_tls_with_the_configured_certificates() {
     ];
     // TLS: the host trusts the CA and insists on TLS.
     let server = NatsServer::start(&tls);
-    let trusting = host(&server, &crews)
-        .env("LIVE_CREW_NATS_TLS_CA", &certs.ca)
-        .env("LIVE_CREW_NATS_REQUIRE_TLS", "true")
-        .spawn()
-        .unwrap();
+    let trusting = Running::start(
+        host(&server, &crews)
+            .env("LIVE_CREW_NATS_TLS_CA", &certs.ca)
+            .env("LIVE_CREW_NATS_REQUIRE_TLS", "true"),
+    );
     let client = |certs: &Certificates, url: &str, mutual: bool| {
         let mut options = async_nats::ConnectOptions::new()
             .add_root_certificates(certs.ca.clone())
@@ -1004,12 +1032,12 @@ fn tls_and_mutual_tls_with_the_configured_certificates() {
         .output()
         .unwrap();
     assert_eq!(without_certificate.status.code(), Some(2));
-    let with_certificate = host(&server, &crews)
-        .env("LIVE_CREW_NATS_TLS_CA", &certs.ca)
-        .env("LIVE_CREW_NATS_TLS_CERT", &certs.client.0)
-        .env("LIVE_CREW_NATS_TLS_KEY", &certs.client.1)
-        .spawn()
-        .unwrap();
+    let with_certificate = Running::start(
+        host(&server, &crews)
+            .env("LIVE_CREW_NATS_TLS_CA", &certs.ca)
+            .env("LIVE_CREW_NATS_TLS_CERT", &certs.client.0)
+            .env("LIVE_CREW_NATS_TLS_KEY", &certs.client.1),
+    );
     runtime().block_on(async {
         let js = client(&certs, &server.url, true).await;
         wait_for_topology(&js).await;
