@@ -21,7 +21,7 @@ use super::fault::{self, crash_point};
 use super::topology::{ACTIONS_STREAM, actions_subject, errors_subject};
 use crate::context::{ContextStore, Resume, StoreError, StreamCommit};
 use crate::model::{Action, ActionId, JsonObject, Timestamp};
-use crate::ops::health::BrokerLink;
+use crate::ops::health::{BrokerLink, lock};
 use crate::sink::{ActionSink, ErrorRecord, OutputError, SinkError};
 
 /// The KV value of one stream.
@@ -127,12 +127,6 @@ impl JetStreamStore {
             .map_err(|err| backend(format!("the stored value is not live-crew's: {err}")))?;
         Ok(Some((value, entry.revision)))
     }
-}
-
-fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
-    pending
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl JetStreamStore {
@@ -309,9 +303,10 @@ impl ContextStore for JetStreamStore {
         let revision = match written {
             Ok(revision) => revision,
             // A retry after a write whose answer was lost finds its own value there.
-            Err(StoreError::Taken { .. }) if self.holds(stream, &bytes).await.is_some() => {
-                self.holds(stream, &bytes).await.unwrap_or_default()
-            }
+            Err(err @ StoreError::Taken { .. }) => match self.holds(stream, &bytes).await {
+                Some(revision) => revision,
+                None => return Err(err),
+            },
             Err(err) => return Err(err),
         };
         crash_point("after_kv");

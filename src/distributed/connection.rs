@@ -142,10 +142,7 @@ pub async fn connect(settings: &NatsSettings) -> Result<Connection, NatsError> {
         })?;
     link.connected.store(true, Ordering::Relaxed);
     let server_version = client.server_info().version;
-    *link
-        .server_version
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner()) = server_version.clone();
+    *crate::ops::health::lock(&link.server_version) = server_version.clone();
     match parse_version(&server_version) {
         Some(version) if version < OLDEST_SERVER => {
             return Err(NatsError::ServerTooOld {

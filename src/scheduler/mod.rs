@@ -345,16 +345,7 @@ where
         }
         Ok(Settled::Going)
     }
-}
 
-impl<P, S, Src, K, C> Shell<'_, P, S, Src, K, C>
-where
-    P: CrewPool,
-    S: ContextStore,
-    Src: EventSource,
-    K: ActionSink,
-    C: SliceClock,
-{
     /// Hands the store the streams' states the core released: those whose context
     /// changed, or all of them for a store that keeps an outbox.
     async fn store_writes(&mut self) -> Result<(), RunError> {
