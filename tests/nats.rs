@@ -1047,3 +1047,40 @@ fn tls_and_mutual_tls_with_the_configured_certificates() {
     let (code, stderr) = stop(with_certificate);
     assert_eq!(code, 0, "{stderr}");
 }
+
+/// Bad NATS arguments are usage errors that say what is wrong, before anything runs.
+#[test]
+fn a_stream_id_that_breaks_a_subject_and_a_server_that_is_not_there_are_named() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = one_counter(root.path());
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_live-crew"))
+            .args(["run", "--crews"])
+            .arg(&crews)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let (code, stderr) = run(&["--nats", &url, "--stream", "match.1"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--stream: stream_id 'match.1' may only contain"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(&["--nats", &url]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot connect to NATS at {url}")),
+        "{stderr}"
+    );
+}
