@@ -74,6 +74,7 @@ pub struct Metrics {
     late_events: Counter,
     events_overflowed: Counter,
     slice_close_delay: Histogram,
+    commit: Histogram,
 }
 
 impl fmt::Debug for Metrics {
@@ -161,6 +162,14 @@ impl Metrics {
             "Live mode: how long after its due wall-clock time a slice was closed",
             slice_close_delay.clone(),
         );
+        let commit = fine_histogram();
+        registry.register(
+            "commit_seconds",
+            "Live and distributed runs: one step's commit sequence, from storing the \
+             contexts through making the actions durable to acknowledging the input \
+             (with NATS: the KV write, every action's publish acknowledged, the AckAll)",
+            commit.clone(),
+        );
         if let Some(crews) = crews {
             registry.register_collector(Box::new(CrewCollector(crews)));
         }
@@ -177,6 +186,7 @@ impl Metrics {
             late_events,
             events_overflowed,
             slice_close_delay,
+            commit,
         }
     }
 
@@ -239,6 +249,10 @@ impl Metrics {
 
     pub fn slice_closed_after(&self, delay: Duration) {
         self.slice_close_delay.observe(delay.as_secs_f64());
+    }
+
+    pub fn committed_in(&self, took: Duration) {
+        self.commit.observe(took.as_secs_f64());
     }
 
     /// The OpenMetrics text of every metric.

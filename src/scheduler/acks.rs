@@ -63,6 +63,15 @@ impl Holds {
         }
     }
 
+    /// `stream` holds nothing any more, now or later.
+    pub(super) fn release_all(&mut self, stream: usize) {
+        if let Some(slices) = self.by_slice.get_mut(stream) {
+            for (slice, seq) in std::mem::take(slices) {
+                self.held.remove(&(seq, stream, slice));
+            }
+        }
+    }
+
     /// Every delivery of `stream` up to this one is durable: the one below its oldest
     /// held delivery, else the newest it got.
     pub(super) fn stream_done_through(&self, stream: usize) -> u64 {

@@ -203,6 +203,7 @@ impl Core {
             emitted_until: first,
             collected_below: first,
             last_closed: first - 1,
+            given_up: false,
         });
         self.metrics.stream_opened(&name);
         self.stream_ids.insert(name, id);
@@ -219,6 +220,10 @@ impl Core {
         close_on_input: bool,
         dirty: &mut BTreeSet<usize>,
     ) {
+        if self.streams[stream].given_up {
+            self.skip(stream, seq);
+            return;
+        }
         self.summary.events += 1;
         self.metrics.event(stream);
         let mut out = Vec::new();
@@ -283,6 +288,9 @@ impl Core {
                 overflowed,
                 ..
             } => {
+                if self.streams[stream].given_up {
+                    return;
+                }
                 for (slice, count) in overflowed {
                     self.report_overflow(stream, epoch0, slice, count);
                 }
@@ -361,6 +369,9 @@ impl Core {
 
     /// Moves lanes as far as they go, commits what is final, and sends ready calls.
     pub(super) fn pump(&mut self, stream: usize, now: Instant) {
+        if self.streams[stream].given_up {
+            return;
+        }
         loop {
             let mut progress = false;
             for crew in 0..self.plans.len() {
@@ -680,7 +691,19 @@ impl Core {
         stats.calls += 1;
         stats.durations_us.push(elapsed.as_micros() as u64);
         self.in_flight[crew] -= 1;
+        let mut dirty = vec![stream];
+        if plan.backlog == BacklogPolicy::Latest {
+            // The crew is free: its queued runs in other streams may go.
+            dirty.extend((0..self.streams.len()).filter(|&s| {
+                let other = &self.streams[s];
+                s != stream && !other.given_up && !other.lanes[crew].queued.is_empty()
+            }));
+        }
         let state = &mut self.streams[stream];
+        if state.given_up {
+            // Its outcome goes nowhere: another host runs this slice.
+            return dirty;
+        }
         let result = outcome.map(|output| {
             let actions: Vec<SharedAction> = output
                 .actions
@@ -710,15 +733,43 @@ impl Core {
                 self.out.records.push(records::call_failed(at, failure));
             }
         }
-        let mut dirty = vec![stream];
-        if plan.backlog == BacklogPolicy::Latest {
-            // The crew is free: its queued runs in other streams may go.
-            dirty.extend(
-                (0..self.streams.len())
-                    .filter(|&s| s != stream && !self.streams[s].lanes[crew].queued.is_empty()),
-            );
-        }
         dirty
+    }
+
+    /// Whether another host serves `stream` now.
+    pub(super) fn given_up(&self, stream: usize) -> bool {
+        self.streams[stream].given_up
+    }
+
+    /// Another host committed `stream` (`why` says how this one found out): this host
+    /// stops serving it. Its calls in flight finish unseen, nothing more of it is
+    /// emitted or stored, and its later deliveries only count as done, so they do not
+    /// hold back the other streams' acknowledgements. Returns the record saying so.
+    pub(super) fn give_up(&mut self, stream: usize, last_slice: i64, why: &str) -> ErrorRecord {
+        let state = &mut self.streams[stream];
+        state.given_up = true;
+        state.slices.clear();
+        for lane in &mut state.lanes {
+            lane.bundle = None;
+            lane.pending_events.clear();
+            lane.pending_since = None;
+            lane.runs.clear();
+            lane.unfinished.clear();
+            lane.queued.clear();
+            lane.holding.clear();
+        }
+        self.close_log.retain(|&(s, _)| s != stream);
+        self.deadlines.retain(|&(_, s, _)| s != stream);
+        if let Some(holds) = &mut self.holds {
+            holds.release_all(stream);
+        }
+        let at = At {
+            stream: &self.streams[stream].name,
+            slice: last_slice,
+            crew: None,
+            ts: self.slice_end(stream, last_slice),
+        };
+        records::stream_taken(at, why)
     }
 
     /// Hands the actions of finished slices to `push`, following the order the input
@@ -802,6 +853,9 @@ impl Core {
     pub(super) fn drop_waiting_bundles(&mut self) -> Vec<usize> {
         let mut dirty = Vec::new();
         for stream in 0..self.streams.len() {
+            if self.streams[stream].given_up {
+                continue;
+            }
             for crew in 0..self.plans.len() {
                 let lane = &mut self.streams[stream].lanes[crew];
                 let Some(bundle) = lane.bundle.take() else {

@@ -9,7 +9,8 @@
 //! acknowledgements, else in large chunks), then the committed contexts of the slices
 //! whose actions are written go to the store, and only then is the source acknowledged
 //! through the oldest delivery a slice still holds. A sink or store that fails stops the
-//! run before anything after it happens. `docs/DESIGN.md` explains the choices where SPEC
+//! run before anything after it happens; a store that finds another host committed a
+//! stream first stops only that stream. `docs/DESIGN.md` explains the choices where SPEC
 //! is silent.
 
 mod acks;
@@ -36,7 +37,7 @@ use crate::context::{ContextStore, StoreError, StreamCommit};
 use crate::model::{SharedEvent, Timestamp};
 use crate::ops::metrics::Metrics;
 use crate::pool::CrewPool;
-use crate::sink::{ActionSink, ErrorSink, OutputError, RunSummary, SinkError};
+use crate::sink::{ActionSink, ErrorRecord, ErrorSink, OutputError, RunSummary, SinkError};
 use crate::source::{Delivery, EventSource, SourceError};
 use clock::SliceClock;
 
@@ -96,7 +97,7 @@ where
         global,
         clock.reorder_slices(),
         replay_from,
-        metrics,
+        metrics.clone(),
         source.wants_acks(),
     );
     let mut shell = Shell {
@@ -110,6 +111,7 @@ where
         errors,
         revisions: Vec::new(),
         committed_through: Vec::new(),
+        metrics: metrics.clone(),
         calls: JoinSet::new(),
         acked: 0,
     };
@@ -145,6 +147,7 @@ struct Shell<'a, P, S, Src, K, C> {
     revisions: Vec<u64>,
     /// Per stream: deliveries up to this sequence were committed by an earlier host.
     committed_through: Vec<u64>,
+    metrics: Arc<Metrics>,
     calls: JoinSet<Completion>,
     /// Outputs are made durable after every step, not only when a chunk is full.
     durable_each_step: bool,
@@ -308,12 +311,13 @@ where
     /// Carries out the rest of the core's outbox, in the commit order (module docs).
     async fn settle(&mut self) -> Result<Settled, RunError> {
         for record in std::mem::take(&mut self.core.out.records) {
-            self.actions.push_error(&record);
-            self.errors.report(record)?;
+            self.report(record)?;
         }
         for (crew, failure) in std::mem::take(&mut self.core.out.failures) {
             self.pool.count_failure(self.core.crew_name(crew), failure);
         }
+        let commit_started =
+            (self.durable_each_step && !self.core.out.writes.is_empty()).then(Instant::now);
         // A store that keeps the actions with the context commits first: the actions are
         // durable in it, and the sink publishes them after. Otherwise the sink makes them
         // durable first, and only then is the context they lead to stored.
@@ -343,6 +347,9 @@ where
                 self.acked = through;
             }
         }
+        if let Some(started) = commit_started {
+            self.metrics.committed_in(started.elapsed());
+        }
         Ok(Settled::Going)
     }
 
@@ -361,10 +368,31 @@ where
                 last_slice: write.last_slice,
                 events_through: write.events_through,
             };
+            if self.core.given_up(stream) {
+                continue;
+            }
             let name = self.core.stream_name(stream);
             let revision = self.revisions[stream];
-            self.revisions[stream] = self.store.commit(name, revision, commit).await?;
+            match self.store.commit(name, revision, commit).await {
+                Ok(revision) => self.revisions[stream] = revision,
+                Err(taken @ StoreError::Taken { .. }) => {
+                    // Another host serves the stream now; the others go on here.
+                    tracing::error!("{taken}");
+                    let record = self
+                        .core
+                        .give_up(stream, write.last_slice, &taken.to_string());
+                    self.report(record)?;
+                }
+                Err(err) => return Err(err.into()),
+            }
         }
+        Ok(())
+    }
+
+    /// An error record to the error output, and to the sink if it carries them.
+    fn report(&mut self, record: ErrorRecord) -> Result<(), RunError> {
+        self.actions.push_error(&record);
+        self.errors.report(record)?;
         Ok(())
     }
 }

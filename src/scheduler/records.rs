@@ -143,3 +143,8 @@ pub(super) fn patch_rejected(at: At<'_>, error: &PatchError) -> ErrorRecord {
         format!("{error}; the patch was rejected"),
     )
 }
+
+/// Another host committed the stream first; `why` is the store's account of it.
+pub(super) fn stream_taken(at: At<'_>, why: &str) -> ErrorRecord {
+    record(at, "stream_taken", why.to_owned())
+}

@@ -34,6 +34,8 @@ pub(super) struct StreamState {
     pub(super) emitted_until: i64,
     /// Below this, history has been dropped.
     pub(super) collected_below: i64,
+    /// Another host serves this stream now: nothing of it runs, is written or is stored.
+    pub(super) given_up: bool,
 }
 
 impl StreamState {

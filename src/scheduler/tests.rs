@@ -1350,6 +1350,101 @@ mod acknowledgements {
         assert_eq!(sink.log.lock().unwrap().durable, 1);
     }
 
+    /// A shared store in which another host took stream `b` before this one's first
+    /// commit of it.
+    #[derive(Default)]
+    struct TakenStream(MemoryStore);
+
+    impl ContextStore for TakenStream {
+        async fn load(&self, stream: &str) -> Result<(JsonObject, u64), StoreError> {
+            self.0.load(stream).await
+        }
+
+        async fn commit(
+            &self,
+            stream: &str,
+            expected: u64,
+            commit: StreamCommit<'_>,
+        ) -> Result<u64, StoreError> {
+            if stream == "b" {
+                return Err(StoreError::Taken {
+                    stream: stream.to_owned(),
+                    expected,
+                });
+            }
+            self.0.commit(stream, expected, commit).await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_another_host_took_stops_here_and_the_others_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        write_crew(dir.path(), "a", ANY);
+        let global = GlobalConfig::default();
+        let crews = Crews::load(dir.path(), &global).unwrap();
+        let pool = FakePool::new(&[("a", counter(10))]);
+        let (input, source) = MemorySource::new(2);
+        let acks = source.acks.clone();
+        let sink = MemorySink::default();
+        let errors = SharedBuf::default();
+        let store = TakenStream::default();
+        let ports = Ports {
+            pool: &pool,
+            store: &store,
+            source,
+            actions: sink.clone(),
+            clock: EventTime { reorder_slices: 0 },
+            errors: ErrorSink::new(Some((Box::new(errors.clone()), "<test>".into()))),
+            metrics: Arc::new(Metrics::new(global.context_max_bytes, None)),
+        };
+        let events = |ms: i64| {
+            vec![
+                Ok(Arc::new(ev("a", ms, "x"))),
+                Ok(Arc::new(ev("b", ms, "x"))),
+            ]
+        };
+        let feeding = async {
+            input.send([events(0), events(600)].concat()).await;
+            // Slice 0 of both streams runs and commits; `b`'s commit finds it taken.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            input.send([events(1200), events(1800)].concat()).await;
+            drop(input);
+        };
+        let (summary, ()) = tokio::join!(
+            run(&crews, &global, ports, None, std::future::pending()),
+            feeding
+        );
+        let summary = summary.unwrap();
+        let records = errors.lines();
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0]["reason"], "stream_taken");
+        assert_eq!(records[0]["stream_id"], "b");
+        assert_eq!(records[0]["slice"], 0);
+        assert_eq!(summary.run_errors(), 1);
+        let runs: Vec<(String, i64)> = pool
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| (r.stream.clone(), r.slice))
+            .collect();
+        let of = |stream: &str| -> Vec<i64> {
+            let mut slices: Vec<i64> = runs
+                .iter()
+                .filter(|(s, _)| s == stream)
+                .map(|&(_, slice)| slice)
+                .collect();
+            slices.sort();
+            slices
+        };
+        assert_eq!(of("a"), [0, 1, 2, 3], "stream a runs to its end");
+        assert_eq!(of("b"), [0], "stream b stops at the commit it lost");
+        let (context, _) = store.0.load("a").await.unwrap();
+        assert_eq!(Value::Object(context), json!({"n": 4}));
+        // `b`'s later events do not hold back the acknowledgement of `a`'s.
+        assert_eq!(acks.lock().unwrap().last(), Some(&8));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_slow_call_holds_the_ack_of_the_events_it_took() {
         let out = run_acked(
