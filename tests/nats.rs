@@ -331,6 +331,22 @@ fn wait_healthy(socket: &Path) {
     }
 }
 
+/// Waits up to 20 s for the host on `socket` to be healthy in `role`; its report.
+fn wait_for_role(socket: &Path, role: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, report) = health(socket);
+        if code == 0 && report["nats"]["role"] == role {
+            return report;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never healthy as {role}: {report}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Each event of `stream` is in exactly one action, every action id is unique.
 fn assert_once(actions: &[(Option<String>, Value)], stream: &str, n: u64) {
     let mut ids = BTreeSet::new();
@@ -563,7 +579,9 @@ fn a_standby_waits_and_takes_over_within_failover_ms() {
     let server = NatsServer::start(&[]);
     let root = tempfile::tempdir().unwrap();
     let crews = one_counter(root.path());
-    let mut active = Running::start(&mut host(&server, &crews));
+    let (active_socket, standby_socket) = (root.path().join("a.sock"), root.path().join("b.sock"));
+    let mut active =
+        Running::start(host(&server, &crews).env("LIVE_CREW_CONTROL_SOCKET", &active_socket));
     let rt = runtime();
     let js = rt.block_on(async {
         let js = client(&server).await;
@@ -574,11 +592,16 @@ fn a_standby_waits_and_takes_over_within_failover_ms() {
         wait_for_events(&js, "a", 5).await;
         js
     });
-    let standby = Running::start(
-        host(&server, &crews)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
+    let standby =
+        Running::start(host(&server, &crews).env("LIVE_CREW_CONTROL_SOCKET", &standby_socket));
+    // The standby's crews are up and it says whom it waits for.
+    let report = wait_for_role(&standby_socket, "standby");
+    let active_name = report["nats"]["active_host"].as_str().unwrap_or_default();
+    assert!(
+        active_name.ends_with(&format!("-{}", active.child.id())),
+        "{report}"
     );
+    assert_eq!(health(&active_socket).1["nats"]["role"], "active");
     rt.block_on(async {
         for n in 5..10 {
             publish(&js, "a", n).await;
@@ -605,10 +628,48 @@ fn a_standby_waits_and_takes_over_within_failover_ms() {
             "the context carried over"
         );
     });
+    let (code, report) = health(&standby_socket);
+    assert_eq!(
+        (code, &report["nats"]["role"]),
+        (0, &serde_json::json!("active")),
+        "{report}"
+    );
     let (code, stderr) = stop(standby);
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("waiting as a standby"), "{stderr}");
     assert!(stderr.contains("taking over"), "{stderr}");
+}
+
+#[test]
+fn a_waiting_standby_stops_cleanly_on_sigterm() {
+    let server = NatsServer::start(&[]);
+    let root = tempfile::tempdir().unwrap();
+    let crews = one_counter(root.path());
+    let standby_socket = root.path().join("b.sock");
+    let _active = Running::start(
+        host(&server, &crews).env("LIVE_CREW_CONTROL_SOCKET", root.path().join("a.sock")),
+    );
+    runtime().block_on(async {
+        let js = client(&server).await;
+        wait_for_topology(&js).await;
+        publish(&js, "a", 0).await;
+        wait_for_events(&js, "a", 1).await;
+    });
+    let standby =
+        Running::start(host(&server, &crews).env("LIVE_CREW_CONTROL_SOCKET", &standby_socket));
+    wait_for_role(&standby_socket, "standby");
+    let asked = Instant::now();
+    let (code, stderr) = stop(standby);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("stopped while waiting as a standby"),
+        "{stderr}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
 }
 
 #[test]
@@ -778,7 +839,10 @@ fn the_host_rides_out_a_nats_server_restart() {
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&table.stdout);
-    assert!(table.contains("nats connected (server 2."), "{table}");
+    assert!(
+        table.contains("nats connected, active (server 2."),
+        "{table}"
+    );
     assert!(table.contains("committed: a@"), "{table}");
     let (code, stderr) = stop(host);
     assert_eq!(code, 0, "{stderr}");

@@ -7,6 +7,8 @@ pub mod scaffold;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use args::{BatchArgs, Command, ConfigArgs, NewCrewArgs, ReplayArgs, RunArgs, SocketArgs};
 use expect::ExpectError;
@@ -28,7 +30,7 @@ use crate::ops::shutdown::{HardStop, Shutdown};
 use crate::ops::{control, health};
 use crate::scheduler::RunError;
 use crate::sink::RunSummary;
-use crate::source::{self, InputArg, OpenError};
+use crate::source::{self, InputArg, MemorySource, OpenError};
 
 /// How a command ended when it did not fail outright.
 pub enum Status {
@@ -236,25 +238,40 @@ pub async fn run(
             let nats = &config.global.nats;
             let connection = connection::connect(nats).await?;
             let bucket = topology::ensure(&connection, nats).await?;
-            let host = host_id();
+            let name = host_id();
             let failover = std::time::Duration::from_millis(nats.failover_ms);
-            let lock = leader::acquire(&bucket, &host, failover).await?;
-            let held = leader::renew(bucket.clone(), host.clone(), lock, failover);
             let max_event_bytes = config.global.max_event_bytes;
-            let source = JetStreamSource::open(&connection, &streams, max_event_bytes).await?;
-            let (store, sink) = commit_ports(&connection, bucket, slice_ms, host);
-            store
-                .finish_outboxes(&streams)
-                .await
-                .map_err(RunError::from)?;
+            let (store, sink) = commit_ports(&connection, bucket.clone(), slice_ms, name.clone());
+            let outboxes = store.clone();
+            let caught_up = Arc::new(AtomicBool::new(false));
             let backend = Backend::JetStream(Box::new(JetStreamPorts {
                 store,
                 sink,
-                caught_up: source.caught_up(),
+                caught_up: caught_up.clone(),
                 link: connection.link.clone(),
                 client: connection.client.clone(),
             }));
+            // Crews start and `health` answers while the host waits as a standby, so a
+            // takeover does not wait for them.
             let host = Host::build(config, backend).await?;
+            let link = &connection.link;
+            let lock = tokio::select! {
+                lock = leader::acquire(&bucket, &name, failover, link) => lock?,
+                () = shutdown.clone().stop_requested() => {
+                    tracing::info!("stopped while waiting as a standby");
+                    // No events: the run only shuts the crews down in protocol order.
+                    let (_, no_events) = MemorySource::new(1);
+                    host.run(no_events, shutdown).await?;
+                    return Ok(Status::Clean);
+                }
+            };
+            let held = leader::renew(bucket, name, lock, failover);
+            let source =
+                JetStreamSource::open(&connection, &streams, max_event_bytes, caught_up).await?;
+            outboxes
+                .finish_outboxes(&streams)
+                .await
+                .map_err(RunError::from)?;
             let finished = host.run(source, shutdown).await;
             held.release().await;
             finished

@@ -90,7 +90,9 @@ pub fn commit_ports(
     (store, sink)
 }
 
-/// Contexts in the `live_ctx` bucket, written with their outbox.
+/// Contexts in the `live_ctx` bucket, written with their outbox. A clone shares the
+/// pending actions with the original.
+#[derive(Clone)]
 pub struct JetStreamStore {
     bucket: kv::Store,
     /// Distributed mode: an outbox with every commit, and streams resumed where they

@@ -13,6 +13,8 @@ use std::time::Duration;
 use async_nats::jetstream::kv::{self, CreateErrorKind};
 use tokio::time::Instant;
 
+use crate::ops::health::{BrokerLink, Role, lock};
+
 /// The key of the scheduler's lock.
 pub const LOCK_KEY: &str = "lock.sched";
 
@@ -30,8 +32,24 @@ fn lock_error(err: impl std::fmt::Display) -> LockError {
 }
 
 /// Waits until this host holds the lock; returns its revision. A host that finds it
-/// held waits as a standby and says so.
-pub async fn acquire(bucket: &kv::Store, host: &str, failover: Duration) -> Result<u64, LockError> {
+/// held waits as a standby and says so, in its log and in `link` (for `health`).
+pub async fn acquire(
+    bucket: &kv::Store,
+    host: &str,
+    failover: Duration,
+    link: &BrokerLink,
+) -> Result<u64, LockError> {
+    let revision = wait_for_lock(bucket, host, failover, link).await?;
+    *lock(&link.role) = Role::Active;
+    Ok(revision)
+}
+
+async fn wait_for_lock(
+    bucket: &kv::Store,
+    host: &str,
+    failover: Duration,
+    link: &BrokerLink,
+) -> Result<u64, LockError> {
     let mut standby_since: Option<(u64, Instant)> = None;
     loop {
         match bucket
@@ -65,10 +83,13 @@ pub async fn acquire(bucket: &kv::Store, host: &str, failover: Duration) -> Resu
                 }
             }
             _ => {
-                let holder = String::from_utf8_lossy(&entry.value);
+                let holder = String::from_utf8_lossy(&entry.value).into_owned();
                 if standby_since.is_none() {
                     tracing::info!(active = %holder, "another host schedules these streams: waiting as a standby");
                 }
+                *lock(&link.role) = Role::Standby {
+                    active_host: holder,
+                };
                 standby_since = Some((entry.revision, Instant::now()));
             }
         }

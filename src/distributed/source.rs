@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
 use async_nats::jetstream::consumer::{PullConsumer, pull};
 use async_nats::jetstream::message::Acker;
@@ -41,8 +40,7 @@ pub struct JetStreamSource {
     /// The highest sequence delivered in this session.
     delivered_through: u64,
     max_event_bytes: usize,
-    /// True while the consumer has nothing pending: the scheduler's clock then closes
-    /// slices on the wall clock instead of by event time.
+    /// True while the consumer has nothing pending.
     caught_up: Arc<AtomicBool>,
     link: Arc<BrokerLink>,
 }
@@ -55,10 +53,13 @@ impl JetStreamSource {
     /// once, instead of after their ack wait. Acknowledgements only ever cover events
     /// whose every effect is committed, so nothing below the floor is needed, and the
     /// scheduler skips what a stream committed above it.
+    /// `caught_up` is set while the consumer has no backlog: the scheduler's clock then
+    /// closes slices on the wall clock instead of by event time.
     pub async fn open(
         connection: &Connection,
         streams: &[String],
         max_event_bytes: usize,
+        caught_up: Arc<AtomicBool>,
     ) -> Result<JetStreamSource, ConsumerError> {
         let error = |err: &dyn std::fmt::Display| ConsumerError {
             reason: err.to_string(),
@@ -102,14 +103,9 @@ impl JetStreamSource {
             unacked: BTreeMap::new(),
             delivered_through: 0,
             max_event_bytes,
-            caught_up: Arc::new(AtomicBool::new(false)),
+            caught_up,
             link: connection.link.clone(),
         })
-    }
-
-    /// Set while the consumer has no backlog.
-    pub fn caught_up(&self) -> Arc<AtomicBool> {
-        self.caught_up.clone()
     }
 
     /// One message as a delivery; `None` for a redelivery already delivered.
@@ -182,19 +178,15 @@ impl EventSource for JetStreamSource {
         let Some((&last, acker)) = done.iter().next_back() else {
             return Ok(());
         };
-        // Confirmed by the server; acknowledging twice is harmless, so a lost answer is
-        // simply tried again.
-        super::retrying(
-            "acknowledging events",
-            &self.link,
-            |_| true,
-            || acker.double_ack_with(AckKind::Ack),
-        )
-        .await
-        .map_err(|err| SourceError {
-            seq: last,
-            reason: err.to_string(),
-        })?;
+        // Not waited for: an acknowledgement that is lost costs a redelivery, which the
+        // stream's committed `events_through_seq` makes the scheduler skip, and waiting
+        // would add a round trip to every commit.
+        super::retrying("acknowledging events", &self.link, |_| true, || acker.ack())
+            .await
+            .map_err(|err| SourceError {
+                seq: last,
+                reason: err.to_string(),
+            })?;
         super::fault::crash_point("after_ack");
         Ok(())
     }

@@ -203,8 +203,12 @@ pub fn status_table(report: &serde_json::Value) -> String {
             .flatten()
             .map(|(stream, slice)| format!("{stream}@{slice}"))
             .collect();
+        let role = match (nats["role"].as_str(), nats["active_host"].as_str()) {
+            (Some("standby"), Some(active)) => format!("standby for {active}"),
+            (role, _) => role.unwrap_or("?").to_owned(),
+        };
         out += &format!(
-            "nats {} (server {}, {} reconnects); committed: {}\n",
+            "nats {}, {role} (server {}, {} reconnects); committed: {}\n",
             if nats["connected"] == true {
                 "connected"
             } else {

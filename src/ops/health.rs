@@ -40,10 +40,12 @@ pub struct HealthReport {
     pub nats: Option<NatsHealth>,
 }
 
-/// The connection to NATS, and how far each stream is committed.
+/// The connection to NATS, the host's part, and how far each stream is committed.
 #[derive(Debug, Clone, Serialize)]
 pub struct NatsHealth {
     pub connected: bool,
+    #[serde(flatten)]
+    pub role: Role,
     pub reconnects: u64,
     pub server_version: String,
     /// Each stream's last committed slice.
@@ -59,12 +61,27 @@ pub struct BrokerLink {
     pub server_version: Mutex<String>,
     /// Each stream's last committed slice.
     pub committed: Mutex<BTreeMap<String, i64>>,
+    pub role: Mutex<Role>,
+}
+
+/// A distributed host's part: `"role"` in its health report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(tag = "role", rename_all = "snake_case")]
+pub enum Role {
+    /// Not yet sure whether another host schedules its streams.
+    #[default]
+    Starting,
+    /// Waiting for `active_host`, which schedules the streams, to stop.
+    Standby { active_host: String },
+    /// Scheduling its streams.
+    Active,
 }
 
 impl BrokerLink {
     pub fn report(&self) -> NatsHealth {
         NatsHealth {
             connected: self.connected.load(Ordering::Relaxed),
+            role: lock(&self.role).clone(),
             reconnects: self.reconnects.load(Ordering::Relaxed),
             server_version: lock(&self.server_version).clone(),
             committed: lock(&self.committed).clone(),
