@@ -5,17 +5,25 @@
     .venv/bin/python benches/nats_throughput.py
 
 Throughput: EVENTS events over 4 streams wait in LIVE_EVENTS on a fresh `nats-server -js`
-(from the venv), then either the bare pipe (`benches/fixtures/nats_pipe.rs`: consume,
-publish one message per event with a message id, await the acks, ack the events) or
-`live-crew run --nats` with three compiled echo crews (the host alone: three actions per
-event, each slice committed to KV, published with ids and acknowledged) works through
-them; the figure is events per second from process start to the last output. The
-host's time to its first action is its resume time (connect, topology, consumer, crews).
+(from the venv), then one of these works through them, in turn within each run:
+- `pipe`: the bare pipe (`benches/fixtures/nats_pipe.rs`: consume, publish one message
+  per event with a message id, await the acks, ack the events);
+- `pipe x3`: the same pipe publishing three messages per event, each with its own id:
+  the least that three actions per event cost the server;
+- `host`: `live-crew run --nats` with three compiled echo crews (the host alone: three
+  actions per event, each slice committed to KV, published with ids and acknowledged);
+- `host x1`: the same with one echo crew, so one action per event: the pipe's output;
+- `host+py` (unless --no-python): the same with the three Python crews of
+  `benches/crews`.
+The figure is events per second from process start to the last output, for the pipe
+as for the host. The host's time to its first action is its resume time (connect,
+topology, consumer, crews).
 
 Live: events published at RATE per second with the current time for SECONDS; for every
 action, the time from its slice's close (its `ts`, the slice end, plus `grace_ms`) to
 its arrival at a subscriber of `live.*.actions`: the wall-clock close, the call, the
-commit (KV compare-and-swap, publish, ack) and the delivery together.
+commit (KV compare-and-swap, publish, ack) and the delivery together. The commit alone
+is the host's `commit_seconds` histogram, read from its /metrics at the end.
 """
 
 import argparse
@@ -31,11 +39,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 import nats
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from live_feed import bucket_quantile, histogram  # noqa: E402
 from throughput import echo_crews  # noqa: E402
 
 STREAMS = ["s0", "s1", "s2", "s3"]
@@ -106,19 +116,24 @@ async def count(url: str, stream: str) -> int:
         await client.close()
 
 
-def run_pipe(pipe: str, url: str, events: int) -> float:
-    out = subprocess.run([pipe, url, str(events)], check=True, capture_output=True, text=True)
-    return float(out.stdout.strip())
+def run_pipe(pipe: str, url: str, events: int, fanout: int) -> float:
+    """From process start to exit, as the host is timed (the pipe's own figure leaves
+    out its connect and consumer set-up)."""
+    started = time.perf_counter()
+    subprocess.run([pipe, url, str(events), str(fanout)], check=True, capture_output=True)
+    return time.perf_counter() - started
 
 
-def run_host(binary: str, crews: str, url: str, events: int, env: dict) -> tuple[float, float]:
+def run_host(
+    binary: str, crews: str, url: str, events: int, env: dict, crews_count: int = 3
+) -> tuple[float, float]:
     started = time.perf_counter()
     host = subprocess.Popen(
         [binary, "run", "--nats", url, "--crews", crews, "-q"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     first = None
-    want = 3 * events
+    want = crews_count * events
     deadline = time.time() + 300
     while True:
         done = asyncio.run(count(url, "LIVE_ACTIONS"))
@@ -166,54 +181,81 @@ def main() -> None:
     root = os.path.join(HERE, "..")
     parser.add_argument("--bin", default=os.path.join(root, "target", "release", "live-crew"))
     parser.add_argument("--nats-server", default=os.path.join(root, ".venv", "bin", "nats-server"))
-    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rate", type=int, default=400, help="live events per second")
-    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--no-python", action="store_true", help="leave out host+py")
     args = parser.parse_args()
     release = os.path.dirname(args.bin)
     pipe = os.path.join(release, "examples", "nats_pipe")
     scratch = tempfile.mkdtemp(prefix="live-crew-nats-bench-")
-    crews = echo_crews(scratch, os.path.join(release, "examples", "echo_runner"))
+    echo_runner = os.path.join(release, "examples", "echo_runner")
+    crews = echo_crews(scratch, echo_runner)
+    one_crew = echo_crews(os.path.join(scratch, "one"), echo_runner, names=("alpha",))
     env = dict(os.environ, LIVE_CREW_LOG="error")
-    results = {"pipe": [], "host": [], "first": []}
+    env.setdefault("LIVE_CREW_PYTHON", os.path.join(root, ".venv", "bin", "python"))
+    contenders = {
+        "pipe": lambda url: run_pipe(pipe, url, args.events, 1),
+        "pipe x3": lambda url: run_pipe(pipe, url, args.events, 3),
+        "host": lambda url: run_host(args.bin, crews, url, args.events, env),
+        "host x1": lambda url: run_host(args.bin, one_crew, url, args.events, env, crews_count=1),
+    }
+    if not args.no_python:
+        python_crews = os.path.join(HERE, "crews")
+        contenders["host+py"] = lambda url: run_host(args.bin, python_crews, url, args.events, env)
+    results = {name: [] for name in contenders}
+    first = []
     try:
         for _ in range(args.runs):
-            server = Server(args.nats_server)
-            asyncio.run(fill(server.url, args.events))
-            results["pipe"].append(run_pipe(pipe, server.url, args.events))
-            server.stop()
-            server = Server(args.nats_server)
-            asyncio.run(fill(server.url, args.events))
-            elapsed, first = run_host(args.bin, crews, server.url, args.events, env)
-            results["host"].append(elapsed)
-            results["first"].append(first)
-            server.stop()
+            for name, contender in contenders.items():
+                server = Server(args.nats_server)
+                asyncio.run(fill(server.url, args.events))
+                result = contender(server.url)
+                server.stop()
+                if isinstance(result, tuple):
+                    result, to_first = result
+                    if name == "host":
+                        first.append(to_first)
+                results[name].append(result)
         server = Server(args.nats_server)
+        metrics_addr = f"127.0.0.1:{free_port()}"
         host = subprocess.Popen(
-            [args.bin, "run", "--nats", server.url, "--crews", crews, "-q"],
+            [args.bin, "run", "--nats", server.url, "--crews", crews, "-q",
+             "--metrics-addr", metrics_addr],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         time.sleep(1.0)
         latencies = sorted(asyncio.run(live_latency(server.url, args.rate, args.seconds, 50)))
+        with urllib.request.urlopen(f"http://{metrics_addr}/metrics") as response:
+            commits = histogram(response.read().decode(), "commit_seconds")
         host.send_signal(signal.SIGTERM)
         host.wait(timeout=30)
         server.stop()
     finally:
         shutil.rmtree(scratch)
-    for name in ("pipe", "host"):
-        times = sorted(results[name])
+    pipe_best = args.events / min(results["pipe"])
+    for name, times in results.items():
+        times = sorted(times)
+        best = args.events / times[0]
         print(
-            f"{name}: {args.events / times[0]:,.0f} events/s best ({times[0]:.2f} s), "
-            f"{args.events / statistics.median(times):,.0f} median"
+            f"{name}: {best:,.0f} events/s best ({times[0]:.2f} s), "
+            f"{args.events / statistics.median(times):,.0f} median; "
+            f"{best / pipe_best:.2f} of the pipe's best"
         )
-    print(f"host: first action {statistics.median(results['first']) * 1000:.0f} ms after start (median)")
+    print(f"host: first action {statistics.median(first) * 1000:.0f} ms after start (median)")
     if latencies:
         p50 = latencies[len(latencies) // 2]
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         print(
             f"live: {len(latencies)} actions, slice close -> action on NATS: "
             f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {latencies[-1]:.2f} ms"
+        )
+    if commits:
+        print(
+            f"live: {int(commits[-1][1])} commits, commit_seconds p50 <= "
+            f"{bucket_quantile(commits, 0.5) * 1000:g} ms, p99 <= "
+            f"{bucket_quantile(commits, 0.99) * 1000:g} ms"
         )
 
 

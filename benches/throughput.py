@@ -52,10 +52,11 @@ def run_once(binary: str, crews: str, events: str, config: str | None, env: dict
     }
 
 
-def echo_crews(root: str, echo_runner: str) -> str:
-    """`benches/crews` as command crews on the compiled echo runner."""
+def echo_crews(root: str, echo_runner: str, names=("alpha", "beta", "gamma")) -> str:
+    """`benches/crews` (or the crews of `names`) as command crews on the compiled echo
+    runner, in `root/crews`."""
     crews = os.path.join(root, "crews")
-    for name in ("alpha", "beta", "gamma"):
+    for name in names:
         folder = os.path.join(crews, name)
         os.makedirs(folder)
         shutil.copy(echo_runner, os.path.join(folder, "echo_runner"))
