@@ -13,6 +13,7 @@ pub fn goal_call(id: u64) -> Call {
     .unwrap();
     Call {
         id,
+        call_id: format!("match-1:3:crew-{id}"),
         stream_id: "match-1".into(),
         slice: 3,
         slice_start: Timestamp::from_micros(1_500_000),

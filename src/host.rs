@@ -3,23 +3,28 @@
 //! the stop signal says so ([`Host::run`]), as pueue's daemon and mini-redis's server
 //! take their shutdown as an argument.
 
+use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{ConfigErrors, Crews, GlobalConfig};
+use futures_util::future::Either;
+
+use crate::config::{ConfigErrors, CrewSpec, Crews, GlobalConfig};
 use crate::context::{ContextStore, MemoryStore, Resume, StoreError, StreamCommit};
 use crate::distributed::commit::{JetStreamSink, JetStreamStore};
+use crate::distributed::remote::RemoteCrews;
 use crate::distributed::topology::heartbeats_subject;
 use crate::model::{Action, ActionId, JsonObject, Timestamp};
 use crate::ops::control::{self, BindError, ControlSocket};
-use crate::ops::health::{self, BrokerLink, HostState};
+use crate::ops::health::{BrokerLink, HostState};
 use crate::ops::heartbeat;
 use crate::ops::http;
 use crate::ops::metrics::Metrics;
 use crate::ops::shutdown::{HardStop, Shutdown};
-use crate::pool::{CrewPool, StatusHandle};
+use crate::pool::{CallFailure, CallOutcome, CrewPool, StatusHandle};
+use crate::protocol::Call;
 use crate::scheduler::clock::{CatchUp, Clock, EventTime};
 use crate::scheduler::wall_clock::{Anchor, WallClock};
 use crate::scheduler::{self, Ports, RunError};
@@ -103,6 +108,8 @@ pub enum Backend {
 pub struct JetStreamPorts {
     pub store: JetStreamStore,
     pub sink: JetStreamSink,
+    /// The crews that run on worker hosts (`--selector`); the supervisor runs the rest.
+    pub remote: Option<RemoteCrews>,
     /// The source's flag: set while it has no backlog.
     pub caught_up: Arc<std::sync::atomic::AtomicBool>,
     /// The connection's state, for health and metrics.
@@ -149,6 +156,49 @@ impl ContextStore for Contexts {
         match self {
             Contexts::Memory(store) => store.keeps_outbox(),
             Contexts::JetStream(store) => store.keeps_outbox(),
+        }
+    }
+}
+
+/// The crews of a run: the supervisor's, and those on worker hosts.
+pub struct HostPool {
+    local: Supervisor,
+    remote: Option<RemoteCrews>,
+}
+
+impl HostPool {
+    fn remote_for(&self, crew: &str) -> Option<&RemoteCrews> {
+        self.remote.as_ref().filter(|remote| remote.has(crew))
+    }
+}
+
+impl CrewPool for HostPool {
+    fn call(&self, crew: &str, call: Call) -> impl Future<Output = CallOutcome> + Send + 'static {
+        match self.remote_for(crew) {
+            Some(remote) => Either::Left(remote.call(crew, call)),
+            None => Either::Right(self.local.call(crew, call)),
+        }
+    }
+
+    fn count_failure(&self, crew: &str, failure: CallFailure) {
+        match self.remote_for(crew) {
+            Some(remote) => remote.count_failure(crew, failure),
+            None => self.local.count_failure(crew, failure),
+        }
+    }
+
+    fn status(&self) -> StatusHandle {
+        let local = self.local.status();
+        match &self.remote {
+            None => local,
+            Some(remote) => {
+                let remote = remote.status();
+                StatusHandle::new(move || {
+                    let mut crews = local.snapshot();
+                    crews.extend(remote.snapshot());
+                    crews
+                })
+            }
         }
     }
 }
@@ -231,7 +281,7 @@ pub struct Host {
     global: GlobalConfig,
     crews: Crews,
     mode: RunMode,
-    supervisor: Supervisor,
+    pool: HostPool,
     status: StatusHandle,
     store: Contexts,
     actions: Actions,
@@ -272,10 +322,11 @@ impl Host {
                 None => JsonLinesSink::new(Box::new(io::stdout()), "<stdout>".into()),
             })
         };
-        let (actions, store, caught_up, broker, forward) = match backend {
+        let (actions, store, caught_up, broker, forward, remote) = match backend {
             Backend::Local => (
                 Actions::Lines(lines()?),
                 Contexts::Memory(MemoryStore::default()),
+                None,
                 None,
                 None,
                 None,
@@ -286,11 +337,13 @@ impl Host {
                 None,
                 None,
                 None,
+                None,
             ),
             Backend::JetStream(ports) => {
                 let JetStreamPorts {
                     store,
                     sink,
+                    remote,
                     caught_up,
                     link,
                     client,
@@ -302,6 +355,7 @@ impl Host {
                     Some(caught_up),
                     Some(link),
                     Some(forward),
+                    remote,
                 )
             }
         };
@@ -316,8 +370,17 @@ impl Host {
             Some(path) => Some((create_private(path, "heartbeats")?, path.clone())),
             None => None,
         };
-        let supervisor = Supervisor::start(crews.as_slice(), &global).map_err(HostError::Crews)?;
-        let status = supervisor.status();
+        let local: Vec<CrewSpec> = crews
+            .as_slice()
+            .iter()
+            .filter(|spec| !remote.as_ref().is_some_and(|remote| remote.has(&spec.name)))
+            .cloned()
+            .collect();
+        let pool = HostPool {
+            local: Supervisor::start(&local, &global).map_err(HostError::Crews)?,
+            remote,
+        };
+        let status = pool.status();
         let state = HostState {
             crews: status.clone(),
             mode: options.mode.name(),
@@ -342,21 +405,8 @@ impl Host {
             }
             None => None,
         };
-        let (socket, explicit) = match &global.control_socket {
-            Some(path) => (path.clone(), true),
-            None => (
-                health::default_socket(|name| std::env::var(name).ok()),
-                false,
-            ),
-        };
-        let control = match control::serve(&socket, state.clone()).await {
-            Ok(served) => Some(served),
-            Err(err) if !explicit => {
-                tracing::warn!("{err}; this host runs without a control socket");
-                None
-            }
-            Err(err) => return Err(err.into()),
-        };
+        let control =
+            control::serve_configured(global.control_socket.as_deref(), state.clone()).await?;
         let heartbeats = AbortOnDrop(heartbeat::spawn(
             Duration::from_millis(global.heartbeat_ms),
             state,
@@ -370,7 +420,7 @@ impl Host {
             global,
             crews,
             mode: options.mode,
-            supervisor,
+            pool,
             status,
             actions,
             errors,
@@ -398,7 +448,7 @@ impl Host {
             global,
             crews,
             mode,
-            supervisor,
+            pool,
             status,
             store,
             actions,
@@ -431,7 +481,7 @@ impl Host {
         // actor, which kills its runner.
         let work = Box::pin(async move {
             let ports = Ports {
-                pool: &supervisor,
+                pool: &pool,
                 store: &store,
                 source,
                 actions,
@@ -440,7 +490,7 @@ impl Host {
                 metrics,
             };
             let result = scheduler::run(&crews, &global, ports, replay_from, stop_input).await;
-            supervisor.shutdown().await;
+            pool.local.shutdown().await;
             result
         });
         tokio::select! {

@@ -52,6 +52,7 @@ fn main() -> ExitCode {
         Command::Status(args) => block_on(cli::health(args, None, true)),
         Command::New(NewCommand::Crew(args)) => cli::new_crew(args),
         Command::Config(args) => cli::print_config(args),
+        Command::Worker(args) => block_on(cli::distributed::worker(args)),
     };
     match result {
         Ok(Status::Clean) => ExitCode::SUCCESS,

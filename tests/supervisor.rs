@@ -39,6 +39,7 @@ fn call(id: u64, payload: &str, deadline_ms: u64) -> Call {
     .unwrap();
     Call {
         id,
+        call_id: format!("s:0:crew-{id}"),
         stream_id: "s".into(),
         slice: 0,
         slice_start: Timestamp::from_micros(0),

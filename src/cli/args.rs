@@ -50,6 +50,9 @@ pub enum Command {
     /// Run crews over recorded events again, in batch mode (also for stdin); with
     /// --expect, compare the actions with a recorded run's. Exit 1 if they differ.
     Replay(ReplayArgs),
+    /// A worker host (distributed mode): run the calls of the crews --selector matches,
+    /// which a `run --nats --selector` scheduler publishes to NATS.
+    Worker(WorkerArgs),
 }
 
 #[derive(clap::Args)]
@@ -149,6 +152,33 @@ pub struct RunArgs {
     /// With --nats: schedule only this stream (repeatable); default all of them.
     #[arg(long = "stream", value_name = "ID", requires = "nats")]
     pub streams: Vec<String>,
+    /// Distributed mode: run the crews whose names match this regex here and publish
+    /// the others' calls to worker hosts (`live-crew worker`). Over `selector` and
+    /// LIVE_CREW_SELECTOR; default: every crew runs here.
+    #[arg(long, value_name = "REGEX")]
+    pub selector: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct WorkerArgs {
+    /// Folder whose sub-folders hold the crews, as on the scheduler: the worker loads and
+    /// checks them all, and runs those --selector matches.
+    #[arg(long)]
+    pub crews: PathBuf,
+    /// Global settings (live-config.yaml), as for `run`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// NATS servers (comma-separated). Over `nats.urls` and LIVE_CREW_NATS_URL.
+    #[arg(long)]
+    pub nats: Option<String>,
+    /// Run the crews whose names match this regex. Over `selector` and
+    /// LIVE_CREW_SELECTOR.
+    #[arg(long, value_name = "REGEX")]
+    pub selector: Option<String>,
+    /// Calls each crew takes at a time (a crew's runner answers one at a time, so more
+    /// only queue here instead of on the work queue).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub slots: u32,
 }
 
 #[derive(clap::Args)]

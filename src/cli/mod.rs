@@ -2,27 +2,26 @@
 //! calls one of these and turns what it returns into an exit code.
 
 pub mod args;
+pub mod distributed;
 pub mod expect;
 pub mod scaffold;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use args::{BatchArgs, Command, ConfigArgs, NewCrewArgs, ReplayArgs, RunArgs, SocketArgs};
 use expect::ExpectError;
 
 use crate::config::{ConfigErrors, Crews, GlobalConfig, LogFormat};
 use crate::context::KvBackend;
-use crate::distributed::commit::{JetStreamStore, commit_ports};
+use crate::distributed::commit::JetStreamStore;
 use crate::distributed::connection::{self, NatsError};
-use crate::distributed::leader::{self, LockError};
-use crate::distributed::source::{ConsumerError, JetStreamSource};
+use crate::distributed::leader::LockError;
+use crate::distributed::remote::RemoteError;
+use crate::distributed::source::ConsumerError;
 use crate::distributed::topology::{self, TopologyError};
-use crate::host::{
-    Backend, Finished, Host, HostConfig, HostError, HostOptions, JetStreamPorts, RunMode,
-};
+use crate::distributed::worker::WorkerError;
+use crate::host::{Backend, Finished, Host, HostConfig, HostError, HostOptions, RunMode};
 use crate::model::{Timestamp, check_stream_id};
 use crate::ops::logging;
 use crate::ops::progress::show_progress;
@@ -30,7 +29,7 @@ use crate::ops::shutdown::{HardStop, Shutdown};
 use crate::ops::{control, health};
 use crate::scheduler::RunError;
 use crate::sink::RunSummary;
-use crate::source::{self, InputArg, MemorySource, OpenError};
+use crate::source::{self, InputArg, OpenError};
 
 /// How a command ended when it did not fail outright.
 pub enum Status {
@@ -68,6 +67,10 @@ pub enum CommandError {
     Consumer(#[from] ConsumerError),
     #[error(transparent)]
     Lock(#[from] LockError),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
     #[error("{0}")]
     Usage(String),
     #[error("{what}: {source}")]
@@ -89,6 +92,7 @@ impl Command {
             Command::Status(socket) => socket.config.as_deref(),
             Command::Config(args) => args.config.as_deref(),
             Command::New(_) => None,
+            Command::Worker(args) => args.config.as_deref(),
         }
     }
 }
@@ -114,6 +118,7 @@ impl ReplayArgs {
             metrics_addr: None,
             nats: None,
             streams: Vec::new(),
+            selector: None,
         };
         let replay = Replay {
             from: self.from_timestamp,
@@ -137,6 +142,7 @@ pub async fn run(
         metrics_addr,
         nats,
         streams,
+        selector,
     } = args;
     let BatchArgs {
         crews,
@@ -196,7 +202,7 @@ pub async fn run(
         heartbeats,
         mode,
     };
-    let mut config = HostConfig::load(options)?;
+    let config = HostConfig::load(options)?;
     if let Some(expected) = &expected {
         // Before the replay, which may be long, rather than after it.
         std::fs::File::open(expected).map_err(|err| ExpectError {
@@ -228,56 +234,11 @@ pub async fn run(
             let host = Host::build(config, backend).await?;
             let finished = host.run(source, shutdown).await;
             drop(progress);
-            finished
+            finished?
         }
-        None => {
-            if let Some(urls) = &nats {
-                config.global.nats.urls =
-                    urls.split(',').map(|url| url.trim().to_owned()).collect();
-            }
-            let nats = &config.global.nats;
-            let connection = connection::connect(nats).await?;
-            let bucket = topology::ensure(&connection, nats).await?;
-            let name = host_id();
-            let failover = std::time::Duration::from_millis(nats.failover_ms);
-            let max_event_bytes = config.global.max_event_bytes;
-            let (store, sink) = commit_ports(&connection, bucket.clone(), slice_ms, name.clone());
-            let outboxes = store.clone();
-            let caught_up = Arc::new(AtomicBool::new(false));
-            let backend = Backend::JetStream(Box::new(JetStreamPorts {
-                store,
-                sink,
-                caught_up: caught_up.clone(),
-                link: connection.link.clone(),
-                client: connection.client.clone(),
-            }));
-            // Crews start and `health` answers while the host waits as a standby, so a
-            // takeover does not wait for them.
-            let host = Host::build(config, backend).await?;
-            let link = &connection.link;
-            let lock = tokio::select! {
-                lock = leader::acquire(&bucket, &name, failover, link) => lock?,
-                () = shutdown.clone().stop_requested() => {
-                    tracing::info!("stopped while waiting as a standby");
-                    // No events: the run only shuts the crews down in protocol order.
-                    let (_, no_events) = MemorySource::new(1);
-                    host.run(no_events, shutdown).await?;
-                    return Ok(Status::Clean);
-                }
-            };
-            let held = leader::renew(bucket, name, lock, failover);
-            let source =
-                JetStreamSource::open(&connection, &streams, max_event_bytes, caught_up).await?;
-            outboxes
-                .finish_outboxes(&streams)
-                .await
-                .map_err(RunError::from)?;
-            let finished = host.run(source, shutdown).await;
-            held.release().await;
-            finished
-        }
+        None => distributed::schedule(config, nats, &streams, selector, shutdown).await?,
     };
-    let summary = match finished? {
+    let summary = match finished {
         Finished::Completed(summary) => summary,
         Finished::Stopped(HardStop::SecondSignal) => return Ok(Status::Interrupted),
         Finished::Stopped(HardStop::DrainTimeout) => return Ok(Status::WithErrors),

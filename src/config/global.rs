@@ -125,6 +125,9 @@ pub struct GlobalConfig {
     pub log_format: Option<LogFormat>,
     /// Every crew must declare `context: {read, write}`; none may default to all keys.
     pub context_acl_required: bool,
+    /// Distributed mode (SPEC §12): on `run`, the crews whose names match this regex run
+    /// here and the others on worker hosts; on `worker`, the crews this host runs.
+    pub selector: Option<String>,
     /// Distributed mode (SPEC §12).
     pub nats: NatsSettings,
 }
@@ -157,6 +160,7 @@ impl Default for GlobalConfig {
             log: "info".into(),
             log_format: None,
             context_acl_required: false,
+            selector: None,
             nats: NatsSettings::default(),
         }
     }
@@ -187,6 +191,7 @@ const ENV_KNOBS: &[&str] = &[
     "control_socket",
     "log",
     "log_format",
+    "selector",
 ];
 
 impl GlobalConfig {

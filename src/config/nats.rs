@@ -29,6 +29,11 @@ pub struct NatsSettings {
     /// `LIVE_ACTIONS`' duplicate window in seconds: a restart within it republishes its
     /// outbox blindly, past it the host first reads the last published id.
     pub duplicate_window_s: u64,
+    /// Worker hosts: a call a worker took goes to another worker this long after its
+    /// last sign of progress (the work consumers' `ack_wait`).
+    pub work_ack_wait_ms: u64,
+    /// Worker hosts: how often a call is delivered before the server gives up on it.
+    pub work_max_deliver: i64,
 }
 
 impl Default for NatsSettings {
@@ -44,6 +49,8 @@ impl Default for NatsSettings {
             create: true,
             failover_ms: 5000,
             duplicate_window_s: 600,
+            work_ack_wait_ms: 5000,
+            work_max_deliver: 5,
         }
     }
 }
@@ -75,6 +82,8 @@ pub(super) const ENV: &[(&str, &str)] = &[
     ("CREATE", "create"),
     ("FAILOVER_MS", "failover_ms"),
     ("DUPLICATE_WINDOW_S", "duplicate_window_s"),
+    ("WORK_ACK_WAIT_MS", "work_ack_wait_ms"),
+    ("WORK_MAX_DELIVER", "work_max_deliver"),
 ];
 
 /// `nats.<field>` as a variable's text would set it: URL lists are comma-separated,
@@ -92,8 +101,8 @@ pub(super) fn env_value(field: &str, text: &str) -> serde_json::Value {
             "false" | "0" | "no" => false.into(),
             other => other.into(),
         },
-        "failover_ms" | "duplicate_window_s" => text
-            .parse::<u64>()
+        "failover_ms" | "duplicate_window_s" | "work_ack_wait_ms" | "work_max_deliver" => text
+            .parse::<i64>()
             .map(serde_json::Value::from)
             .unwrap_or_else(|_| text.into()),
         _ => text.into(),

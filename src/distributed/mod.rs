@@ -1,13 +1,18 @@
 //! Distributed mode on NATS JetStream (SPEC §12): the connection, the streams and the KV
-//! bucket, the events source, and the commit sequence (KV value with its outbox, then
-//! the actions published with their ids, then the events acknowledged).
+//! bucket, the events source, the commit sequence (KV value with its outbox, then the
+//! actions published with their ids, then the events acknowledged), and the crews that
+//! run on worker hosts: the scheduler's side (`remote.rs`), the wire (`work.rs`) and
+//! the worker's side (`worker.rs`).
 
 pub mod commit;
 pub mod connection;
 pub mod fault;
 pub mod leader;
+pub mod remote;
 pub mod source;
 pub mod topology;
+pub mod work;
+pub mod worker;
 
 use std::future::Future;
 use std::time::Duration;

@@ -18,7 +18,7 @@ use interprocess::os::unix::local_socket::ListenerOptionsExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use super::health::HostState;
+use super::health::{self, HostState};
 
 /// How long a client waits for the host, and the host for a client's request.
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -61,6 +61,25 @@ pub enum BindError {
 }
 
 /// Serves `state` at `path`, replacing a stale socket file.
+/// Serves the configured socket (`control_socket`), else the default one; a default one
+/// that cannot be bound (another host has it) only costs a warning.
+pub async fn serve_configured(
+    configured: Option<&Path>,
+    state: HostState,
+) -> Result<Option<ControlSocket>, BindError> {
+    let Some(path) = configured else {
+        let path = health::default_socket(|name| std::env::var(name).ok());
+        return Ok(match serve(&path, state).await {
+            Ok(served) => Some(served),
+            Err(err) => {
+                tracing::warn!("{err}; this host runs without a control socket");
+                None
+            }
+        });
+    };
+    serve(path, state).await.map(Some)
+}
+
 pub async fn serve(path: &Path, state: HostState) -> Result<ControlSocket, BindError> {
     let io_error = |source| BindError::Io {
         path: path.to_path_buf(),

@@ -1,6 +1,6 @@
 //! The host's health as `live-crew health`, `status` and `/readyz` report it (SPEC §8).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,6 +46,9 @@ pub struct NatsHealth {
     pub connected: bool,
     #[serde(flatten)]
     pub role: Role,
+    /// A worker's calls in flight, by call id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calls_in_flight: Option<Vec<String>>,
     pub reconnects: u64,
     pub server_version: String,
     /// Each stream's last committed slice.
@@ -62,6 +65,8 @@ pub struct BrokerLink {
     /// Each stream's last committed slice.
     pub committed: Mutex<BTreeMap<String, i64>>,
     pub role: Mutex<Role>,
+    /// A worker's calls in flight, by message id.
+    pub calls_in_flight: Mutex<BTreeSet<String>>,
 }
 
 /// A distributed host's part: `"role"` in its health report.
@@ -75,13 +80,18 @@ pub enum Role {
     Standby { active_host: String },
     /// Scheduling its streams.
     Active,
+    /// A worker host (`live-crew worker`): runs calls for crews of other hosts.
+    Worker,
 }
 
 impl BrokerLink {
     pub fn report(&self) -> NatsHealth {
+        let role = lock(&self.role).clone();
         NatsHealth {
             connected: self.connected.load(Ordering::Relaxed),
-            role: lock(&self.role).clone(),
+            role: role.clone(),
+            calls_in_flight: (role == Role::Worker)
+                .then(|| lock(&self.calls_in_flight).iter().cloned().collect()),
             reconnects: self.reconnects.load(Ordering::Relaxed),
             server_version: lock(&self.server_version).clone(),
             committed: lock(&self.committed).clone(),
@@ -158,9 +168,15 @@ impl HostState {
 }
 
 fn crew_problem(status: &CrewStatus, max_age: Option<Duration>) -> Option<String> {
-    if !matches!(status.state, CrewState::Ready | CrewState::Busy) {
-        let state = serde_json::to_value(status.state).expect("states serialise");
-        return Some(format!("crew is {}", state.as_str().unwrap_or_default()));
+    match status.state {
+        CrewState::NoWorker => return Some("no worker host serves this crew".into()),
+        // Its runners are on the workers, whose own health reports their heartbeats.
+        CrewState::Remote => return None,
+        state if !state.is_up() => {
+            let state = serde_json::to_value(state).expect("states serialise");
+            return Some(format!("crew is {}", state.as_str().unwrap_or_default()));
+        }
+        _ => {}
     }
     let max_ms = max_age?.as_millis() as u64;
     match status.last_heartbeat_ms {
@@ -196,6 +212,8 @@ mod tests {
             (CrewState::Restarting, false),
             (CrewState::Disabled, false),
             (CrewState::Stopped, false),
+            (CrewState::Remote, true),
+            (CrewState::NoWorker, false),
         ] {
             assert_eq!(
                 crew_problem(&status(state, Some(10)), max).is_none(),

@@ -68,10 +68,7 @@ pub fn spawn(
                     .collect(),
             };
             metrics.heartbeat();
-            let up = crews
-                .iter()
-                .filter(|c| matches!(c.state, CrewState::Ready | CrewState::Busy))
-                .count();
+            let up = crews.iter().filter(|c| c.state.is_up()).count();
             tracing::info!(
                 target: "live_crew::heartbeat",
                 seq,

@@ -21,7 +21,7 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
 use super::health::BrokerLink;
-use crate::pool::{CrewState, CrewStatus, StatusHandle};
+use crate::pool::{CrewStatus, StatusHandle};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CrewLabel {
@@ -312,7 +312,7 @@ impl Collector for CrewCollector {
             prometheus_client::metrics::MetricType::Gauge,
         )?;
         for crew in &crews {
-            let value = i64::from(matches!(crew.state, CrewState::Ready | CrewState::Busy));
+            let value = i64::from(crew.state.is_up());
             ConstGauge::new(value).encode(up.encode_family(&label(crew))?)?;
         }
         let mut restarts = encoder.encode_descriptor(

@@ -30,6 +30,8 @@ pub enum FailureReason {
     ContextAcl,
     /// The call's context patch would have grown the context past `context_max_bytes`.
     ContextSize,
+    /// The crew runs on worker hosts (SPEC §12), and none serves it.
+    NoWorker,
 }
 
 impl FailureReason {
@@ -46,7 +48,31 @@ impl FailureReason {
             FailureReason::Disabled => "disabled",
             FailureReason::ContextAcl => "ctx_acl",
             FailureReason::ContextSize => "ctx_size",
+            FailureReason::NoWorker => "no_worker",
         }
+    }
+
+    /// Every reason, to read one back from its name.
+    const ALL: [FailureReason; 12] = [
+        FailureReason::Startup,
+        FailureReason::Timeout,
+        FailureReason::Crash,
+        FailureReason::Oom,
+        FailureReason::Heartbeat,
+        FailureReason::Protocol,
+        FailureReason::InvalidAction,
+        FailureReason::RunnerError,
+        FailureReason::Disabled,
+        FailureReason::ContextAcl,
+        FailureReason::ContextSize,
+        FailureReason::NoWorker,
+    ];
+
+    /// The reason named `name` (as [`FailureReason::as_str`] writes it).
+    pub fn parse(name: &str) -> Option<FailureReason> {
+        FailureReason::ALL
+            .into_iter()
+            .find(|reason| reason.as_str() == name)
     }
 }
 

@@ -19,18 +19,29 @@ pub enum CrewState {
     Disabled,
     /// Shut down.
     Stopped,
+    /// Runs on worker hosts (SPEC §12), and at least one serves it.
+    Remote,
+    /// Runs on worker hosts, and none serves it: its calls fail with `no_worker`.
+    NoWorker,
 }
 
 impl CrewState {
     /// Every state, in a fixed order (their index is the monitor's stored value).
-    pub const ALL: [CrewState; 6] = [
+    pub const ALL: [CrewState; 8] = [
         CrewState::Starting,
         CrewState::Ready,
         CrewState::Busy,
         CrewState::Restarting,
         CrewState::Disabled,
         CrewState::Stopped,
+        CrewState::Remote,
+        CrewState::NoWorker,
     ];
+
+    /// Whether a crew in this state takes calls.
+    pub fn is_up(self) -> bool {
+        matches!(self, CrewState::Ready | CrewState::Busy | CrewState::Remote)
+    }
 }
 
 /// A point-in-time view of one crew.

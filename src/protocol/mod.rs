@@ -49,6 +49,10 @@ pub struct Hello {
 #[serde(deny_unknown_fields)]
 pub struct Call {
     pub id: u64,
+    /// `<stream>:<slice>:<crew>`: the same for every run of this slice by this crew, on
+    /// any host, so a crew can use it as an idempotency key toward external systems.
+    #[serde(default)]
+    pub call_id: String,
     pub stream_id: String,
     pub slice: i64,
     pub slice_start: Timestamp,
@@ -58,6 +62,11 @@ pub struct Call {
     pub deps: BTreeMap<String, DepItems>,
     /// Milliseconds the call has left when it is sent.
     pub deadline_ms: u64,
+}
+
+/// The `call_id` of `crew`'s call for `slice` of `stream`.
+pub fn call_id(stream: &str, slice: i64, crew: &str) -> String {
+    format!("{stream}:{slice}:{crew}")
 }
 
 /// What a dependency delivers: the actions of a crew, or the events of a kind.
@@ -279,6 +288,8 @@ impl Call {
         let mut line = Vec::with_capacity(512 + events);
         line.extend_from_slice(b"{\"type\":\"call\",\"id\":");
         push_uint(&mut line, self.id);
+        line.extend_from_slice(b",\"call_id\":");
+        push_json_str(&mut line, &self.call_id);
         line.extend_from_slice(b",\"stream_id\":");
         push_json_str(&mut line, &self.stream_id);
         line.extend_from_slice(b",\"slice\":");
@@ -369,6 +380,7 @@ mod tests {
         };
         let call = Call {
             id: u64::MAX,
+            call_id: "s\"1:-2:c".into(),
             stream_id: "s\"1".into(),
             slice: -2,
             slice_start: ts,

@@ -29,7 +29,7 @@ use crate::model::{Action, ActionId, JsonObject, SharedAction, SharedEvent, Time
 use crate::ops::metrics::Metrics;
 use crate::ops::run_metrics::RunMetrics;
 use crate::pool::{CallFailure, CallOutcome};
-use crate::protocol::Call;
+use crate::protocol::{Call, call_id};
 use crate::sink::{CrewStats, ErrorRecord, RunSummary};
 use crate::slicer::{END, Sliced, Slicer, slice_start};
 use crate::source::InputError;
@@ -639,6 +639,7 @@ impl Core {
             };
             let call = Call {
                 id: self.next_call_id,
+                call_id: call_id(&state.name, slice, &plan.name),
                 stream_id: state.name.to_string(),
                 slice,
                 slice_start: slice_start(state.epoch0, self.slice_us, slice),
@@ -682,6 +683,7 @@ impl Core {
                 stream = %self.streams[stream].name,
                 slice,
                 lag_ms = lag.as_secs_f64() * 1000.0,
+                call_ms = elapsed.as_secs_f64() * 1000.0,
                 runner_ms = runner_time.as_secs_f64() * 1000.0,
                 "slice lag"
             );
