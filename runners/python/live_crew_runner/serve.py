@@ -6,6 +6,7 @@ import faulthandler
 import os
 import sys
 
+import live_crew_runner
 from live_crew_runner import RUNNER_ID
 from live_crew_runner.constants import PROTOCOL_VERSION
 from live_crew_runner.handler import CrewError, public_message
@@ -70,10 +71,13 @@ def serve(channel: Channel) -> int:
 def answer(handler: Handler, message: Message, crew: str, crew_dir: str) -> bytes:
     """The encoded ``result`` or ``error`` line for one call."""
     call = check_call(message)
+    live_crew_runner._call_id = call.get("call_id")
     try:
         actions, patch = handler(call)
     except CrewError as exc:
         return _error(call["id"], str(exc), crew, crew_dir)
+    finally:
+        live_crew_runner._call_id = None
     try:
         return encode_result(call["id"], actions, patch)
     except (TypeError, ValueError, RecursionError) as exc:

@@ -159,6 +159,7 @@ def call_message(call_id: int, events: list[Message], context: Message, deps: Me
     return {
         "type": "call",
         "id": call_id,
+        "call_id": f"match1:0:crew-{call_id}",
         "stream_id": "match1",
         "slice": 0,
         "slice_start": "2025-01-01T00:00:00.000000Z",

@@ -205,3 +205,11 @@ def test_unknown_kind_still_sends_ready_then_answers_with_error(spawn, runner_co
     assert reply["type"] == "error"
     assert reply["message"].startswith(f"crew 'echo': {message}")
     assert "python" in reply["message"], "names the kinds it does run"
+
+
+def test_a_crew_reads_the_call_id_it_answers(python_crew):
+    runner = python_crew("idempotent", "handlers")
+    reply = runner.call(7)
+    assert reply["actions"] == [
+        {"kind": "charged", "payload": {"idempotency_key": "match1:0:crew-7"}}
+    ]
