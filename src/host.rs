@@ -12,11 +12,11 @@ use std::time::Duration;
 use futures_util::future::Either;
 
 use crate::config::{ConfigErrors, CrewSpec, Crews, GlobalConfig};
-use crate::context::{ContextStore, MemoryStore, Resume, StoreError, StreamCommit};
+use crate::context::{ContextStore, MemoryStore, StoreError, Stored, StreamCommit};
 use crate::distributed::commit::{JetStreamSink, JetStreamStore};
 use crate::distributed::remote::RemoteCrews;
 use crate::distributed::topology::heartbeats_subject;
-use crate::model::{Action, ActionId, JsonObject, Timestamp};
+use crate::model::{Action, ActionId, Timestamp};
 use crate::ops::control::{self, BindError, ControlSocket};
 use crate::ops::health::{BrokerLink, HostState};
 use crate::ops::heartbeat;
@@ -126,7 +126,7 @@ pub enum Contexts {
 }
 
 impl ContextStore for Contexts {
-    async fn load(&self, stream: &str) -> Result<(JsonObject, u64), StoreError> {
+    async fn load(&self, stream: &str) -> Result<Stored, StoreError> {
         match self {
             Contexts::Memory(store) => store.load(stream).await,
             Contexts::JetStream(store) => store.load(stream).await,
@@ -142,13 +142,6 @@ impl ContextStore for Contexts {
         match self {
             Contexts::Memory(store) => store.commit(stream, expected, commit).await,
             Contexts::JetStream(store) => store.commit(stream, expected, commit).await,
-        }
-    }
-
-    async fn resume(&self, stream: &str) -> Result<Option<Resume>, StoreError> {
-        match self {
-            Contexts::Memory(store) => store.resume(stream).await,
-            Contexts::JetStream(store) => store.resume(stream).await,
         }
     }
 

@@ -8,7 +8,7 @@ mod acl;
 mod store;
 
 pub use acl::{KeySet, readable};
-pub use store::{ContextStore, KvBackend, MemoryStore, Resume, StoreError, StreamCommit};
+pub use store::{ContextStore, KvBackend, MemoryStore, Resume, StoreError, Stored, StreamCommit};
 
 use std::collections::HashSet;
 

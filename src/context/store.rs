@@ -63,14 +63,22 @@ pub struct Resume {
     pub events_through: u64,
 }
 
+/// A stream's committed state as a store holds it.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Stored {
+    pub context: JsonObject,
+    /// 0 for a stream never committed.
+    pub revision: u64,
+    /// Where a stream this store committed before goes on; `None` for a new stream, and
+    /// always for a store that does not outlive its host.
+    pub resume: Option<Resume>,
+}
+
 /// Where committed contexts live: one object per stream, with a revision for checked
 /// updates.
 pub trait ContextStore: Send + Sync + 'static {
-    /// The committed context of a stream and its revision (0 and empty when new).
-    fn load(
-        &self,
-        stream: &str,
-    ) -> impl Future<Output = Result<(JsonObject, u64), StoreError>> + Send;
+    /// The committed state of a stream (empty, at revision 0, when new), in one read.
+    fn load(&self, stream: &str) -> impl Future<Output = Result<Stored, StoreError>> + Send;
 
     /// Stores `commit` if the stored revision is still `expected`; returns the new one.
     fn commit(
@@ -79,15 +87,6 @@ pub trait ContextStore: Send + Sync + 'static {
         expected: u64,
         commit: StreamCommit<'_>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
-
-    /// Where a stream this store committed before goes on; `None` for a new stream, and
-    /// always for a store that does not outlive its host.
-    fn resume(
-        &self,
-        _stream: &str,
-    ) -> impl Future<Output = Result<Option<Resume>, StoreError>> + Send {
-        std::future::ready(Ok(None))
-    }
 
     /// Whether the store keeps each commit's actions with it (an outbox, published after
     /// the commit), so that it is told of every slice, changed context or not, and
@@ -104,18 +103,19 @@ pub struct MemoryStore {
 }
 
 impl ContextStore for MemoryStore {
-    fn load(
-        &self,
-        stream: &str,
-    ) -> impl Future<Output = Result<(JsonObject, u64), StoreError>> + Send {
-        let found = self
+    fn load(&self, stream: &str) -> impl Future<Output = Result<Stored, StoreError>> + Send {
+        let (context, revision) = self
             .streams
             .lock()
             .expect("context store lock")
             .get(stream)
             .cloned()
             .unwrap_or_default();
-        std::future::ready(Ok(found))
+        std::future::ready(Ok(Stored {
+            context,
+            revision,
+            resume: None,
+        }))
     }
 
     fn commit(
@@ -149,7 +149,7 @@ mod tests {
     #[tokio::test]
     async fn memory_store_checks_revisions() {
         let store = MemoryStore::default();
-        assert_eq!(store.load("s").await.unwrap(), (JsonObject::new(), 0));
+        assert_eq!(store.load("s").await.unwrap(), Stored::default());
         let serde_json::Value::Object(context) = json!({"a": 1}) else {
             unreachable!()
         };
@@ -161,6 +161,7 @@ mod tests {
         };
         assert_eq!(store.commit("s", 0, commit).await.unwrap(), 1);
         assert!(store.commit("s", 0, commit).await.is_err());
-        assert_eq!(store.load("s").await.unwrap(), (context, 1));
+        let stored = store.load("s").await.unwrap();
+        assert_eq!((stored.context, stored.revision), (context, 1));
     }
 }

@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 
 use super::fault::{self, crash_point};
 use super::topology::{ACTIONS_STREAM, actions_subject, errors_subject};
-use crate::context::{ContextStore, Resume, StoreError, StreamCommit};
+use crate::context::{ContextStore, Resume, StoreError, Stored, StreamCommit};
 use crate::model::{Action, ActionId, JsonObject, Timestamp};
 use crate::ops::health::{BrokerLink, lock};
 use crate::sink::{ActionSink, ErrorRecord, OutputError, SinkError};
@@ -262,10 +262,20 @@ impl JetStreamStore {
 }
 
 impl ContextStore for JetStreamStore {
-    async fn load(&self, stream: &str) -> Result<(JsonObject, u64), StoreError> {
-        Ok(match self.value(stream).await? {
-            Some((value, revision)) => (value.ctx, revision),
-            None => (JsonObject::new(), 0),
+    async fn load(&self, stream: &str) -> Result<Stored, StoreError> {
+        let Some((value, revision)) = self.value(stream).await? else {
+            return Ok(Stored::default());
+        };
+        // File input's runs carry only the contexts over (`contexts_only`).
+        let resume = self.distributed.then_some(Resume {
+            epoch0: value.epoch0,
+            last_slice: value.last_slice,
+            events_through: value.events_through_seq,
+        });
+        Ok(Stored {
+            context: value.ctx,
+            revision,
+            resume,
         })
     }
 
@@ -319,17 +329,6 @@ impl ContextStore for JetStreamStore {
                 .push((stream.to_owned(), actions));
         }
         Ok(revision)
-    }
-
-    async fn resume(&self, stream: &str) -> Result<Option<Resume>, StoreError> {
-        if !self.distributed {
-            return Ok(None);
-        }
-        Ok(self.value(stream).await?.map(|(value, _)| Resume {
-            epoch0: value.epoch0,
-            last_slice: value.last_slice,
-            events_through: value.events_through_seq,
-        }))
     }
 
     fn keeps_outbox(&self) -> bool {

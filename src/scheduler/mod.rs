@@ -33,7 +33,7 @@ use tokio::time::Instant;
 
 use self::core::{Completion, Core};
 use crate::config::{Crews, GlobalConfig};
-use crate::context::{ContextStore, StoreError, StreamCommit};
+use crate::context::{ContextStore, StoreError, Stored, StreamCommit};
 use crate::model::{SharedEvent, Timestamp};
 use crate::ops::metrics::Metrics;
 use crate::pool::CrewPool;
@@ -266,8 +266,11 @@ where
 
     async fn open_stream(&mut self, first: &SharedEvent) -> Result<usize, RunError> {
         let name: Arc<str> = first.stream_id.as_str().into();
-        let (context, revision) = self.store.load(&name).await?;
-        let resume = self.store.resume(&name).await?;
+        let Stored {
+            context,
+            revision,
+            resume,
+        } = self.store.load(&name).await?;
         let epoch0 = resume.map_or(first.ts, |resume| resume.epoch0);
         if let Some(resume) = resume {
             tracing::info!(

@@ -1100,7 +1100,6 @@ mod acknowledgements {
 
     use super::*;
     use crate::context::{StoreError, StreamCommit};
-    use crate::model::JsonObject;
     use crate::source::{Delivery, EventSource, SourceError};
 
     /// A source that takes acknowledgements, and checks at each one that the actions of
@@ -1277,7 +1276,9 @@ mod acknowledgements {
         .await;
         assert!(matches!(out.result, Err(RunError::Output(_))));
         assert_eq!(out.acks, [], "nothing is acknowledged");
-        let (context, revision) = out.store.load("s").await.unwrap();
+        let Stored {
+            context, revision, ..
+        } = out.store.load("s").await.unwrap();
         assert_eq!((context.len(), revision), (0, 0), "nothing is committed");
         let log = out.sink.log.lock().unwrap();
         assert_eq!((log.durable, log.failed_flushes), (0, 1));
@@ -1296,7 +1297,7 @@ mod acknowledgements {
         )
         .await;
         out.result.unwrap();
-        let (context, _) = out.store.load("s").await.unwrap();
+        let context = out.store.load("s").await.unwrap().context;
         assert_eq!(Value::Object(context), json!({"n": 3}));
         assert_eq!(out.acks.last().map(|&(seq, _)| seq), Some(3));
     }
@@ -1305,8 +1306,8 @@ mod acknowledgements {
     struct LostRace;
 
     impl ContextStore for LostRace {
-        async fn load(&self, _stream: &str) -> Result<(JsonObject, u64), StoreError> {
-            Ok((JsonObject::new(), 0))
+        async fn load(&self, _stream: &str) -> Result<Stored, StoreError> {
+            Ok(Stored::default())
         }
 
         async fn commit(
@@ -1356,7 +1357,7 @@ mod acknowledgements {
     struct TakenStream(MemoryStore);
 
     impl ContextStore for TakenStream {
-        async fn load(&self, stream: &str) -> Result<(JsonObject, u64), StoreError> {
+        async fn load(&self, stream: &str) -> Result<Stored, StoreError> {
             self.0.load(stream).await
         }
 
@@ -1439,7 +1440,7 @@ mod acknowledgements {
         };
         assert_eq!(of("a"), [0, 1, 2, 3], "stream a runs to its end");
         assert_eq!(of("b"), [0], "stream b stops at the commit it lost");
-        let (context, _) = store.0.load("a").await.unwrap();
+        let context = store.0.load("a").await.unwrap().context;
         assert_eq!(Value::Object(context), json!({"n": 4}));
         // `b`'s later events do not hold back the acknowledgement of `a`'s.
         assert_eq!(acks.lock().unwrap().last(), Some(&8));
