@@ -7,7 +7,10 @@
 //!   (`benches/fixtures/crews/crewai_timed`) measures in-process around `Crew.kickoff`
 //!   and appends to its output;
 //! - startup: from `Supervisor::start` to all three crews of `examples/match_day_crewai`
-//!   ready, started together, and the runners' resident memory then.
+//!   ready, started together, and the runners' resident memory then;
+//! - ten CrewAI crews (copies of the benchmark crew) started together, cold: until all
+//!   are ready, and the sum of their runners' PSS (`/proc/<pid>/smaps_rollup`) at ready
+//!   and after 100 calls each: the baseline of the fork server's targets (SPEC §13).
 
 mod common;
 
@@ -38,6 +41,7 @@ fn main() {
         .map(|(round_trip, kickoff)| round_trip.saturating_sub(*kickoff))
         .collect();
     let (starts, rss_mb) = runtime.block_on(startup());
+    let ten = runtime.block_on(ten_crews());
     let import = cold_import(&python);
 
     println!("| measurement | p50 | p99 |");
@@ -55,8 +59,16 @@ fn main() {
         "startup: 3 CrewAI crews started together, until all are ready",
         &starts,
     );
+    row(
+        "startup: 10 CrewAI crews started together (cold), until all are ready",
+        &ten.ready,
+    );
     row("cold `python -c 'import crewai'` alone", &import);
     println!("| resident memory per CrewAI runner once ready | {rss_mb} | |");
+    println!(
+        "| 10 CrewAI crews: sum of PSS at ready / after {TEN_CALLS} calls each | {} MB / {} MB | |",
+        ten.pss_ready_mb, ten.pss_after_mb
+    );
     println!("\n({CALLS} calls after {WARMUP} warm-up calls; {STARTS} starts)");
 }
 
@@ -133,6 +145,71 @@ async fn startup() -> (Vec<Duration>, String) {
     }
     let shown: Vec<String> = rss.iter().map(|mb| format!("{mb} MB")).collect();
     (samples, shown.join(", "))
+}
+
+const TEN: usize = 10;
+const TEN_CALLS: u64 = 100;
+
+/// What starting ten CrewAI crews together costs.
+struct TenCrews {
+    ready: Vec<Duration>,
+    pss_ready_mb: u64,
+    pss_after_mb: u64,
+}
+
+/// Ten copies of the benchmark crew, started together `STARTS` times.
+async fn ten_crews() -> TenCrews {
+    let dir = tempfile::tempdir().unwrap();
+    let source = root().join("benches/fixtures/crews/crewai_timed");
+    for n in 0..TEN {
+        let crew = dir.path().join(format!("crewai_{n}"));
+        std::fs::create_dir_all(&crew).unwrap();
+        std::fs::copy(source.join("timed_crew.py"), crew.join("timed_crew.py")).unwrap();
+        let runtime = std::fs::read_to_string(source.join("runtime.yaml")).unwrap();
+        let runtime = runtime.replace("crew: crewai_timed", &format!("crew: crewai_{n}"));
+        std::fs::write(crew.join("runtime.yaml"), runtime).unwrap();
+    }
+    let crews = Crews::load(dir.path(), &global()).expect("the copies are valid");
+    let mut ten = TenCrews {
+        ready: Vec::new(),
+        pss_ready_mb: 0,
+        pss_after_mb: 0,
+    };
+    for _ in 0..STARTS {
+        let started = Instant::now();
+        let pool = Supervisor::start(crews.as_slice(), &global()).unwrap();
+        for spec in crews.as_slice() {
+            pool.wait_for_state(&spec.name, CrewState::Ready).await;
+        }
+        ten.ready.push(started.elapsed());
+        let pss = |pool: &Supervisor| -> u64 {
+            let pids = pool.status().snapshot().into_iter().filter_map(|s| s.pid);
+            pids.map(pss_kb).sum::<u64>() / 1024
+        };
+        ten.pss_ready_mb = pss(&pool);
+        for id in 0..TEN_CALLS {
+            let calls = crews
+                .as_slice()
+                .iter()
+                .map(|spec| pool.call(&spec.name, goal_call(id)));
+            for outcome in futures_util::future::join_all(calls).await {
+                outcome.expect("the crew answers");
+            }
+        }
+        ten.pss_after_mb = pss(&pool);
+        pool.shutdown().await;
+    }
+    ten
+}
+
+/// A process's proportional set size: its private pages plus its share of shared ones.
+fn pss_kb(pid: u32) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    rollup
+        .lines()
+        .find_map(|line| line.strip_prefix("Pss:"))
+        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
 }
 
 fn resident_mb(pid: u32) -> u64 {
