@@ -442,6 +442,10 @@ fn validate_reports_every_problem_with_file_and_field() {
         &crews.join("dup2/twin.runtime.yaml"),
         &format!("crew: twin\ntriggers: [x]\n{cmd}"),
     );
+    write(
+        &crews.join("typo/runtime.yaml"),
+        &format!("crew: typo\ntrigers: [x]\n{cmd}"),
+    );
     let out = live_crew(&["validate", "--crews", s(&crews)], &[], None);
     assert_eq!(out.code, 2, "{}", out.stderr);
     let expect = [
@@ -453,25 +457,23 @@ fn validate_reports_every_problem_with_file_and_field() {
             "leaves the crew folder",
         ),
         ("dup2/twin.runtime.yaml: crew", "duplicate crew name 'twin'"),
+        ("typo/runtime.yaml", "did you mean `triggers`?"),
+        // Cycles too, in the same pass as everything else.
+        (
+            "loop_a/runtime.yaml: needs",
+            "dependency cycle loop_a -> loop_b -> loop_a",
+        ),
     ];
     for (location, message) in expect {
         let line = out.stderr.lines().find(|l| l.contains(location));
         let line = line.unwrap_or_else(|| panic!("no report for {location}:\n{}", out.stderr));
         assert!(line.contains(message), "{line}");
     }
-    // The loop is only checked once every crew loads; fix the rest and it shows.
-    for broken in ["schema", "ghost", "nomodule", "escape", "dup2"] {
+    for broken in [
+        "schema", "ghost", "nomodule", "escape", "dup2", "typo", "loop_b",
+    ] {
         std::fs::remove_dir_all(crews.join(broken)).unwrap();
     }
-    let out = live_crew(&["validate", "--crews", s(&crews)], &[], None);
-    assert_eq!(out.code, 2);
-    assert!(
-        out.stderr
-            .contains("loop_a/runtime.yaml: needs: dependency cycle loop_a -> loop_b -> loop_a"),
-        "{}",
-        out.stderr
-    );
-    std::fs::remove_dir_all(crews.join("loop_b")).unwrap();
     write(
         &crews.join("loop_b/runtime.yaml"),
         &format!("crew: loop_b\ntriggers: [x]\n{cmd}"),

@@ -391,3 +391,60 @@ fn rejected_context_patches_count_toward_max_errors() {
         [0, 1, 2, 3, 4]
     );
 }
+
+/// `command: [<absolute interpreter>, "{crew_dir}/runner.py"]` runs from the private temp
+/// folder; one whose script is missing fails its start quoting the runner's stderr, and
+/// says so once however often it is restarted.
+#[test]
+fn command_crews_take_absolute_programs_and_crew_dir_and_quote_a_failed_start() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = root.path().join("crews");
+    let scaffold = live_crew()
+        .args(["new", "crew", "talker", "--kind", "command", "--crews"])
+        .arg(&crews)
+        .output()
+        .unwrap();
+    assert!(scaffold.status.success(), "{scaffold:?}");
+    let python = std::env::var("LIVE_CREW_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into());
+    let python = std::fs::canonicalize(&python).unwrap();
+    let runtime = crews.join("talker/talker.runtime.yaml");
+    let text = std::fs::read_to_string(&runtime).unwrap().replace(
+        "command: [\"./runner.py\"]",
+        &format!(
+            "command: [\"{}\", \"{{crew_dir}}/runner.py\"]",
+            python.display()
+        ),
+    );
+    std::fs::write(&runtime, text).unwrap();
+    let missing = crews.join("broken");
+    std::fs::create_dir_all(&missing).unwrap();
+    std::fs::write(
+        missing.join("runtime.yaml"),
+        format!(
+            "crew: broken\ntriggers: ['*']\nmax_errors: 3\n\
+             runner: {{kind: command, command: [\"{}\", \"{{crew_dir}}/missing.py\"]}}\n",
+            python.display()
+        ),
+    )
+    .unwrap();
+    let events = root.path().join("events.jsonl");
+    std::fs::write(
+        &events,
+        event(0, "{}") + &event(600, "{}") + &event(1200, "{}"),
+    )
+    .unwrap();
+    let errors = root.path().join("errors.jsonl");
+    let out = run_batch(&crews, &events, &errors);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let actions = Actions::parse(&out.stdout);
+    assert!(!actions.slices_of("talker").is_empty(), "{stderr}");
+    let quoted: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("its last stderr lines") && line.contains("level"))
+        .filter(|line| !line.contains("\"reason\":\"disabled\""))
+        .collect();
+    assert_eq!(quoted.len(), 1, "quoted once:\n{stderr}");
+    assert!(quoted[0].contains("can't open file"), "{}", quoted[0]);
+    assert!(quoted[0].contains("missing.py"), "{}", quoted[0]);
+    assert!(stderr.contains("failed again as before"), "{stderr}");
+}

@@ -314,6 +314,9 @@ impl<'a> Checker<'a> {
             );
             return None;
         }
+        // `{crew_dir}` in any element is the crew folder: the runner's working directory
+        // is its private temp folder, so a script beside the runtime file needs it.
+        let crew_dir = dir.to_string_lossy();
         let argv: Option<Vec<String>> =
             runner
                 .get("command")
@@ -321,7 +324,7 @@ impl<'a> Checker<'a> {
                 .and_then(|items| {
                     items
                         .iter()
-                        .map(|v| v.as_str().map(str::to_owned))
+                        .map(|v| v.as_str().map(|item| item.replace("{crew_dir}", &crew_dir)))
                         .collect()
                 });
         let Some((first, args)) = argv.as_deref().and_then(<[String]>::split_first) else {
@@ -331,7 +334,9 @@ impl<'a> Checker<'a> {
             );
             return None;
         };
-        let program = if first.contains('/') {
+        let program = if Path::new(first).is_absolute() {
+            self.executable(first, "runner.command[0]")?
+        } else if first.contains('/') {
             self.path_inside(dir, first, "runner.command[0]")?
         } else {
             PathBuf::from(first)
@@ -369,6 +374,24 @@ impl<'a> Checker<'a> {
                 "runner.module",
                 format!("module '{module}' not found: expected {relative}.py in the crew folder"),
             );
+        }
+    }
+
+    /// An absolute program path, used as it is: it must be an executable file.
+    fn executable(&mut self, path: &str, field: &str) -> Option<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
+                Some(PathBuf::from(path))
+            }
+            Ok(_) => {
+                self.issue(field, format!("'{path}' is not an executable file"));
+                None
+            }
+            Err(err) => {
+                self.issue(field, format!("'{path}' cannot be used: {err}"));
+                None
+            }
         }
     }
 
@@ -557,6 +580,31 @@ mod tests {
         assert!(matches!(spec.runner, RunnerSpec::Command { ref args, .. } if args == &["-v"]));
         let yaml = "crew: a\ntriggers: [x]\nrunner: {kind: command, command: [\"cat\"]}\n";
         assert!(load(yaml, &[]).is_ok());
+    }
+
+    #[test]
+    fn absolute_programs_must_be_executable_and_crew_dir_is_expanded() {
+        let yaml = "crew: a\ntriggers: [x]\n\
+                    runner: {kind: command, command: [/bin/sh, \"{crew_dir}/run.sh\", \"-v\"]}\n";
+        let spec = load(yaml, &["run.sh"]).unwrap();
+        let RunnerSpec::Command { program, args } = &spec.runner else {
+            panic!("{:?}", spec.runner)
+        };
+        assert_eq!(program, Path::new("/bin/sh"));
+        assert_eq!(args[0], spec.dir.join("run.sh").to_string_lossy());
+        assert_eq!(args[1], "-v");
+        for (program, why) in [
+            ("/nonexistent/runner", "cannot be used"),
+            ("'{crew_dir}/plain'", "is not an executable file"),
+            ("/tmp", "is not an executable file"),
+        ] {
+            let yaml = format!(
+                "crew: a\ntriggers: [x]\nrunner: {{kind: command, command: [{program}]}}\n"
+            );
+            let issues = load(&yaml, &["plain"]).unwrap_err();
+            assert_eq!(issues[0].field, "runner.command[0]", "{program}");
+            assert!(issues[0].message.contains(why), "{}", issues[0].message);
+        }
     }
 
     #[test]

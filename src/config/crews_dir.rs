@@ -78,9 +78,7 @@ impl Crews {
                 }
             }
         }
-        if !issues.is_empty() {
-            return Err(ConfigErrors(issues));
-        }
+        // Cycles too, whatever else is wrong: a user fixes everything in one pass.
         issues.extend(cycle_issues(&specs));
         if !issues.is_empty() {
             return Err(ConfigErrors(issues));
@@ -184,12 +182,13 @@ fn cycle_issues(specs: &[CrewSpec]) -> Vec<ConfigIssue> {
     let mut next = vec![vec![usize::MAX; n]; n];
     for (i, spec) in specs.iter().enumerate() {
         for need in &spec.needs {
-            if let Need::Crew { crew, offset } = need {
-                let j = index[crew.as_str()];
-                if -offset < dist[i][j] {
-                    dist[i][j] = -offset;
-                    next[i][j] = j;
-                }
+            // An unknown crew is reported on its own; it closes no loop.
+            if let Need::Crew { crew, offset } = need
+                && let Some(&j) = index.get(crew.as_str())
+                && -offset < dist[i][j]
+            {
+                dist[i][j] = -offset;
+                next[i][j] = j;
             }
         }
     }

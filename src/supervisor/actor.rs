@@ -210,13 +210,26 @@ impl CrewActor {
     fn record(&self, failures: &mut Failures, failure: CallFailure) {
         failures.consecutive += 1;
         self.monitor.count_error();
-        tracing::warn!(
-            crew = %self.crew,
-            reason = %failure.reason,
-            consecutive = failures.consecutive,
-            "{}",
-            failure.message
-        );
+        let again = failures.last.as_ref() == Some(&failure);
+        if again {
+            // A runner that fails its start the same way on every restart says why once.
+            tracing::warn!(
+                crew = %self.crew,
+                reason = %failure.reason,
+                consecutive = failures.consecutive,
+                "crew '{}' failed again as before ({})",
+                self.crew,
+                failure.reason
+            );
+        } else {
+            tracing::warn!(
+                crew = %self.crew,
+                reason = %failure.reason,
+                consecutive = failures.consecutive,
+                "{}",
+                failure.message
+            );
+        }
         if failures.consecutive == self.max_errors {
             self.monitor.set_state(CrewState::Disabled);
             tracing::error!(

@@ -4,9 +4,10 @@
 //! also watches the heartbeat, the call deadline and the process itself, so every way a
 //! runner can misbehave ends in exactly one [`CallFailure`].
 
+use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use live_crew_sandbox::{
@@ -16,6 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, Sleep, sleep_until};
 
 use super::status::CrewMonitor;
+use crate::ops::health::lock;
 use crate::pool::{CallFailure, CallOutput, FailureReason};
 use crate::protocol::{FrameError, LineReader, PROTOCOL_VERSION, RunnerMessage};
 
@@ -116,10 +118,12 @@ impl RunnerProcess {
         else {
             unreachable!("the sandbox always pipes stdin, stdout and stderr");
         };
-        tokio::spawn(relay_stderr(
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let mut relay = tokio::spawn(relay_stderr(
             crew.clone(),
             stderr,
             limits.stderr_lines_per_s,
+            tail.clone(),
         ));
         let startup_deadline = Instant::now() + limits.startup_timeout;
         let mut process = RunnerProcess {
@@ -139,8 +143,15 @@ impl RunnerProcess {
         };
         match process.handshake(hello, startup_deadline).await {
             Ok(()) => Ok(process),
-            Err(err) => {
+            Err(mut err) => {
                 process.kill().await;
+                // Why it died is usually in what it last wrote; its stderr closes with it.
+                let _ = tokio::time::timeout(STDERR_DRAIN, &mut relay).await;
+                let tail = std::mem::take(&mut *lock(&tail));
+                if !tail.is_empty() {
+                    let lines: Vec<String> = tail.into_iter().collect();
+                    err.message += &format!("; its last stderr lines: {}", lines.join(" | "));
+                }
                 Err(err)
             }
         }
@@ -439,10 +450,22 @@ fn relay_log(crew: &str, level: &str, msg: &str) {
 /// Longest stderr line relayed whole; longer lines are cut.
 const MAX_STDERR_LINE: usize = 8 * 1024;
 
+/// How many of a runner's last stderr lines a startup error quotes, and how much of each.
+const STDERR_TAIL_LINES: usize = 5;
+const STDERR_TAIL_CHARS: usize = 300;
+/// How long a failed start waits for the rest of the runner's stderr.
+const STDERR_DRAIN: Duration = Duration::from_millis(500);
+
 /// Relays the runner's stderr into the host log, line by line, at most `per_second` lines
-/// a second. It always keeps reading, so a runner that floods stderr never blocks on a
+/// a second, keeping the last few lines in `tail` for a startup error to quote. It always
+/// keeps reading, so a runner that floods stderr never blocks on a
 /// full pipe; what is over the cap is counted and summarised instead of logged.
-async fn relay_stderr(crew: Arc<str>, stderr: ChildStderr, per_second: u32) {
+async fn relay_stderr(
+    crew: Arc<str>,
+    stderr: ChildStderr,
+    per_second: u32,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
     let mut lines = LineReader::new(stderr, MAX_STDERR_LINE);
     let mut window_start = Instant::now();
     let mut in_window = 0u32;
@@ -467,7 +490,13 @@ async fn relay_stderr(crew: Arc<str>, stderr: ChildStderr, per_second: u32) {
         in_window += 1;
         match line {
             Ok(Some(line)) => {
-                tracing::info!(crew = %crew, source = "stderr", "{}", String::from_utf8_lossy(line));
+                let line = String::from_utf8_lossy(line);
+                tracing::info!(crew = %crew, source = "stderr", "{line}");
+                let mut tail = lock(&tail);
+                if tail.len() == STDERR_TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line.chars().take(STDERR_TAIL_CHARS).collect());
             }
             _ => {
                 tracing::info!(crew = %crew, source = "stderr", "<line over {MAX_STDERR_LINE} bytes cut>")
