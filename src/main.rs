@@ -53,6 +53,7 @@ fn main() -> ExitCode {
         Command::New(NewCommand::Crew(args)) => cli::new_crew(args),
         Command::Config(args) => cli::print_config(args),
         Command::Worker(args) => block_on(cli::distributed::worker(args)),
+        Command::Deploy(args) => block_on(cli::deploy::deploy(&args.config)),
     };
     match result {
         Ok(Status::Clean) => ExitCode::SUCCESS,

@@ -704,3 +704,74 @@ fn live_on_a_recorded_file_plays_it_at_its_own_pace() {
         "{arrivals:?}"
     );
 }
+
+/// `deploy --config` checks a production config against this machine: 0 when all it
+/// needs is here, 1 with each missing thing named.
+#[test]
+fn deploy_reports_what_a_config_needs_and_this_machine_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = held.local_addr().unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let good = dir.path().join("good.yaml");
+    write(
+        &good,
+        &format!(
+            "metrics_addr: {free}\ncontrol_socket: {}\n",
+            dir.path().join("control.sock").display()
+        ),
+    );
+    let out = live_crew(&["deploy", "--config", s(&good)], &[], None);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    for row in [
+        "sandbox: landlock",
+        "cgroup delegation",
+        "metrics_addr",
+        "control_socket",
+    ] {
+        assert!(out.stdout.contains(row), "{row}:\n{}", out.stdout);
+    }
+    assert!(
+        out.stdout
+            .contains("everything this configuration needs is here")
+    );
+    let bad = dir.path().join("bad.yaml");
+    write(
+        &bad,
+        &format!(
+            "metrics_addr: {busy}\ncontrol_socket: {}\nnats: {{urls: ['nats://{free}']}}\n\
+             sandbox: {{require: [seccomp], disable: [seccomp]}}\n",
+            dir.path().join("missing/control.sock").display()
+        ),
+    );
+    let out = live_crew(&["deploy", "--config", s(&bad)], &[], None);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let row = |name: &str| {
+        out.stdout
+            .lines()
+            .find(|line| line.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} row:\n{}", out.stdout))
+            .to_owned()
+    };
+    assert!(
+        row("sandbox: seccomp").contains("MISSING"),
+        "{}",
+        out.stdout
+    );
+    assert!(row("sandbox: seccomp").contains("sandbox.disable"));
+    assert!(row("nats").contains("MISSING") && row("nats").contains("cannot connect"));
+    assert!(row("metrics_addr").contains("MISSING"), "{}", out.stdout);
+    assert!(
+        row("control_socket").contains("does not exist"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("4 thing(s) this configuration needs are missing")
+    );
+    drop(held);
+}

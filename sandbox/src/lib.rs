@@ -249,7 +249,7 @@ impl Sandbox {
 }
 
 /// What a host without `layer` can do about it.
-fn fallback_hint(layer: Layer) -> &'static str {
+pub fn fallback_hint(layer: Layer) -> &'static str {
     match layer {
         Layer::Netns | Layer::PidNamespace => {
             "namespaces need root (CAP_SYS_ADMIN) and a kernel with network and pid namespaces"

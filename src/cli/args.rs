@@ -53,6 +53,10 @@ pub enum Command {
     /// A worker host (distributed mode): run the calls of the crews --selector matches,
     /// which a `run --nats --selector` scheduler publishes to NATS.
     Worker(WorkerArgs),
+    /// Check a production config against this machine (sandbox layers, cgroup
+    /// delegation, NATS, metrics address, control socket folder) and print what is
+    /// missing. Exit 1 if anything the config needs is.
+    Deploy(DeployArgs),
 }
 
 #[derive(clap::Args)]
@@ -179,6 +183,13 @@ pub struct WorkerArgs {
     /// only queue here instead of on the work queue).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub slots: u32,
+}
+
+#[derive(clap::Args)]
+pub struct DeployArgs {
+    /// The production live-config.yaml to check this machine against.
+    #[arg(long)]
+    pub config: PathBuf,
 }
 
 #[derive(clap::Args)]

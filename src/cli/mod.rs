@@ -2,6 +2,7 @@
 //! calls one of these and turns what it returns into an exit code.
 
 pub mod args;
+pub mod deploy;
 pub mod distributed;
 pub mod expect;
 pub mod scaffold;
@@ -93,6 +94,7 @@ impl Command {
             Command::Config(args) => args.config.as_deref(),
             Command::New(_) => None,
             Command::Worker(args) => args.config.as_deref(),
+            Command::Deploy(args) => Some(&args.config),
         }
     }
 }
