@@ -395,7 +395,11 @@ fn metrics_scrape_has_every_metric_and_every_log_line_is_json() {
     let mut host = Host::start(
         root.path(),
         &crews,
-        &[("LIVE_CREW_LOG", "info,live_crew::lag=debug")],
+        &[
+            ("LIVE_CREW_LOG", "info,live_crew::lag=debug"),
+            // Every call counts as slow, so the writer's too has an info record.
+            ("LIVE_CREW_SLOW_CALL_MS", "0"),
+        ],
         &[
             "--metrics-addr",
             "127.0.0.1:0",
@@ -429,6 +433,10 @@ fn metrics_scrape_has_every_metric_and_every_log_line_is_json() {
         "slice_host_seconds_bucket{le=\"0.00025\",crew=\"writer\"}",
         "actions_sent_total{kind=\"noted\"} ",
         "errors_total{crew=\"failer\",reason=\"runner_error\"} 1",
+        // Known label values are exported at 0 before anything happens to them.
+        "errors_total{crew=\"writer\",reason=\"timeout\"} 0",
+        "errors_total{crew=\"writer\",reason=\"dependency_timeout\"} 0",
+        "errors_total{crew=\"\",reason=\"invalid_event\"} 0",
         "heartbeats_total ",
         "crew_up{crew=\"writer\"} 1",
         "crew_restarts_total{crew=\"failer\"} 0",
@@ -476,7 +484,31 @@ fn metrics_scrape_has_every_metric_and_every_log_line_is_json() {
         (&late["stream"], &late["slice"]),
         (&serde_json::json!("s"), &serde_json::json!(0))
     );
-    assert!(records.iter().any(|r| r["msg"] == "__hb"));
+    // The host's own heartbeats go to --heartbeats and metrics, not the info log.
+    assert!(!records.iter().any(|r| r["msg"] == "__hb"));
+    // One record per finished call: at info for the failed one.
+    let failed = records
+        .iter()
+        .find(|r| r["msg"] == "call failed")
+        .unwrap_or_else(|| panic!("no call record in:\n{log}"));
+    assert_eq!(
+        (&failed["stream"], &failed["slice"], &failed["crew"]),
+        (
+            &serde_json::json!("s"),
+            &serde_json::json!(0),
+            &serde_json::json!("failer")
+        )
+    );
+    assert!(failed["t_ms"].as_f64().is_some(), "{failed}");
+    assert_eq!(failed["reason"], "runner_error");
+    let slow = records
+        .iter()
+        .find(|r| r["msg"] == "slow call" && r["crew"] == "writer")
+        .unwrap_or_else(|| panic!("no slow call record in:\n{log}"));
+    assert!(
+        slow["t_ms"].as_f64().is_some() && slow["slice"] == 0,
+        "{slow}"
+    );
     // Per-call lag records, when their target is at debug.
     let lag = records
         .iter()

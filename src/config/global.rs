@@ -125,6 +125,8 @@ pub struct GlobalConfig {
     pub log_format: Option<LogFormat>,
     /// Every crew must declare `context: {read, write}`; none may default to all keys.
     pub context_acl_required: bool,
+    /// A call slower than this (or failed) is logged at info; the others at debug.
+    pub slow_call_ms: u64,
     /// Distributed mode (SPEC §12): on `run`, the crews whose names match this regex run
     /// here and the others on worker hosts; on `worker`, the crews this host runs.
     pub selector: Option<String>,
@@ -160,6 +162,7 @@ impl Default for GlobalConfig {
             log: "info".into(),
             log_format: None,
             context_acl_required: false,
+            slow_call_ms: 1000,
             selector: None,
             nats: NatsSettings::default(),
         }
@@ -192,6 +195,7 @@ const ENV_KNOBS: &[&str] = &[
     "log",
     "log_format",
     "selector",
+    "slow_call_ms",
 ];
 
 impl GlobalConfig {

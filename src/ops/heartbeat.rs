@@ -69,7 +69,8 @@ pub fn spawn(
             };
             metrics.heartbeat();
             let up = crews.iter().filter(|c| c.state.is_up()).count();
-            tracing::info!(
+            // Not at info: a line a second says nothing the metrics and health do not.
+            tracing::debug!(
                 target: "live_crew::heartbeat",
                 seq,
                 crews = crews.len(),

@@ -219,6 +219,18 @@ impl Metrics {
         self.actions_sent.get_or_create(&label).clone()
     }
 
+    /// Exports `errors_total{crew,reason}` at 0 for each `(crew, reason)`, so that
+    /// `rate()` and alerts work before the first error (SPEC §8).
+    pub fn zero_errors<'a>(&self, labels: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        for (crew, reason) in labels {
+            // Looking a series up makes it, at 0.
+            let _ = self.errors.get_or_create(&ErrorLabels {
+                crew: crew.into(),
+                reason: reason.into(),
+            });
+        }
+    }
+
     pub fn error(&self, crew: Option<&str>, reason: &str) {
         let label = ErrorLabels {
             crew: crew.unwrap_or_default().into(),

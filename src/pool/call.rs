@@ -52,8 +52,8 @@ impl FailureReason {
         }
     }
 
-    /// Every reason, to read one back from its name.
-    const ALL: [FailureReason; 12] = [
+    /// Every reason.
+    pub const ALL: [FailureReason; 12] = [
         FailureReason::Startup,
         FailureReason::Timeout,
         FailureReason::Crash,

@@ -105,6 +105,8 @@ pub(super) struct Core {
     metrics: RunMetrics,
     /// Which deliveries are still needed, for sources that take acknowledgements.
     holds: Option<Holds>,
+    /// Calls slower than this are logged at info (`slow_call_ms`).
+    slow_call: Duration,
     pub(super) out: Outbox,
 }
 
@@ -133,7 +135,9 @@ impl Core {
         let slicer = Slicer::new(global.slice_ms, reorder_slices, global.late_policy)
             .with_cap(global.max_events_per_slice, global.slice_overflow)
             .skipping_slices_before(replay_from);
-        let metrics = RunMetrics::new(metrics, plans.iter().map(|p| &*p.name));
+        let names: Vec<&str> = plans.iter().map(|p| &*p.name).collect();
+        metrics.zero_errors(records::known_labels(&names));
+        let metrics = RunMetrics::new(metrics, names);
         Core {
             in_flight: vec![0; plans.len()],
             stats: vec![CrewStats::default(); plans.len()],
@@ -154,6 +158,7 @@ impl Core {
             summary: RunSummary::default(),
             metrics,
             holds: track_acks.then(Holds::default),
+            slow_call: Duration::from_millis(global.slow_call_ms),
             out: Outbox::default(),
         }
     }
@@ -672,6 +677,7 @@ impl Core {
             lag,
         } = done;
         let ts = self.slice_end(stream, slice);
+        self.log_call(stream, crew, slice, elapsed, outcome.as_ref().err());
         let runner_time = outcome.as_ref().ok().map(|output| output.runner_time);
         self.metrics.call_done(crew, elapsed, runner_time, lag);
         if let (Some(lag), Some(runner_time)) = (lag, runner_time) {
@@ -736,6 +742,33 @@ impl Core {
             }
         }
         dirty
+    }
+
+    /// One record per finished call (SPEC §8): at info when it failed or was slow.
+    fn log_call(
+        &self,
+        stream: usize,
+        crew: usize,
+        slice: i64,
+        took: Duration,
+        failure: Option<&CallFailure>,
+    ) {
+        let (stream, crew) = (&*self.streams[stream].name, &*self.plans[crew].name);
+        let t_ms = took.as_secs_f64() * 1000.0;
+        match failure {
+            Some(failure) => tracing::info!(
+                stream,
+                slice,
+                crew,
+                t_ms,
+                reason = %failure.reason,
+                "call failed"
+            ),
+            None if took >= self.slow_call => {
+                tracing::info!(stream, slice, crew, t_ms, "slow call")
+            }
+            None => tracing::debug!(stream, slice, crew, t_ms, "call done"),
+        }
     }
 
     /// Whether another host serves `stream` now.

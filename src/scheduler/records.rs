@@ -4,8 +4,8 @@
 use crate::config::OverflowPolicy;
 use crate::context::PatchError;
 use crate::model::{SharedEvent, Timestamp};
-use crate::pool::CallFailure;
-use crate::sink::ErrorRecord;
+use crate::pool::{CallFailure, FailureReason};
+use crate::sink::{ErrorRecord, INPUT_REASONS};
 use crate::source::{InputError, InputPlace};
 
 /// Where in the run a record belongs: stream, slice, crew and the slice's end.
@@ -14,6 +14,23 @@ pub(super) struct At<'a> {
     pub(super) slice: i64,
     pub(super) crew: Option<&'a str>,
     pub(super) ts: Timestamp,
+}
+
+/// The reason of a trigger whose needs were never met.
+const DEPENDENCY_TIMEOUT: &str = "dependency_timeout";
+/// The reason of a stream another host committed first.
+const STREAM_TAKEN: &str = "stream_taken";
+
+/// Every `(crew, reason)` a run over `crews` can write a record with (`""` for records
+/// of no crew), for the metrics to export at 0 from the start.
+pub(super) fn known_labels<'a>(crews: &[&'a str]) -> Vec<(&'a str, &'static str)> {
+    let no_crew = INPUT_REASONS.into_iter().chain([STREAM_TAKEN]);
+    let of_crews = crews.iter().flat_map(|&crew| {
+        (FailureReason::ALL.into_iter().map(FailureReason::as_str))
+            .chain([DEPENDENCY_TIMEOUT])
+            .map(move |reason| (crew, reason))
+    });
+    no_crew.map(|reason| ("", reason)).chain(of_crews).collect()
 }
 
 fn record(at: At<'_>, reason: &'static str, message: String) -> ErrorRecord {
@@ -116,7 +133,7 @@ pub(super) fn needs_not_met(
         at.slice,
         needs.join(", "),
     );
-    record(at, "dependency_timeout", message)
+    record(at, DEPENDENCY_TIMEOUT, message)
 }
 
 /// A trigger still waiting when nothing else can happen any more (end of input).
@@ -127,7 +144,7 @@ pub(super) fn needs_unmet_at_end(at: At<'_>, dropped: usize) -> ErrorRecord {
         at.crew.unwrap_or_default(),
         at.slice,
     );
-    record(at, "dependency_timeout", message)
+    record(at, DEPENDENCY_TIMEOUT, message)
 }
 
 /// A call that failed, with the pool's reason.
@@ -146,5 +163,5 @@ pub(super) fn patch_rejected(at: At<'_>, error: &PatchError) -> ErrorRecord {
 
 /// Another host committed the stream first; `why` is the store's account of it.
 pub(super) fn stream_taken(at: At<'_>, why: &str) -> ErrorRecord {
-    record(at, "stream_taken", why.to_owned())
+    record(at, STREAM_TAKEN, why.to_owned())
 }
