@@ -448,3 +448,43 @@ fn command_crews_take_absolute_programs_and_crew_dir_and_quote_a_failed_start() 
     assert!(quoted[0].contains("missing.py"), "{}", quoted[0]);
     assert!(stderr.contains("failed again as before"), "{stderr}");
 }
+
+/// A JSON array file as `json.dumps(events, indent=2)` writes it: payloads over several
+/// lines reach the crew whole, and the protocol's one-line messages stay one line.
+#[test]
+fn pretty_printed_json_array_events_reach_a_python_crew() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = root.path().join("crews");
+    let greeter = crews.join("greeter");
+    std::fs::create_dir_all(&greeter).unwrap();
+    std::fs::write(
+        greeter.join("runtime.yaml"),
+        "crew: greeter\ntriggers: ['*']\nrunner: {kind: python, module: \"handlers:react\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        greeter.join("handlers.py"),
+        "def react(events, ctx, deps):\n    \
+         return [{'kind': 'greeting', 'payload': 'Welcome ' + e['payload']['name']} for e in events]\n",
+    )
+    .unwrap();
+    let events = root.path().join("events.json");
+    std::fs::write(
+        &events,
+        "[\n  {\n    \"ts\": \"2025-01-01T00:00:00Z\",\n    \"kind\": \"user_signup\",\n    \
+         \"stream_id\": \"s\",\n    \"payload\": {\n      \"name\": \"Alice\"\n    }\n  },\n  \
+         {\n    \"ts\": \"2025-01-01T00:00:01Z\",\n    \"kind\": \"user_signup\",\n    \
+         \"stream_id\": \"s\",\n    \"payload\": {\n      \"name\": \"Bob\"\n    }\n  }\n]\n",
+    )
+    .unwrap();
+    let errors = root.path().join("errors.jsonl");
+    let out = run_batch(&crews, &events, &errors);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let payloads: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["payload"].to_string())
+        .collect();
+    assert_eq!(payloads, ["\"Welcome Alice\"", "\"Welcome Bob\""]);
+    assert!(lines(&errors).is_empty());
+}

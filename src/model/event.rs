@@ -50,6 +50,13 @@ pub struct EventError {
 impl Event {
     /// An event from fields that are already valid (see [`Event::from_json`]).
     pub fn new(ts: Timestamp, kind: String, stream_id: String, payload: Box<RawValue>) -> Event {
+        // A pretty-printed payload (from a JSON array file, or a NATS message) would break
+        // the one-line protocol messages and JSON Lines outputs it is copied into.
+        let payload = if payload.get().contains(['\n', '\r']) {
+            RawValue::from_string(compact(payload.get())).expect("compacted JSON stays valid")
+        } else {
+            payload
+        };
         // Sized exactly for a timestamp within years 0..=9999 and names without escapes
         // (which is every valid event), so the text is never regrown or shrunk.
         let mut json = Vec::with_capacity(
@@ -86,6 +93,27 @@ impl Event {
             serde_json::from_str(text).map_err(|err| locate_json_error(text, err))?;
         Event::try_from(wire)
     }
+}
+
+/// Valid JSON `text` without the whitespace between its tokens.
+fn compact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Names the field behind a serde error. Runs on the error path only, so parsing the line
@@ -222,6 +250,24 @@ mod tests {
             event.json().len(),
             EVENT_JSON_FIXED_BYTES + "goal".len() + "m-1".len() + "[1, 2]".len()
         );
+    }
+
+    #[test]
+    fn a_pretty_printed_payload_is_kept_on_one_line() {
+        let pretty = "{\"ts\":\"2025-01-01T00:00:00Z\",\"kind\":\"k\",\"stream_id\":\"s\",\
+                      \"payload\": {\n  \"name\": \"A \\\"quoted\\\" \\\\ one\",\r\n  \"xs\": [\n 1,\n 2.50\n ]\n}}";
+        let event = Event::from_json(pretty).unwrap();
+        assert_eq!(
+            event.payload.get(),
+            r#"{"name":"A \"quoted\" \\ one","xs":[1,2.50]}"#
+        );
+        assert!(!event.json().contains(['\n', '\r']), "{}", event.json());
+        // Spaces inside strings stay; a payload on one line is kept as it is.
+        let one_line = Event::from_json(
+            r#"{"ts":"2025-01-01T00:00:00Z","kind":"k","stream_id":"s","payload":{"a b": [1, 2]}}"#,
+        )
+        .unwrap();
+        assert_eq!(one_line.payload.get(), r#"{"a b": [1, 2]}"#);
     }
 
     #[test]
