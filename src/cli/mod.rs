@@ -276,6 +276,7 @@ fn print_summary(summary: &RunSummary, log_format: LogFormat) {
         LogFormat::Json => {
             let fields = serde_json::json!({
                 "events": summary.events,
+                "slices": summary.slices,
                 "actions": summary.actions,
                 "errors": summary.error_count(),
             });

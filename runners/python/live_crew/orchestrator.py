@@ -7,6 +7,9 @@ so a crew must be reachable from a module: a ``Crew`` object or a ``@CrewBase`` 
 factory function defined at the top level of the user's module. A script that registers
 crews it defines itself needs ``if __name__ == "__main__":`` around the run, because the
 crew's process imports the script to find them.
+
+The machinery below the class (the binary, the private crews folder, the run) is shared
+with the seed prototype's ``Orchestrator`` (``handlers.py``).
 """
 
 from __future__ import annotations
@@ -17,13 +20,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 #: Where the binary is looked up first; then ``live-crew`` on ``PATH``.
 BINARY_ENV = "LIVE_CREW_BIN"
+
+#: What a run reads: a JSON Lines or JSON array file, or a list of event dicts.
+Events = str | os.PathLike[str] | list[dict[str, Any]]
 
 
 class LiveCrewError(Exception):
@@ -42,6 +48,18 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return self.returncode == 0
+
+    @property
+    def summary(self) -> dict[str, int]:
+        """The host's end-of-run counts (SPEC §8): ``events`` (valid ones), ``slices``
+        (that held an event, over all streams), ``actions`` and ``errors``."""
+        # The last log line, in JSON (run_host asks for it).
+        for line in reversed(self.log.splitlines()):
+            if line.startswith('{"ts":') and '"msg":"live-crew: ' in line:
+                record = json.loads(line)
+                if "slices" in record:
+                    return {key: record[key] for key in ("events", "slices", "actions", "errors")}
+        raise LiveCrewError("the host's log holds no run summary")
 
 
 class CrewOrchestrator:
@@ -103,47 +121,18 @@ class CrewOrchestrator:
 
     def write_crews(self, folder: str | os.PathLike[str]) -> Path:
         """Writes the crews folder (one sub-folder and runtime file per crew); returns it."""
-        crews = Path(folder)
-        for name, document in self._crews.items():
-            (crews / name).mkdir(parents=True, exist_ok=True)
-            # JSON is YAML: the host reads it as any runtime file.
-            text = json.dumps(document, indent=2) + "\n"
-            (crews / name / f"{name}.runtime.yaml").write_text(text, encoding="utf-8")
-        return crews
+        for document in self._crews.values():
+            write_runtime(folder, document)
+        return Path(folder)
 
-    def run(self, events: str | os.PathLike[str] | list[dict[str, Any]]) -> RunResult:
+    def run(self, events: Events) -> RunResult:
         """Runs every registered crew over ``events`` (a JSON Lines or JSON array file,
         or a list of event dicts) until the input ends."""
         if not self._crews:
             raise LiveCrewError("no crews registered; call register_crew first")
-        with tempfile.TemporaryDirectory(prefix="live-crew-api-") as scratch:
-            work = Path(scratch)
-            crews = self.write_crews(work / "crews")
-            if isinstance(events, (str, os.PathLike)):
-                events_file = Path(events)
-            else:
-                events_file = work / "events.jsonl"
-                events_file.write_text("".join(json.dumps(e) + "\n" for e in events))
-            errors_file = work / "errors.jsonl"
-            command = [
-                find_binary(),
-                "run",
-                "--crews",
-                str(crews),
-                "--events",
-                str(events_file),
-                "--errors",
-                str(errors_file),
-            ]
-            if self._config is not None:
-                command += ["--config", str(self._config)]
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
-            if done.returncode not in (0, 1):
-                raise LiveCrewError(f"live-crew exited with {done.returncode}:\n{done.stderr}")
-            errors = _json_lines(errors_file.read_text()) if errors_file.exists() else []
-        return RunResult(_json_lines(done.stdout), errors, done.returncode, done.stderr)
+        return run_host(self.write_crews, events, self._config)
 
-    async def arun(self, events: str | os.PathLike[str] | list[dict[str, Any]]) -> RunResult:
+    async def arun(self, events: Events) -> RunResult:
         """``run`` for async code: the host runs without blocking the event loop."""
         import asyncio
 
@@ -158,6 +147,55 @@ def find_binary() -> str:
             f"the live-crew binary was not found; put it on PATH or set {BINARY_ENV}"
         )
     return binary
+
+
+def write_runtime(crews: str | os.PathLike[str], document: dict[str, Any]) -> Path:
+    """Writes ``document`` as the runtime file of a new crew in ``crews``; returns the
+    crew's folder, where the caller may put the crew's other files."""
+    name: str = document["crew"]
+    folder = Path(crews) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    # JSON is YAML: the host reads it as any runtime file.
+    text = json.dumps(document, indent=2) + "\n"
+    (folder / f"{name}.runtime.yaml").write_text(text, encoding="utf-8")
+    return folder
+
+
+def run_host(
+    write_crews: Callable[[Path], object], events: Events, config: Path | None
+) -> RunResult:
+    """Runs the ``live-crew`` binary until the input ends, on a private crews folder
+    that ``write_crews`` fills, over ``events``, with the ``config`` file if any."""
+    with tempfile.TemporaryDirectory(prefix="live-crew-api-") as scratch:
+        work = Path(scratch)
+        crews = work / "crews"
+        write_crews(crews)
+        if isinstance(events, (str, os.PathLike)):
+            events_file = Path(events)
+        else:
+            events_file = work / "events.jsonl"
+            events_file.write_text("".join(json.dumps(e) + "\n" for e in events))
+        errors_file = work / "errors.jsonl"
+        command = [
+            find_binary(),
+            "run",
+            "--crews",
+            str(crews),
+            "--events",
+            str(events_file),
+            "--errors",
+            str(errors_file),
+            # JSON lines whatever the config says, so that the summary can be read.
+            "--log-format",
+            "json",
+        ]
+        if config is not None:
+            command += ["--config", str(config)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode not in (0, 1):
+            raise LiveCrewError(f"live-crew exited with {done.returncode}:\n{done.stderr}")
+        errors = _json_lines(errors_file.read_text()) if errors_file.exists() else []
+    return RunResult(_json_lines(done.stdout), errors, done.returncode, done.stderr)
 
 
 def crew_reference(crew: Any) -> tuple[str, str, str]:
