@@ -928,3 +928,92 @@ fn a_stream_id_that_breaks_a_subject_and_a_server_that_is_not_there_are_named() 
         "{stderr}"
     );
 }
+
+/// `GET path` on `addr`: the body.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+/// The metric names a PromQL expression reads: what is left once label matchers, ranges
+/// and `by (...)` are gone, minus function calls and keywords.
+fn metrics_in(expr: &str) -> Vec<String> {
+    let stripped = regex::Regex::new(r"\{[^}]*\}|\[[^\]]*\]|\b(by|without)\s*\([^)]*\)")
+        .unwrap()
+        .replace_all(expr, " ");
+    regex::Regex::new(r"\b([a-z_][a-z0-9_]*)\b(\s*\()?")
+        .unwrap()
+        .captures_iter(&stripped)
+        .filter(|captures| captures.get(2).is_none())
+        .map(|captures| captures[1].to_owned())
+        .collect()
+}
+
+/// Every metric the Grafana dashboard (config/grafana/live-crew.json) queries is in a
+/// distributed host's `/metrics`.
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_the_host_exports() {
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config/grafana/live-crew.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut queried: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().unwrap().clone())
+        .flat_map(|target| metrics_in(target["expr"].as_str().unwrap()))
+        .collect();
+    queried.sort();
+    queried.dedup();
+    for expected in ["slice_lag_seconds_bucket", "errors_total", "nats_connected"] {
+        assert!(queried.iter().any(|name| name == expected), "{queried:?}");
+    }
+    assert!(
+        !queried
+            .iter()
+            .any(|name| ["rate", "sum", "le", "crew"].contains(&name.as_str()))
+    );
+    let server = NatsServer::start(&[]);
+    let root = tempfile::tempdir().unwrap();
+    let crews = one_counter(root.path());
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let host = Running::start(host(&server, &crews).args(["--metrics-addr", &addr]));
+    runtime().block_on(async {
+        let js = client(&server).await;
+        wait_for_topology(&js).await;
+        publish(&js, "a", 0).await;
+        wait_for_events(&js, "a", 1).await;
+    });
+    let text = http_get(&addr, "/metrics");
+    let missing: Vec<&String> = queried
+        .iter()
+        .filter(|name| {
+            !text.lines().any(|line| {
+                line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} "))
+            })
+        })
+        .collect();
+    assert!(missing.is_empty(), "not exported: {missing:?}\n{text}");
+    let (code, stderr) = stop(host);
+    assert_eq!(code, 0, "{stderr}");
+}

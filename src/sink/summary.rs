@@ -108,10 +108,24 @@ impl fmt::Display for RunSummary {
                 self.overflowed_events
             )?;
         }
+        if self.crews.is_empty() {
+            return Ok(());
+        }
+        // A table, one row per crew, read at a glance.
+        let width = self
+            .crews
+            .iter()
+            .map(|(name, _)| name.len())
+            .fold(4, usize::max);
+        writeln!(
+            f,
+            "  {:width$}  {:>7}  {:>7}  {:>8}  {:>8}",
+            "crew", "calls", "failed", "p50 ms", "p99 ms"
+        )?;
         for (name, stats) in &self.crews {
             writeln!(
                 f,
-                "  crew {name}: {} calls, {} failed, p50 {:.1} ms, p99 {:.1} ms",
+                "  {name:width$}  {:>7}  {:>7}  {:>8.1}  {:>8.1}",
                 stats.calls,
                 stats.failures,
                 stats.percentile_ms(50),
@@ -125,6 +139,36 @@ impl fmt::Display for RunSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crews_are_a_table() {
+        let summary = RunSummary {
+            events: 3,
+            crews: vec![
+                (
+                    "greeter".into(),
+                    CrewStats {
+                        calls: 2,
+                        failures: 1,
+                        durations_us: vec![1500, 2500],
+                    },
+                ),
+                ("a".into(), CrewStats::default()),
+            ],
+            ..RunSummary::default()
+        };
+        let text = summary.to_string();
+        let rows: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(
+            rows,
+            [
+                "  crew       calls   failed    p50 ms    p99 ms",
+                "  greeter        2        1       1.5       2.5",
+                "  a              0        0       0.0       0.0",
+            ],
+            "{text}"
+        );
+    }
 
     #[test]
     fn percentiles_use_nearest_rank() {
