@@ -471,6 +471,20 @@ fn metrics_scrape_has_every_metric_and_every_log_line_is_json() {
             "{record}"
         );
     }
+    // Crews with the same sandbox: one startup record names them all and their layers.
+    let startup = records
+        .iter()
+        .find(|r| r["msg"].as_str().unwrap().starts_with("2 crews: "))
+        .unwrap_or_else(|| panic!("no startup record in:\n{log}"));
+    let text = startup["msg"].as_str().unwrap();
+    assert!(
+        text.contains("failer (command)") && text.contains("writer (python)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sandbox layers of every crew: ") && text.contains("seccomp"),
+        "{text}"
+    );
     let ready = records.iter().find(|r| r["msg"] == "runner ready").unwrap();
     assert!(
         ready["crew"].is_string() && ready["t_ms"].is_number(),

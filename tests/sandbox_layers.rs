@@ -151,7 +151,7 @@ fn each_layer_stops_its_attack_while_the_other_crews_keep_going() {
         "offline", "writer", "reader", "tracer", "escaper", "healthy",
     ] {
         assert!(
-            log.lines().any(|line| line.contains("crew sandbox layers")
+            log.lines().any(|line| line.contains("sandbox layers:")
                 && line.contains(&format!("\"crew\":\"{crew}\""))
                 && line.contains("landlock")
                 && line.contains("seccomp")
@@ -162,7 +162,7 @@ fn each_layer_stops_its_attack_while_the_other_crews_keep_going() {
     }
     assert!(
         log.lines().any(|line| line.contains("\"crew\":\"online\"")
-            && line.contains("crew sandbox layers")
+            && line.contains("sandbox layers:")
             && !line.contains("netns")),
         "{log}"
     );

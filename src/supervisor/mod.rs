@@ -20,7 +20,7 @@ use live_crew_sandbox::{Launcher, Sandbox, SpawnSpec};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
-use crate::config::{CrewSpec, GlobalConfig};
+use crate::config::{CrewSpec, GlobalConfig, RunnerSpec};
 use crate::pool::{CallFailure, CallOutcome, CrewPool, CrewState, FailureReason, StatusHandle};
 use crate::protocol::{Call, Hello, HostMessage, PROTOCOL_VERSION};
 use actor::{Backoff, CrewActor};
@@ -81,9 +81,9 @@ impl Supervisor {
                 launch::spawn_spec(spec, runners.python_path(), |name| std::env::var(name).ok())
             })
             .collect();
+        log_crews(crews, &spawns, &sandbox);
         for (spec, spawn) in crews.iter().zip(&spawns) {
             let layers = sandbox.layers_for(spawn);
-            tracing::info!(crew = %spec.name, ?layers, "crew sandbox layers");
             if let Some(missing) = spec
                 .sandbox
                 .require
@@ -208,5 +208,39 @@ impl CrewPool for Supervisor {
     fn status(&self) -> StatusHandle {
         let monitors = self.monitors.clone();
         StatusHandle::new(move || monitors.iter().map(|m| m.snapshot()).collect())
+    }
+}
+
+/// One startup record for all crews: each with its kind, and the sandbox layers once when
+/// every crew gets the same ones (the common case), else per crew.
+fn log_crews(crews: &[CrewSpec], spawns: &[SpawnSpec], sandbox: &Sandbox) {
+    let kinds: Vec<String> = crews
+        .iter()
+        .map(|spec| {
+            let kind = match &spec.runner {
+                RunnerSpec::BundledPython { kind, .. } => kind.as_str(),
+                RunnerSpec::Command { .. } => "command",
+            };
+            format!("{} ({kind})", spec.name)
+        })
+        .collect();
+    let layers: Vec<Vec<&str>> = spawns
+        .iter()
+        .map(|spawn| sandbox.layers_for(spawn))
+        .collect();
+    match layers.split_first() {
+        Some((first, rest)) if rest.iter().all(|other| other == first) => tracing::info!(
+            layers = ?first,
+            "{} crews: {}; sandbox layers of every crew: {}",
+            crews.len(),
+            kinds.join(", "),
+            first.join(", ")
+        ),
+        _ => {
+            tracing::info!("{} crews: {}", crews.len(), kinds.join(", "));
+            for (spec, layers) in crews.iter().zip(&layers) {
+                tracing::info!(crew = %spec.name, ?layers, "crew '{}' sandbox layers: {}", spec.name, layers.join(", "));
+            }
+        }
     }
 }
