@@ -593,3 +593,78 @@ fn the_drain_timeout_stops_a_stuck_drain() {
     assert!(host.log().contains("drain_timeout_ms"));
     wait_all_gone(&pids);
 }
+
+/// The web page of the running host (`/` on the metrics address) in a real headless
+/// Chromium (Debian's `chromium`, which .ci/run installs): every crew is listed, the
+/// timeline shows their calls, and a screenshot is taken.
+#[test]
+fn the_web_page_shows_every_crew_and_their_calls_in_headless_chromium() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello_world/crews");
+    let output = root.path().join("actions.jsonl");
+    let mut host = Host::start(
+        root.path(),
+        &crews,
+        &[],
+        &[
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--output",
+            output.to_str().unwrap(),
+        ],
+    );
+    host.wait_health("ready", all_ready);
+    let addr = host
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|l| l["addr"].as_str().map(str::to_owned))
+        .expect("the metrics address is logged");
+    host.send(&event_now("hello", r#"{"name": "Ada"}"#));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lines(&output).is_empty() {
+        assert!(Instant::now() < deadline, "log:\n{}", host.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, state) = http_get(&addr, "/api/state");
+    assert_eq!(code, 200, "{state}");
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert!(!state["calls"].as_array().unwrap().is_empty(), "{state}");
+    let chromium = |args: &[&str]| {
+        Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+            ])
+            .args(["--window-size=1280,700", "--virtual-time-budget=3000"])
+            .args(args)
+            .arg(format!("http://{addr}/"))
+            .output()
+            .expect("Debian's chromium runs the web page's test (.ci/run installs it)")
+    };
+    let dom = chromium(&["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    for crew in ["counter", "greeter", "shouter"] {
+        assert!(
+            dom.contains(&format!("data-crew=\"{crew}\"")),
+            "{crew} missing:\n{dom}"
+        );
+    }
+    assert!(
+        dom.contains("class=\"cell ran\""),
+        "no call in the timeline:\n{dom}"
+    );
+    assert!(dom.contains(">healthy<"), "{dom}");
+    let screenshot = root.path().join("page.png");
+    chromium(&[&format!("--screenshot={}", screenshot.display())]);
+    let png = std::fs::read(&screenshot).expect("a screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 5000,
+        "{} bytes",
+        png.len()
+    );
+    drop(host.child.stdin.take());
+    assert_eq!(host.wait_exit(10), Some(0), "{}", host.log());
+}

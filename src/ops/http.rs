@@ -1,5 +1,7 @@
 //! The metrics server on `--metrics-addr`: `/metrics` (OpenMetrics text), `/healthz`
-//! (the host answers) and `/readyz` (every crew is up, as `health` would say).
+//! (the host answers), `/readyz` (every crew is up, as `health` would say), and the web
+//! page of the running host, `/`, over its data, `/api/state` (health and the last
+//! calls).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +12,9 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::health::HostState;
+
+/// The web page of the running host (SPEC §16): one self-contained file, no assets.
+const PAGE: &str = include_str!("page.html");
 use super::metrics::Metrics;
 
 /// Serves `/metrics`, `/healthz` (the host answers) and `/readyz` (every crew is up)
@@ -69,6 +74,14 @@ fn respond(
             metrics.encode(),
         ),
         "/healthz" => text(StatusCode::OK, PLAIN, "ok\n".into()),
+        "/" => text(StatusCode::OK, "text/html; charset=utf-8", PAGE.into()),
+        "/api/state" => {
+            let state = serde_json::json!({
+                "health": host.report(None),
+                "calls": metrics.recent_calls().snapshot(),
+            });
+            text(StatusCode::OK, "application/json", state.to_string())
+        }
         "/readyz" => {
             let report = host.report(None);
             let status = if report.healthy {
@@ -82,7 +95,7 @@ fn respond(
         _ => text(
             StatusCode::NOT_FOUND,
             PLAIN,
-            "not found; try /metrics, /healthz or /readyz\n".into(),
+            "not found; try /, /api/state, /metrics, /healthz or /readyz\n".into(),
         ),
     }
 }

@@ -21,6 +21,7 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
 use super::health::BrokerLink;
+use super::recent::RecentCalls;
 use crate::pool::{CrewStatus, StatusHandle};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -75,6 +76,8 @@ pub struct Metrics {
     events_overflowed: Counter,
     slice_close_delay: Histogram,
     commit: Histogram,
+    /// The last calls, for the web page.
+    recent: RecentCalls,
 }
 
 impl fmt::Debug for Metrics {
@@ -187,6 +190,7 @@ impl Metrics {
             events_overflowed,
             slice_close_delay,
             commit,
+            recent: RecentCalls::default(),
         }
     }
 
@@ -261,6 +265,11 @@ impl Metrics {
 
     pub fn slice_closed_after(&self, delay: Duration) {
         self.slice_close_delay.observe(delay.as_secs_f64());
+    }
+
+    /// The last calls the scheduler finished.
+    pub fn recent_calls(&self) -> &RecentCalls {
+        &self.recent
     }
 
     pub fn committed_in(&self, took: Duration) {

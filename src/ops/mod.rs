@@ -8,5 +8,6 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod progress;
+pub mod recent;
 pub mod run_metrics;
 pub mod shutdown;

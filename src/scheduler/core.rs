@@ -27,6 +27,7 @@ use crate::config::{BacklogPolicy, Crews, GlobalConfig, OverflowPolicy, WaitPoli
 use crate::context::{self, Patch};
 use crate::model::{Action, ActionId, JsonObject, SharedAction, SharedEvent, Timestamp};
 use crate::ops::metrics::Metrics;
+use crate::ops::recent::CallRecord;
 use crate::ops::run_metrics::RunMetrics;
 use crate::pool::{CallFailure, CallOutcome};
 use crate::protocol::{Call, call_id};
@@ -753,8 +754,16 @@ impl Core {
         took: Duration,
         failure: Option<&CallFailure>,
     ) {
-        let (stream, crew) = (&*self.streams[stream].name, &*self.plans[crew].name);
+        let (stream, crew) = (&self.streams[stream].name, &self.plans[crew].name);
         let t_ms = took.as_secs_f64() * 1000.0;
+        self.metrics.metrics().recent_calls().push(CallRecord {
+            stream: stream.clone(),
+            slice,
+            crew: crew.clone(),
+            t_ms,
+            failed: failure.map(|failure| failure.reason.as_str()),
+        });
+        let (stream, crew) = (&**stream, &**crew);
         match failure {
             Some(failure) => tracing::info!(
                 stream,

@@ -1,0 +1,65 @@
+//! The last calls the scheduler finished, for the web page's timeline (SPEC §16): a
+//! bounded ring, so a long run costs no more memory than a short one.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use super::health::lock;
+
+/// How many calls the ring keeps.
+const KEPT: usize = 2000;
+
+/// One finished call.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallRecord {
+    pub stream: Arc<str>,
+    pub slice: i64,
+    pub crew: Arc<str>,
+    pub t_ms: f64,
+    /// `None` when the call succeeded, else the failure's reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<&'static str>,
+}
+
+/// The last [`KEPT`] calls, oldest first.
+#[derive(Debug, Default)]
+pub struct RecentCalls(Mutex<VecDeque<CallRecord>>);
+
+impl RecentCalls {
+    pub fn push(&self, record: CallRecord) {
+        let mut calls = lock(&self.0);
+        if calls.len() == KEPT {
+            calls.pop_front();
+        }
+        calls.push_back(record);
+    }
+
+    pub fn snapshot(&self) -> Vec<CallRecord> {
+        lock(&self.0).iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ring_keeps_the_newest_calls() {
+        let recent = RecentCalls::default();
+        for slice in 0..(KEPT as i64 + 5) {
+            recent.push(CallRecord {
+                stream: "s".into(),
+                slice,
+                crew: "c".into(),
+                t_ms: 1.0,
+                failed: None,
+            });
+        }
+        let calls = recent.snapshot();
+        assert_eq!(calls.len(), KEPT);
+        assert_eq!(calls[0].slice, 5);
+        assert_eq!(calls.last().unwrap().slice, KEPT as i64 + 4);
+    }
+}
