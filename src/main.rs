@@ -54,6 +54,7 @@ fn main() -> ExitCode {
         Command::Config(args) => cli::print_config(args),
         Command::Worker(args) => block_on(cli::distributed::worker(args)),
         Command::Deploy(args) => block_on(cli::deploy::deploy(&args.config)),
+        Command::Monitor(args) => block_on(cli::monitor(args)),
     };
     match result {
         Ok(Status::Clean) => ExitCode::SUCCESS,

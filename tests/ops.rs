@@ -668,3 +668,122 @@ fn the_web_page_shows_every_crew_and_their_calls_in_headless_chromium() {
     drop(host.child.stdin.take());
     assert_eq!(host.wait_exit(10), Some(0), "{}", host.log());
 }
+
+/// `live-crew monitor --socket S` under a pseudo-terminal: its output so far, read on a
+/// thread, and the process.
+struct Monitor {
+    child: Child,
+    master: std::fs::File,
+    screen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Monitor {
+    fn start(socket: &Path) -> Monitor {
+        let size = nix::pty::Winsize {
+            ws_row: 30,
+            ws_col: 110,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&size), None).unwrap();
+        let slave = std::fs::File::from(pty.slave);
+        let child = Command::new(BIN)
+            .args(["monitor", "--socket"])
+            .arg(socket)
+            .env("TERM", "xterm-256color")
+            .stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave)
+            .spawn()
+            .unwrap();
+        let master = std::fs::File::from(pty.master);
+        let screen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (mut reader, seen) = (master.try_clone().unwrap(), screen.clone());
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n @ 1..) = reader.read(&mut buffer) {
+                seen.lock().unwrap().extend_from_slice(&buffer[..n]);
+            }
+        });
+        Monitor {
+            child,
+            master,
+            screen,
+        }
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.screen.lock().unwrap()).into_owned()
+    }
+
+    fn wait_for(&self, texts: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !texts.iter().all(|text| self.screen().contains(text)) {
+            assert!(
+                Instant::now() < deadline,
+                "never showed {texts:?}:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "monitor did not exit:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `monitor` shows every crew of the running host, refreshes, leaves on `q` with the
+/// terminal restored, and stops with a word when the host goes away.
+#[test]
+fn monitor_shows_the_running_host_and_leaves_on_q_or_when_the_host_goes() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello_world/crews");
+    let mut host = Host::start(root.path(), &crews, &[], &[]);
+    host.wait_health("ready", all_ready);
+    let mut monitor = Monitor::start(&host.socket);
+    monitor.wait_for(&[
+        "counter",
+        "greeter",
+        "shouter",
+        "ready",
+        "healthy",
+        "q to quit",
+    ]);
+    monitor.master.write_all(b"q").unwrap();
+    assert_eq!(monitor.wait_exit(), Some(0), "{}", monitor.screen());
+    // Left the alternate screen it drew on.
+    assert!(
+        monitor.screen().contains("\x1b[?1049l"),
+        "{:?}",
+        monitor.screen()
+    );
+    let mut watching = Monitor::start(&host.socket);
+    watching.wait_for(&["counter"]);
+    drop(host.child.stdin.take());
+    assert_eq!(host.wait_exit(10), Some(0));
+    assert_eq!(watching.wait_exit(), Some(1), "{}", watching.screen());
+    assert!(
+        watching.screen().contains("went away"),
+        "{}",
+        watching.screen()
+    );
+}

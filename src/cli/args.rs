@@ -53,6 +53,8 @@ pub enum Command {
     /// A worker host (distributed mode): run the calls of the crews --selector matches,
     /// which a `run --nats --selector` scheduler publishes to NATS.
     Worker(WorkerArgs),
+    /// The running host's state in the terminal, refreshing (q to quit).
+    Monitor(SocketArgs),
     /// Check a production config against this machine (sandbox layers, cgroup
     /// delegation, NATS, metrics address, control socket folder) and print what is
     /// missing. Exit 1 if anything the config needs is.

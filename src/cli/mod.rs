@@ -5,6 +5,7 @@ pub mod args;
 pub mod deploy;
 pub mod distributed;
 pub mod expect;
+pub mod monitor;
 pub mod scaffold;
 
 use std::io::{self, Write};
@@ -95,6 +96,7 @@ impl Command {
             Command::New(_) => None,
             Command::Worker(args) => args.config.as_deref(),
             Command::Deploy(args) => Some(&args.config),
+            Command::Monitor(socket) => socket.config.as_deref(),
         }
     }
 }
@@ -310,13 +312,7 @@ pub async fn health(
     max_age: Option<u64>,
     table: bool,
 ) -> Result<Status, CommandError> {
-    let socket = match args.socket {
-        Some(socket) => socket,
-        None => match load_global(args.config.as_deref())?.control_socket {
-            Some(path) => path,
-            None => health::default_socket(|name| std::env::var(name).ok()),
-        },
-    };
+    let socket = socket_of(args)?;
     let command = if table { "status" } else { "health" };
     let report = match control::query(&socket, command, max_age).await {
         Ok(report) => report,
@@ -340,6 +336,28 @@ pub async fn health(
     } else {
         Ok(Status::WithErrors)
     }
+}
+
+/// The control socket `--socket` names, else the settings', else the default one.
+fn socket_of(args: SocketArgs) -> Result<PathBuf, CommandError> {
+    Ok(match args.socket {
+        Some(socket) => socket,
+        None => match load_global(args.config.as_deref())?.control_socket {
+            Some(path) => path,
+            None => health::default_socket(|name| std::env::var(name).ok()),
+        },
+    })
+}
+
+/// `monitor`: the host's state in the terminal until `q` or the host goes away.
+pub async fn monitor(args: SocketArgs) -> Result<Status, CommandError> {
+    let socket = socket_of(args)?;
+    monitor::monitor(&socket)
+        .await
+        .map_err(|source| CommandError::Io {
+            what: "the terminal failed",
+            source,
+        })
 }
 
 /// `validate`: loads the crews as `run` would, and reports.
