@@ -25,6 +25,7 @@ use crate::ops::metrics::Metrics;
 use crate::ops::shutdown::{HardStop, Shutdown};
 use crate::pool::{CallFailure, CallOutcome, CrewPool, StatusHandle};
 use crate::protocol::Call;
+use crate::reload::CrewsWatch;
 use crate::scheduler::clock::{CatchUp, Clock, EventTime};
 use crate::scheduler::wall_clock::{Anchor, WallClock};
 use crate::scheduler::{self, Ports, RunError};
@@ -76,6 +77,8 @@ pub struct HostOptions {
     pub errors: Option<PathBuf>,
     pub heartbeats: Option<PathBuf>,
     pub mode: RunMode,
+    /// Over the config's `hot_reload`.
+    pub watch: bool,
 }
 
 /// A host could not start; a usage or configuration problem (exit status 2).
@@ -257,6 +260,7 @@ impl HostConfig {
         if options.metrics_addr.is_some() {
             global.metrics_addr = options.metrics_addr.clone();
         }
+        global.hot_reload |= options.watch;
         let crews = Crews::load(&options.crews, &global)?;
         if crews.as_slice().is_empty() {
             tracing::warn!(crews = %options.crews.display(), "no crews found; events are only checked");
@@ -275,6 +279,8 @@ pub struct Host {
     crews: Crews,
     mode: RunMode,
     pool: HostPool,
+    /// With `hot_reload`: the crews folder, watched while the run goes on.
+    watch: Option<CrewsWatch>,
     status: StatusHandle,
     store: Contexts,
     actions: Actions,
@@ -407,11 +413,14 @@ impl Host {
             heartbeat_file,
             forward,
         ));
+        let watch = (global.hot_reload && !matches!(options.mode, RunMode::ReplayFrom(_)))
+            .then(|| CrewsWatch::new(&options.crews, &global, &crews));
         Ok(Host {
             store,
             caught_up,
             global,
             crews,
+            watch,
             mode: options.mode,
             pool,
             status,
@@ -442,6 +451,7 @@ impl Host {
             crews,
             mode,
             pool,
+            watch,
             status,
             store,
             actions,
@@ -472,6 +482,7 @@ impl Host {
         let stop_input = shutdown.clone().stop_requested();
         // The run owns the supervisor, so dropping it on a hard stop drops every crew
         // actor, which kills its runner.
+        let watched = metrics.clone();
         let work = Box::pin(async move {
             let ports = Ports {
                 pool: &pool,
@@ -482,7 +493,15 @@ impl Host {
                 errors,
                 metrics,
             };
-            let result = scheduler::run(&crews, &global, ports, replay_from, stop_input).await;
+            let run = scheduler::run(&crews, &global, ports, replay_from, stop_input);
+            let result = match watch {
+                // The watch never ends by itself; the run's end ends it.
+                Some(watch) => tokio::select! {
+                    result = run => result,
+                    () = watch.run(&pool.local, &watched) => unreachable!("the watch goes on"),
+                },
+                None => run.await,
+            };
             pool.local.shutdown().await;
             result
         });

@@ -15,6 +15,7 @@
 //! | context merge rules and stores | [`context`] |
 //! | actions and error records out ([`sink::ActionSink`]) | [`sink`] |
 //! | metrics, health, control socket, heartbeats, logs, shutdown | [`ops`] |
+//! | hot reload of the crews folder | [`reload`] |
 //! | wiring it all for one run | [`host`] |
 //! | the command line's own commands | [`cli`] |
 
@@ -30,6 +31,7 @@ pub mod model;
 pub mod ops;
 pub mod pool;
 pub mod protocol;
+pub mod reload;
 pub mod scheduler;
 pub mod sink;
 pub mod slicer;

@@ -787,3 +787,84 @@ fn monitor_shows_the_running_host_and_leaves_on_q_or_when_the_host_goes() {
         watching.screen()
     );
 }
+
+/// `run --watch`: an edited handler answers the next slices with no failed call and the
+/// context kept; an invalid edit is reported with file and field, and the version that
+/// runs keeps answering.
+#[test]
+fn a_crew_edited_while_the_host_runs_takes_its_new_version_with_the_context_kept() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = root.path().join("crews");
+    let crew = crews.join("counter");
+    std::fs::create_dir_all(&crew).unwrap();
+    let runtime = "crew: counter\ntriggers: ['*']\nrunner: {kind: python, module: \"handlers:react\"}\n\
+                   context: {read: [n], write: [n]}\n";
+    std::fs::write(crew.join("runtime.yaml"), runtime).unwrap();
+    let handler = |version: u32| {
+        format!(
+            "def react(events, ctx, deps):\n    ctx['n'] = ctx.get('n', 0) + len(events)\n    \
+             return [{{'kind': 'seen', 'payload': {{'v': {version}, 'n': ctx['n']}}}}]\n"
+        )
+    };
+    // Written whole and renamed, as editors save.
+    let save = |name: &str, text: &str| {
+        let temporary = crew.join(format!(".{name}.tmp"));
+        std::fs::write(&temporary, text).unwrap();
+        std::fs::rename(&temporary, crew.join(name)).unwrap();
+    };
+    save("handlers.py", &handler(1));
+    let output = root.path().join("actions.jsonl");
+    let errors = root.path().join("errors.jsonl");
+    let mut host = Host::start(
+        root.path(),
+        &crews,
+        &[],
+        &[
+            "--watch",
+            "--output",
+            output.to_str().unwrap(),
+            "--errors",
+            errors.to_str().unwrap(),
+        ],
+    );
+    host.wait_health("ready", all_ready);
+    let answered = |host: &mut Host, count: usize| {
+        host.send(&event_now("tick", "{}"));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while lines(&output).len() < count {
+            assert!(Instant::now() < deadline, "log:\n{}", host.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        lines(&output)[count - 1]["payload"].clone()
+    };
+    assert_eq!(answered(&mut host, 1), serde_json::json!({"v": 1, "n": 1}));
+    save("handlers.py", &handler(2));
+    let wait_log = |host: &Host, text: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !host.log().contains(text) {
+            assert!(Instant::now() < deadline, "no {text:?} in:\n{}", host.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_log(&host, "takes its new version");
+    assert_eq!(
+        answered(&mut host, 2),
+        serde_json::json!({"v": 2, "n": 2}),
+        "the new version, on the context the old one left"
+    );
+    save("runtime.yaml", &format!("{runtime}trigers: [x]\n"));
+    wait_log(&host, "did you mean `triggers`");
+    assert!(
+        host.log().contains("the running versions stay"),
+        "{}",
+        host.log()
+    );
+    assert_eq!(answered(&mut host, 3), serde_json::json!({"v": 2, "n": 3}));
+    drop(host.child.stdin.take());
+    assert_eq!(host.wait_exit(10), Some(0), "{}", host.log());
+    assert!(
+        lines(&errors).is_empty(),
+        "no call failed: {:?}",
+        lines(&errors)
+    );
+}

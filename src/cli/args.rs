@@ -146,6 +146,10 @@ pub struct RunArgs {
     /// live.
     #[arg(long)]
     pub live: bool,
+    /// Hot reload: watch the crews folder; a changed crew takes its new version at its
+    /// next call, with the context kept (also `hot_reload: true`).
+    #[arg(long)]
+    pub watch: bool,
     /// Serve Prometheus metrics on /metrics (and /healthz, /readyz) at this address,
     /// e.g. 127.0.0.1:9464.
     #[arg(long)]

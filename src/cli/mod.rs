@@ -119,6 +119,7 @@ impl ReplayArgs {
             batch: self.batch,
             heartbeats: None,
             live: false,
+            watch: false,
             metrics_addr: None,
             nats: None,
             streams: Vec::new(),
@@ -143,6 +144,7 @@ pub async fn run(
         batch,
         heartbeats,
         live,
+        watch,
         metrics_addr,
         nats,
         streams,
@@ -205,6 +207,7 @@ pub async fn run(
         errors,
         heartbeats,
         mode,
+        watch,
     };
     let config = HostConfig::load(options)?;
     if let Some(expected) = &expected {

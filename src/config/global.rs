@@ -127,6 +127,8 @@ pub struct GlobalConfig {
     pub context_acl_required: bool,
     /// A call slower than this (or failed) is logged at info; the others at debug.
     pub slow_call_ms: u64,
+    /// Watch the crews folder and give changed crews their new version (`run --watch`).
+    pub hot_reload: bool,
     /// Distributed mode (SPEC §12): on `run`, the crews whose names match this regex run
     /// here and the others on worker hosts; on `worker`, the crews this host runs.
     pub selector: Option<String>,
@@ -163,6 +165,7 @@ impl Default for GlobalConfig {
             log_format: None,
             context_acl_required: false,
             slow_call_ms: 1000,
+            hot_reload: false,
             selector: None,
             nats: NatsSettings::default(),
         }
@@ -196,6 +199,7 @@ const ENV_KNOBS: &[&str] = &[
     "log_format",
     "selector",
     "slow_call_ms",
+    "hot_reload",
 ];
 
 impl GlobalConfig {

@@ -40,6 +40,12 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    crew: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     crew: String,
     reason: String,
@@ -76,6 +82,7 @@ pub struct Metrics {
     events_overflowed: Counter,
     slice_close_delay: Histogram,
     commit: Histogram,
+    reloads: Family<ReloadLabels, Counter>,
     /// The last calls, for the web page.
     recent: RecentCalls,
 }
@@ -165,6 +172,12 @@ impl Metrics {
             "Live mode: how long after its due wall-clock time a slice was closed",
             slice_close_delay.clone(),
         );
+        let reloads = Family::default();
+        registry.register(
+            "crew_reloads",
+            "Hot reload: changed crews by result (applied, invalid, needs_restart)",
+            reloads.clone(),
+        );
         let commit = fine_histogram();
         registry.register(
             "commit_seconds",
@@ -190,6 +203,7 @@ impl Metrics {
             events_overflowed,
             slice_close_delay,
             commit,
+            reloads,
             recent: RecentCalls::default(),
         }
     }
@@ -265,6 +279,15 @@ impl Metrics {
 
     pub fn slice_closed_after(&self, delay: Duration) {
         self.slice_close_delay.observe(delay.as_secs_f64());
+    }
+
+    /// Hot reload looked at `crew` (`""` for the folder as a whole) with `result`.
+    pub fn crew_reloaded(&self, crew: &str, result: &str) {
+        let label = ReloadLabels {
+            crew: crew.into(),
+            result: result.into(),
+        };
+        self.reloads.get_or_create(&label).inc();
     }
 
     /// The last calls the scheduler finished.

@@ -29,6 +29,15 @@ impl Backoff {
     }
 }
 
+/// A new version of a crew (hot reload): what its next runner starts from.
+#[derive(Debug)]
+pub(super) struct Version {
+    pub(super) spawn: SpawnSpec,
+    pub(super) hello: Vec<u8>,
+    pub(super) max_errors: u32,
+    pub(super) startup_timeout: Duration,
+}
+
 pub(super) struct CrewActor {
     pub(super) crew: Arc<str>,
     pub(super) monitor: Arc<CrewMonitor>,
@@ -53,9 +62,10 @@ struct Failures {
 
 impl CrewActor {
     pub(super) async fn run(
-        self,
+        mut self,
         mut queue: mpsc::Receiver<CallRequest>,
         mut reported: mpsc::UnboundedReceiver<CallFailure>,
+        mut versions: mpsc::UnboundedReceiver<Version>,
         mut stop: watch::Receiver<bool>,
     ) {
         let mut failures = Failures::default();
@@ -85,6 +95,21 @@ impl CrewActor {
             let request = tokio::select! {
                 biased;
                 _ = stopping(&mut stop) => break,
+                Some(version) = versions.recv() => {
+                    // Between calls: the old runner has answered its last one. It stops
+                    // in protocol order; the next start is the new version's.
+                    if let Some(process) = runner.take() {
+                        process.shutdown().await;
+                    }
+                    self.spawn = version.spawn;
+                    self.hello = version.hello;
+                    self.max_errors = version.max_errors;
+                    self.limits.startup_timeout = version.startup_timeout;
+                    failures = Failures::default();
+                    self.monitor.set_pid(None);
+                    tracing::info!(crew = %self.crew, "crew reloaded: its next runner starts from the new version");
+                    continue;
+                }
                 Some(failure) = reported.recv() => {
                     // The call that had reset the count failed after all. The runner
                     // answered, so it stays up unless the crew is now disabled.

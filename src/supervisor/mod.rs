@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use crate::config::{CrewSpec, GlobalConfig, RunnerSpec};
 use crate::pool::{CallFailure, CallOutcome, CrewPool, CrewState, FailureReason, StatusHandle};
 use crate::protocol::{Call, Hello, HostMessage, PROTOCOL_VERSION};
-use actor::{Backoff, CrewActor};
+use actor::{Backoff, CrewActor, Version};
 use bundled::BundledRunners;
 use process::RunnerLimits;
 use status::CrewMonitor;
@@ -36,6 +36,8 @@ const CALL_QUEUE: usize = 64;
 /// How the supervisor reaches one crew's actor.
 struct CrewHandle {
     calls: mpsc::Sender<CallRequest>,
+    /// New versions of the crew (hot reload), taken between calls.
+    versions: mpsc::UnboundedSender<Version>,
     /// Failures found after a call succeeded; unbounded because they are reported from
     /// synchronous code, and at most one comes per call.
     failures: mpsc::UnboundedSender<CallFailure>,
@@ -47,8 +49,9 @@ pub struct Supervisor {
     monitors: Vec<Arc<CrewMonitor>>,
     stop: watch::Sender<bool>,
     actors: JoinSet<()>,
-    /// Kept alive while runners may still load from it.
-    _runners: Arc<BundledRunners>,
+    /// Kept alive while runners may still load from it; new versions start from it.
+    runners: Arc<BundledRunners>,
+    heartbeat_ms: u64,
 }
 
 impl Supervisor {
@@ -105,14 +108,8 @@ impl Supervisor {
             monitors.push(monitor.clone());
             let (calls, queue) = mpsc::channel(CALL_QUEUE);
             let (failures, reported) = mpsc::unbounded_channel();
-            let hello = HostMessage::Hello(Hello {
-                protocol: PROTOCOL_VERSION,
-                crew: spec.name.clone(),
-                crew_dir: spec.dir.display().to_string(),
-                config: spec.document.clone(),
-                heartbeat_ms: global.heartbeat_ms,
-            })
-            .encode();
+            let (versions, new_versions) = mpsc::unbounded_channel();
+            let hello = hello_line(spec, global.heartbeat_ms);
             let actor = CrewActor {
                 crew: spec.name.as_str().into(),
                 monitor,
@@ -127,16 +124,42 @@ impl Supervisor {
                 },
                 backoff: backoff.clone(),
             };
-            actors.spawn(actor.run(queue, reported, stopped.clone()));
-            handles.insert(spec.name.clone(), CrewHandle { calls, failures });
+            actors.spawn(actor.run(queue, reported, new_versions, stopped.clone()));
+            handles.insert(
+                spec.name.clone(),
+                CrewHandle {
+                    calls,
+                    versions,
+                    failures,
+                },
+            );
         }
         Ok(Supervisor {
             crews: handles,
             monitors,
             stop,
             actors,
-            _runners: runners,
+            runners,
+            heartbeat_ms: global.heartbeat_ms,
         })
+    }
+
+    /// Hands a crew a new version of itself (hot reload, SPEC §15): its runner answers
+    /// the call it has, stops, and the next one starts from `spec`. False for a crew this
+    /// supervisor does not run.
+    pub fn reload(&self, spec: &CrewSpec) -> bool {
+        let Some(handle) = self.crews.get(&spec.name) else {
+            return false;
+        };
+        let version = Version {
+            spawn: launch::spawn_spec(spec, self.runners.python_path(), |name| {
+                std::env::var(name).ok()
+            }),
+            hello: hello_line(spec, self.heartbeat_ms),
+            max_errors: spec.max_errors,
+            startup_timeout: Duration::from_millis(spec.startup_timeout_ms),
+        };
+        handle.versions.send(version).is_ok()
     }
 
     /// Waits until `crew` reaches `state`; returns at once for an unknown crew.
@@ -209,6 +232,18 @@ impl CrewPool for Supervisor {
         let monitors = self.monitors.clone();
         StatusHandle::new(move || monitors.iter().map(|m| m.snapshot()).collect())
     }
+}
+
+/// The `hello` line a runner of `spec` gets.
+fn hello_line(spec: &CrewSpec, heartbeat_ms: u64) -> Vec<u8> {
+    HostMessage::Hello(Hello {
+        protocol: PROTOCOL_VERSION,
+        crew: spec.name.clone(),
+        crew_dir: spec.dir.display().to_string(),
+        config: spec.document.clone(),
+        heartbeat_ms,
+    })
+    .encode()
 }
 
 /// One startup record for all crews: each with its kind, and the sandbox layers once when
