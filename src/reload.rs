@@ -12,9 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
-use crate::config::{CrewSpec, Crews, GlobalConfig};
+use crate::config::{CrewSpec, Crews, GlobalConfig, crew_version};
 use crate::ops::metrics::Metrics;
 use crate::supervisor::Supervisor;
 
@@ -123,47 +121,16 @@ fn same_schedule(a: &CrewSpec, b: &CrewSpec) -> bool {
         && a.context == b.context
 }
 
-/// Every crew folder under `dir` and a digest of its files (names and contents;
-/// Python's bytecode caches left out, since the crews write them).
+/// Every crew folder under `dir` and its version.
 fn digests(dir: &Path) -> Digests {
-    let mut digests = Digests::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return digests;
+        return Digests::new();
     };
-    for folder in entries.filter_map(Result::ok).map(|entry| entry.path()) {
-        if !folder.is_dir() {
-            continue;
-        }
-        let mut files = Vec::new();
-        collect_files(&folder, &mut files);
-        files.sort();
-        let mut hash = Sha256::new();
-        for file in files {
-            hash.update(
-                file.strip_prefix(&folder)
-                    .unwrap_or(&file)
-                    .as_os_str()
-                    .as_encoded_bytes(),
-            );
-            hash.update(std::fs::read(&file).unwrap_or_default());
-        }
-        let folder = std::path::absolute(&folder).unwrap_or(folder);
-        digests.insert(folder, format!("{:x}", hash.finalize()));
-    }
-    digests
-}
-
-fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for path in entries.filter_map(Result::ok).map(|entry| entry.path()) {
-        if path.is_dir() {
-            if path.file_name().is_some_and(|name| name != "__pycache__") {
-                collect_files(&path, files);
-            }
-        } else {
-            files.push(path);
-        }
-    }
+    (entries.filter_map(Result::ok).map(|entry| entry.path()))
+        .filter(|folder| folder.is_dir())
+        .map(|folder| {
+            let version = crew_version(&folder);
+            (std::path::absolute(&folder).unwrap_or(folder), version)
+        })
+        .collect()
 }

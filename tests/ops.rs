@@ -838,6 +838,13 @@ fn a_crew_edited_while_the_host_runs_takes_its_new_version_with_the_context_kept
         lines(&output)[count - 1]["payload"].clone()
     };
     assert_eq!(answered(&mut host, 1), serde_json::json!({"v": 1, "n": 1}));
+    let version = |host: &Host| {
+        let report = host.wait_health("ready", all_ready);
+        let crew = state_of(&report, "counter");
+        assert!(crew["loaded_at"].is_string(), "{crew}");
+        crew["version"].as_str().unwrap().to_owned()
+    };
+    let before = version(&host);
     save("handlers.py", &handler(2));
     let wait_log = |host: &Host, text: &str| {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -847,6 +854,7 @@ fn a_crew_edited_while_the_host_runs_takes_its_new_version_with_the_context_kept
         }
     };
     wait_log(&host, "takes its new version");
+    assert_ne!(version(&host), before, "health shows the new version");
     assert_eq!(
         answered(&mut host, 2),
         serde_json::json!({"v": 2, "n": 2}),

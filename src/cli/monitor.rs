@@ -167,6 +167,7 @@ fn crew_table(report: &Value) -> Table<'static> {
                 heartbeat,
                 text(&crew["restarts"]),
                 text(&crew["errors"]),
+                text(&crew["version"]),
                 crew["problem"].as_str().unwrap_or_default().to_owned(),
             ])
             .style(style)
@@ -180,6 +181,7 @@ fn crew_table(report: &Value) -> Table<'static> {
             Constraint::Length(12),
             Constraint::Length(9),
             Constraint::Length(7),
+            Constraint::Length(13),
             Constraint::Min(10),
         ],
     )
@@ -191,6 +193,7 @@ fn crew_table(report: &Value) -> Table<'static> {
             "heartbeat",
             "restarts",
             "errors",
+            "version",
             "problem",
         ])
         .style(Style::new().fg(Color::DarkGray)),

@@ -10,6 +10,7 @@ mod global;
 mod nats;
 mod paths;
 mod types;
+mod version;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ pub use nats::{NatsSettings, Secret, TlsSettings};
 pub use types::{
     BacklogPolicy, ContextAcl, CrewSpec, Need, RunnerSpec, SandboxSettings, Triggers, WaitPolicy,
 };
+pub use version::crew_version;
 
 /// One problem in a configuration file, located by file and field.
 #[derive(Debug, Clone, PartialEq, Eq)]

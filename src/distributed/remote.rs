@@ -432,6 +432,8 @@ impl CrewPool for RemoteCrews {
                         restarts: 0,
                         errors: crew.errors.load(Ordering::Relaxed),
                         sandbox_layers: Vec::new(),
+                        version: None,
+                        loaded_at: None,
                     }
                 })
                 .collect()

@@ -242,7 +242,7 @@ pub fn status_table(report: &serde_json::Value) -> String {
             }
         );
     }
-    let rows: Vec<[String; 7]> = report["crews"]
+    let rows: Vec<[String; 8]> = report["crews"]
         .as_array()
         .into_iter()
         .flatten()
@@ -267,6 +267,7 @@ pub fn status_table(report: &serde_json::Value) -> String {
                     .map_or("-".into(), |ms| format!("{ms} ms")),
                 text(&crew["restarts"]),
                 text(&crew["errors"]),
+                text(&crew["version"]),
                 layers.join(","),
             ]
         })
@@ -278,10 +279,11 @@ pub fn status_table(report: &serde_json::Value) -> String {
         "HEARTBEAT",
         "RESTARTS",
         "ERRORS",
+        "VERSION",
         "SANDBOX",
     ]
     .map(String::from);
-    let widths: Vec<usize> = (0..7)
+    let widths: Vec<usize> = (0..8)
         .map(|i| {
             rows.iter()
                 .chain([&header])

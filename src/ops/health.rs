@@ -199,6 +199,8 @@ mod tests {
             restarts: 0,
             errors: 0,
             sandbox_layers: vec!["rlimits"],
+            version: None,
+            loaded_at: None,
         }
     }
 

@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::model::Timestamp;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CrewState {
@@ -57,6 +59,13 @@ pub struct CrewStatus {
     pub errors: u64,
     /// The sandbox layers this crew's runner is started with.
     pub sandbox_layers: Vec<&'static str>,
+    /// The crew folder's digest, shortened, as its runners start from it (hot reload
+    /// changes it); `None` for crews on worker hosts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// When that version was loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loaded_at: Option<Timestamp>,
 }
 
 /// A cloneable, `'static` view of a pool's crews, for tasks that report state (control

@@ -20,7 +20,7 @@ use live_crew_sandbox::{Launcher, Sandbox, SpawnSpec};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
-use crate::config::{CrewSpec, GlobalConfig, RunnerSpec};
+use crate::config::{CrewSpec, GlobalConfig, RunnerSpec, crew_version};
 use crate::pool::{CallFailure, CallOutcome, CrewPool, CrewState, FailureReason, StatusHandle};
 use crate::protocol::{Call, Hello, HostMessage, PROTOCOL_VERSION};
 use actor::{Backoff, CrewActor, Version};
@@ -104,7 +104,11 @@ impl Supervisor {
             }
         }
         for (spec, spawn) in crews.iter().zip(spawns) {
-            let monitor = Arc::new(CrewMonitor::new(&spec.name, sandbox.layers_for(&spawn)));
+            let monitor = Arc::new(CrewMonitor::new(
+                &spec.name,
+                sandbox.layers_for(&spawn),
+                short_version(&spec.dir),
+            ));
             monitors.push(monitor.clone());
             let (calls, queue) = mpsc::channel(CALL_QUEUE);
             let (failures, reported) = mpsc::unbounded_channel();
@@ -159,7 +163,11 @@ impl Supervisor {
             max_errors: spec.max_errors,
             startup_timeout: Duration::from_millis(spec.startup_timeout_ms),
         };
-        handle.versions.send(version).is_ok()
+        let sent = handle.versions.send(version).is_ok();
+        if let Some(monitor) = self.monitors.iter().find(|m| m.crew() == spec.name) {
+            monitor.set_version(short_version(&spec.dir));
+        }
+        sent
     }
 
     /// Waits until `crew` reaches `state`; returns at once for an unknown crew.
@@ -232,6 +240,11 @@ impl CrewPool for Supervisor {
         let monitors = self.monitors.clone();
         StatusHandle::new(move || monitors.iter().map(|m| m.snapshot()).collect())
     }
+}
+
+/// A crew's version as health shows it: the first 12 hex digits of its folder's digest.
+fn short_version(dir: &std::path::Path) -> String {
+    crew_version(dir)[..12].to_owned()
 }
 
 /// The `hello` line a runner of `spec` gets.

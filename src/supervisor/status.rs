@@ -1,12 +1,15 @@
 //! What each crew's actor is doing, readable at any time without asking the actor:
 //! the source of `live-crew health` and `status`.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::model::Timestamp;
+use crate::ops::health::lock;
 use crate::pool::{CrewState, CrewStatus};
 
 /// Shared between an actor, which writes, and any number of readers. Lock-free, so
@@ -22,12 +25,15 @@ pub(crate) struct CrewMonitor {
     last_heartbeat: AtomicU64,
     restarts: AtomicU32,
     errors: AtomicU64,
+    /// The version its runners start from, and when it was loaded.
+    version: Mutex<(String, Timestamp)>,
     changed: Notify,
 }
 
 impl CrewMonitor {
-    pub fn new(crew: &str, sandbox_layers: Vec<&'static str>) -> Self {
+    pub fn new(crew: &str, sandbox_layers: Vec<&'static str>, version: String) -> Self {
         CrewMonitor {
+            version: Mutex::new((version, Timestamp::now())),
             crew: crew.to_owned(),
             sandbox_layers,
             epoch: Instant::now(),
@@ -63,6 +69,11 @@ impl CrewMonitor {
         self.last_heartbeat.store(micros, Ordering::Relaxed);
     }
 
+    /// A new version of the crew was loaded (hot reload).
+    pub fn set_version(&self, version: String) {
+        *lock(&self.version) = (version, Timestamp::now());
+    }
+
     pub fn count_restart(&self) {
         self.restarts.fetch_add(1, Ordering::Relaxed);
     }
@@ -83,6 +94,7 @@ impl CrewMonitor {
     }
 
     pub fn snapshot(&self) -> CrewStatus {
+        let (version, loaded_at) = lock(&self.version).clone();
         let pid = self.pid.load(Ordering::Relaxed);
         let beat = self.last_heartbeat.load(Ordering::Relaxed);
         let now = self.epoch.elapsed().as_micros() as u64 + 1;
@@ -95,6 +107,8 @@ impl CrewMonitor {
             restarts: self.restarts.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             sandbox_layers: self.sandbox_layers.clone(),
+            version: Some(version),
+            loaded_at: Some(loaded_at),
         }
     }
 }
