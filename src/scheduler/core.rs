@@ -698,7 +698,10 @@ impl Core {
         let plan = &self.plans[crew];
         let stats = &mut self.stats[crew];
         stats.calls += 1;
-        stats.durations_us.push(elapsed.as_micros() as u64);
+        // The time the runner had the call, where it answered: not the wait for a
+        // runner to start, or behind the crew's earlier calls.
+        let took = runner_time.unwrap_or(elapsed);
+        stats.durations_us.push(took.as_micros() as u64);
         self.in_flight[crew] -= 1;
         let mut dirty = vec![stream];
         if plan.backlog == BacklogPolicy::Latest {

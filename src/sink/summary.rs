@@ -11,7 +11,8 @@ use super::INPUT_REASONS;
 pub struct CrewStats {
     pub calls: u64,
     pub failures: u64,
-    /// Call durations in microseconds.
+    /// Call durations in microseconds: how long the runner had each call (for a failed
+    /// one, from dispatch to failure).
     pub durations_us: Vec<u64>,
 }
 
