@@ -5,6 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# tests/deploy_files.rs verifies the systemd unit with systemd-analyze; tests/ops.rs
+# loads the web page in Debian's headless chromium. Both come from apt when missing.
+missing=()
+command -v systemd-analyze > /dev/null || missing+=(systemd)
+command -v chromium > /dev/null || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi

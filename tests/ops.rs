@@ -595,7 +595,7 @@ fn the_drain_timeout_stops_a_stuck_drain() {
 }
 
 /// The web page of the running host (`/` on the metrics address) in a real headless
-/// Chromium (Debian's `chromium`, which .ci/run installs): every crew is listed, the
+/// Chromium (Debian's `chromium`, which scripts/test.sh installs): every crew is listed, the
 /// timeline shows their calls, and a screenshot is taken.
 #[test]
 fn the_web_page_shows_every_crew_and_their_calls_in_headless_chromium() {
@@ -642,7 +642,7 @@ fn the_web_page_shows_every_crew_and_their_calls_in_headless_chromium() {
             .args(args)
             .arg(format!("http://{addr}/"))
             .output()
-            .expect("Debian's chromium runs the web page's test (.ci/run installs it)")
+            .expect("Debian's chromium runs the web page's test (scripts/test.sh installs it)")
     };
     let dom = chromium(&["--dump-dom"]);
     let dom = String::from_utf8_lossy(&dom.stdout);
