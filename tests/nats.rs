@@ -762,7 +762,7 @@ fn an_old_server_is_refused_and_a_dated_one_warned_about() {
     let root = tempfile::tempdir().unwrap();
     let crews = one_counter(root.path());
     let too_old = NatsServer::start_binary(old_nats_server("2.10.26"), &[]);
-    let refused = host(&too_old, &crews).output().unwrap();
+    let refused = output_within(&mut host(&too_old, &crews), Duration::from_secs(30));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(2), "{stderr}");
     assert!(
@@ -929,23 +929,6 @@ fn a_stream_id_that_breaks_a_subject_and_a_server_that_is_not_there_are_named() 
     );
 }
 
-/// `GET path` on `addr`: the body.
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
-}
-
 /// The metric names a PromQL expression reads: what is left once label matchers, ranges
 /// and `by (...)` are gone, minus function calls and keywords.
 fn metrics_in(expr: &str) -> Vec<String> {
@@ -1004,7 +987,7 @@ fn the_grafana_dashboard_queries_only_metrics_the_host_exports() {
         publish(&js, "a", 0).await;
         wait_for_events(&js, "a", 1).await;
     });
-    let text = http_get(&addr, "/metrics");
+    let (_, text) = http_get(&addr, "/metrics");
     let missing: Vec<&String> = queried
         .iter()
         .filter(|name| {

@@ -2,12 +2,14 @@
 //! `status` over the control socket, a `/metrics` scrape, JSON logs, and stopping.
 
 mod common;
+mod support;
 
 use common::{wait_all_gone, write_hostile_crew};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{http_get, output_within};
 
 const BIN: &str = env!("CARGO_BIN_EXE_live-crew");
 
@@ -356,23 +358,6 @@ fn a_healthy_host_exits_0_until_heartbeats_are_older_than_max_age() {
     assert_eq!(health(&["--config", config]).0, 2);
 }
 
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let code = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
-}
-
 #[test]
 fn metrics_scrape_has_every_metric_and_every_log_line_is_json() {
     let root = tempfile::tempdir().unwrap();
@@ -631,7 +616,13 @@ fn the_web_page_shows_every_crew_and_their_calls_in_headless_chromium() {
     let state: serde_json::Value = serde_json::from_str(&state).unwrap();
     assert!(!state["calls"].as_array().unwrap().is_empty(), "{state}");
     let chromium = |args: &[&str]| {
-        Command::new("chromium")
+        // Chromium must be there (scripts/test.sh installs Debian's).
+        assert!(
+            Command::new("chromium").arg("--version").output().is_ok(),
+            "the web page's test runs Debian's chromium; scripts/test.sh installs it"
+        );
+        let mut command = Command::new("chromium");
+        command
             .args([
                 "--headless",
                 "--no-sandbox",
@@ -640,9 +631,8 @@ fn the_web_page_shows_every_crew_and_their_calls_in_headless_chromium() {
             ])
             .args(["--window-size=1280,700", "--virtual-time-budget=3000"])
             .args(args)
-            .arg(format!("http://{addr}/"))
-            .output()
-            .expect("Debian's chromium runs the web page's test (scripts/test.sh installs it)")
+            .arg(format!("http://{addr}/"));
+        output_within(&mut command, Duration::from_secs(60))
     };
     let dom = chromium(&["--dump-dom"]);
     let dom = String::from_utf8_lossy(&dom.stdout);

@@ -376,9 +376,10 @@ fn a_worker_whose_crew_differs_from_the_schedulers_refuses_to_start() {
     let elsewhere = tempfile::tempdir().unwrap();
     let other = elsewhere.path().join("crews");
     echo_crew(&other, "remote", 0.0, "timeout_ms: 1234\n");
-    let refused = worker(&cluster.server, &other, "^remote$", &cluster.socket("w1"))
-        .output()
-        .unwrap();
+    let refused = output_within(
+        &mut worker(&cluster.server, &other, "^remote$", &cluster.socket("w1")),
+        Duration::from_secs(30),
+    );
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(2), "{stderr}");
     assert!(

@@ -319,13 +319,7 @@ pub async fn health(
     let command = if table { "status" } else { "health" };
     let report = match control::query(&socket, command, max_age).await {
         Ok(report) => report,
-        Err(err) => {
-            eprintln!(
-                "live-crew: no host answers on {}: {err}; is `live-crew run` running with this control_socket?",
-                socket.display()
-            );
-            return Ok(Status::Unreachable);
-        }
+        Err(err) => return Ok(unreachable(&socket, &err)),
     };
     let text = if table {
         control::status_table(&report)
@@ -339,6 +333,15 @@ pub async fn health(
     } else {
         Ok(Status::WithErrors)
     }
+}
+
+/// Says that no host answers on `socket`: `health`'s and `monitor`'s exit status 2.
+fn unreachable(socket: &Path, err: &io::Error) -> Status {
+    eprintln!(
+        "live-crew: no host answers on {}: {err}; is `live-crew run` running with this control_socket?",
+        socket.display()
+    );
+    Status::Unreachable
 }
 
 /// The control socket `--socket` names, else the settings', else the default one.

@@ -34,13 +34,7 @@ pub async fn monitor(socket: &Path) -> io::Result<Status> {
     // Before the screen is taken: a host that is not there is said plainly.
     let first = match control::query(socket, "status", None).await {
         Ok(report) => report,
-        Err(err) => {
-            eprintln!(
-                "live-crew: no host answers on {}: {err}; is `live-crew run` running with this control_socket?",
-                socket.display()
-            );
-            return Ok(Status::Unreachable);
-        }
+        Err(err) => return Ok(super::unreachable(socket, &err)),
     };
     let mut terminal = ratatui::init();
     let ended = watch(&mut terminal, socket, first).await;
