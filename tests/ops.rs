@@ -4,154 +4,17 @@
 mod common;
 mod support;
 
-use common::{wait_all_gone, write_hostile_crew};
+use common::{
+    Host, all_ready, event_now, health, lines, runner_pids, state_of, wait_all_gone,
+    write_hostile_crew,
+};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use support::{http_get, output_within};
 
 const BIN: &str = env!("CARGO_BIN_EXE_live-crew");
-
-/// An event of stream `s` stamped with the current wall-clock time.
-fn event_now(kind: &str, payload: &str) -> String {
-    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    format!(r#"{{"ts":"{ts}","kind":"{kind}","stream_id":"s","payload":{payload}}}"#) + "\n"
-}
-
-/// A host reading events from its stdin, with its log in `dir/log`.
-struct Host {
-    child: Child,
-    dir: PathBuf,
-    socket: PathBuf,
-}
-
-impl Host {
-    fn start(dir: &Path, crews: &Path, env: &[(&str, &str)], args: &[&str]) -> Host {
-        let socket = dir.join("control.sock");
-        let log = std::fs::File::create(dir.join("log")).unwrap();
-        let mut command = Command::new(BIN);
-        command
-            .args(["run", "--log-format", "json", "--events", "-", "--crews"])
-            .arg(crews)
-            .args(args)
-            .env("LIVE_CREW_CONTROL_SOCKET", &socket)
-            .env("LIVE_CREW_HEARTBEAT_MS", "250")
-            .env("LIVE_CREW_KILL_GRACE_MS", "300")
-            .env("LIVE_CREW_LOG", "info")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(log);
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        Host {
-            child: command.spawn().unwrap(),
-            dir: dir.to_path_buf(),
-            socket,
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        let stdin = self.child.stdin.as_mut().unwrap();
-        stdin.write_all(line.as_bytes()).unwrap();
-        stdin.flush().unwrap();
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("log")).unwrap()
-    }
-
-    /// Waits until `check` holds for the health report, or fails after 20 s.
-    fn wait_health(
-        &self,
-        what: &str,
-        check: impl Fn(&serde_json::Value) -> bool,
-    ) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (_, report) = health(&["--socket", self.socket.to_str().unwrap()]);
-            if let Some(report) = report.filter(|r| check(r)) {
-                return report;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "never {what}; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
-    }
-
-    /// Waits for the host to exit (at most `secs`); returns its exit code.
-    fn wait_exit(&mut self, secs: u64) -> Option<i32> {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "host did not exit; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs `live-crew health ARGS`; returns the exit code and the parsed report.
-fn health(args: &[&str]) -> (i32, Option<serde_json::Value>) {
-    let out = Command::new(BIN).arg("health").args(args).output().unwrap();
-    let report = serde_json::from_slice(&out.stdout).ok();
-    (out.status.code().unwrap(), report)
-}
-
-fn state_of<'a>(report: &'a serde_json::Value, crew: &str) -> &'a serde_json::Value {
-    report["crews"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["crew"] == crew)
-        .unwrap_or_else(|| panic!("no crew {crew} in {report}"))
-}
-
-fn all_ready(report: &serde_json::Value) -> bool {
-    report["crews"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|c| c["state"] == "ready")
-}
-
-fn runner_pids(report: &serde_json::Value) -> Vec<i32> {
-    report["crews"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|c| c["pid"].as_i64())
-        .map(|pid| pid as i32)
-        .collect()
-}
-
-fn lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
-}
 
 #[test]
 fn live_stdin_slices_close_on_time_and_their_actions_are_flushed_at_once() {
@@ -463,7 +326,7 @@ fn metrics_scrape_has_every_metric_and_every_log_line_is_json() {
         .unwrap_or_else(|| panic!("no startup record in:\n{log}"));
     let text = startup["msg"].as_str().unwrap();
     assert!(
-        text.contains("failer (command)") && text.contains("writer (python)"),
+        text.contains("failer (command, cold)") && text.contains("writer (python, zygote)"),
         "{text}"
     );
     assert!(

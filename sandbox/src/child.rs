@@ -13,6 +13,7 @@ use tokio::net::unix::pipe;
 
 use crate::cgroup::CrewCgroups;
 use crate::forker::Spawned;
+use crate::zygote::ExitReports;
 use crate::{Planned, pidfd};
 
 /// The host's end of a crew's stdin.
@@ -34,6 +35,7 @@ pub struct Child {
     pub stdout: Option<ChildStdout>,
     pub stderr: Option<ChildStderr>,
     leader: Leader,
+    start_mode: StartMode,
     /// Whether the leader is PID 1 of a pid namespace of its own.
     pid_namespace: bool,
     /// Spawned with `defer_cgroup_join` and not moved into its cgroups yet.
@@ -55,15 +57,35 @@ struct Leader {
     status: Option<ExitStatus>,
 }
 
+/// How a crew's process was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartMode {
+    /// Forked and exec'd by the host.
+    Cold,
+    /// Forked by a fork server that had imported the runtime already (SPEC §13).
+    Zygote,
+    /// Meant for a fork server that kept failing, so started cold instead.
+    ColdFallback,
+}
+
+impl StartMode {
+    /// The name in `health`, logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            StartMode::Cold => "cold",
+            StartMode::Zygote => "zygote",
+            StartMode::ColdFallback => "cold_fallback",
+        }
+    }
+}
+
 /// Who forked the leader, and so who collects its exit status.
-///
-/// The seam for launchers whose crews another process forks: a fork server (SPEC §13)
-/// reaps its own children, so its variant will take the exit status the server reports
-/// where [`Parent::Host`] calls `waitid`, and still watch the pidfd for the exit.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Parent {
     /// The host forked it, and reaps it with `waitid(P_PIDFD)`.
     Host,
+    /// A fork server forked it, reaps it and reports its exit status.
+    Zygote(Arc<ExitReports>),
 }
 
 impl Leader {
@@ -73,9 +95,11 @@ impl Leader {
             return Ok(status);
         }
         loop {
+            // A pidfd is readable once its process has exited, child of ours or not.
             let mut ready = self.pidfd.readable().await?;
-            let status = match self.parent {
+            let status = match &self.parent {
                 Parent::Host => pidfd::try_reap(ready.get_inner())?,
+                Parent::Zygote(reports) => Some(reports.status_of(self.pid).await),
             };
             match status {
                 Some(status) => {
@@ -98,7 +122,9 @@ impl Leader {
         if self.status.is_some() {
             return;
         }
-        match self.parent {
+        match &self.parent {
+            // The fork server reaps it, and drops the report nobody asks for.
+            Parent::Zygote(reports) => reports.forget(self.pid),
             Parent::Host => {
                 // Err: reaped by someone else (a waitpid on the pid), nothing to do.
                 if !matches!(pidfd::try_reap(self.pidfd.get_ref()), Ok(None)) {
@@ -123,15 +149,60 @@ impl Leader {
 impl Child {
     /// Takes over the process of `planned` that this host forked, and from then on owns
     /// the crew's working directory and cgroups. Within a tokio runtime.
-    pub(crate) fn forked_by_host(planned: Planned, spawned: Spawned) -> io::Result<Child> {
+    pub(crate) fn forked_by_host(
+        planned: Planned,
+        spawned: Spawned,
+        start_mode: StartMode,
+    ) -> io::Result<Child> {
+        let (mut process, pidfd) = spawned;
+        let pipes = Pipes {
+            stdin: process.stdin.take().map(OwnedFd::from),
+            stdout: process.stdout.take().map(OwnedFd::from),
+            stderr: process.stderr.take().map(OwnedFd::from),
+        };
+        let defer_cgroup_join = planned.defer_cgroup_join;
+        let forked = Forked {
+            pid: process.id(),
+            pidfd,
+            parent: Parent::Host,
+            start_mode,
+            cgroups_pending: defer_cgroup_join,
+        };
+        Child::take_over(planned, forked, pipes)
+    }
+
+    /// Takes over the process of `planned` that a fork server forked, which the host
+    /// moves into the crew's cgroups before its first input ([`Child::join_cgroups`]).
+    pub(crate) fn forked_by_zygote(
+        planned: Planned,
+        (pid, pidfd): (u32, OwnedFd),
+        reports: Arc<ExitReports>,
+        pipes: Pipes,
+    ) -> io::Result<Child> {
+        let forked = Forked {
+            pid,
+            pidfd,
+            parent: Parent::Zygote(reports),
+            start_mode: StartMode::Zygote,
+            cgroups_pending: true,
+        };
+        Child::take_over(planned, forked, pipes)
+    }
+
+    fn take_over(planned: Planned, forked: Forked, pipes: Pipes) -> io::Result<Child> {
         let Planned {
             plan,
             workdir,
             cgroups,
-            defer_cgroup_join,
+            defer_cgroup_join: _,
         } = planned;
-        let (mut process, pidfd) = spawned;
-        let pid = process.id();
+        let Forked {
+            pid,
+            pidfd,
+            parent,
+            start_mode,
+            cgroups_pending,
+        } = forked;
         // SAFETY: the Arc keeps the pidfd open, and its fd number unchanged, for as long
         // as the AsyncFd lives.
         let registered =
@@ -143,7 +214,9 @@ impl Child {
                 // Not a `Child` yet, whose drop would do this.
                 let _ = pidfd::send_signal(&pidfd, libc::SIGKILL);
                 let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                let _ = pidfd::reap(&pidfd);
+                if let Parent::Host = parent {
+                    let _ = pidfd::reap(&pidfd);
+                }
                 return Err(error);
             }
         };
@@ -155,31 +228,25 @@ impl Child {
             leader: Leader {
                 pid,
                 pidfd,
-                parent: Parent::Host,
+                parent,
                 status: None,
             },
+            start_mode,
             pid_namespace: plan.new_pid_namespace,
-            cgroups_pending: defer_cgroup_join,
+            cgroups_pending,
             cgroups,
             workdir,
         };
         // From here on, an error drops `child`, which kills and reaps the crew.
-        child.stdin = process
-            .stdin
-            .take()
-            .map(|pipe| ChildStdin::from_owned_fd(pipe.into()))
-            .transpose()?;
-        child.stdout = process
-            .stdout
-            .take()
-            .map(|pipe| ChildStdout::from_owned_fd(pipe.into()))
-            .transpose()?;
-        child.stderr = process
-            .stderr
-            .take()
-            .map(|pipe| ChildStderr::from_owned_fd(pipe.into()))
-            .transpose()?;
+        child.stdin = pipes.stdin.map(ChildStdin::from_owned_fd).transpose()?;
+        child.stdout = pipes.stdout.map(ChildStdout::from_owned_fd).transpose()?;
+        child.stderr = pipes.stderr.map(ChildStderr::from_owned_fd).transpose()?;
         Ok(child)
+    }
+
+    /// How the crew's process was started.
+    pub fn start_mode(&self) -> StartMode {
+        self.start_mode
     }
 
     /// The leader's pid, which is also the crew's process group and session id.
@@ -274,6 +341,23 @@ impl Child {
         self.cgroups.remove().await;
         status
     }
+}
+
+/// The host's ends of a crew's pipes.
+#[derive(Debug, Default)]
+pub(crate) struct Pipes {
+    pub(crate) stdin: Option<OwnedFd>,
+    pub(crate) stdout: Option<OwnedFd>,
+    pub(crate) stderr: Option<OwnedFd>,
+}
+
+/// A crew's first process, just forked, and who forked it.
+struct Forked {
+    pid: u32,
+    pidfd: OwnedFd,
+    parent: Parent,
+    start_mode: StartMode,
+    cgroups_pending: bool,
 }
 
 impl Drop for Child {

@@ -6,7 +6,7 @@
 //! launcher builds the ruleset from them before the fork (it opens every path), and the
 //! child only calls `landlock_restrict_self` on its fd.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use landlock::{
@@ -155,6 +155,11 @@ impl PreparedRuleset {
         let fd: Option<OwnedFd> = ruleset.into();
         fd.map(PreparedRuleset)
             .ok_or_else(|| RulesetError::general("the kernel has no Landlock"))
+    }
+
+    /// The ruleset's fd, for a fork server that restricts the crews it forks.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
     }
 
     /// Restricts the calling thread, and everything it executes, to the ruleset.

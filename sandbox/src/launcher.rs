@@ -1,13 +1,20 @@
 //! Starting planned crews. A [`Launcher`] applies a [`LaunchPlan`](crate::LaunchPlan)
-//! and hands back the crew's [`Child`]; [`ColdLauncher`] forks and execs from the host.
+//! and hands back the crew's [`Child`]; [`ColdLauncher`] forks and execs from the host,
+//! [`ZygoteLauncher`](crate::ZygoteLauncher) asks a fork server.
 
+use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
+use std::pin::Pin;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use crate::child::StartMode;
 use crate::preexec::PreExec;
 use crate::{Child, Planned, Sandbox, SandboxError, SpawnSpec, forker};
+
+/// What [`Launcher::launch`] returns: the crew's [`Child`] once it is started.
+pub type Launch<'a> = Pin<Box<dyn Future<Output = Result<Child, SandboxError>> + Send + 'a>>;
 
 /// Starts the process of a planned crew.
 ///
@@ -16,13 +23,13 @@ use crate::{Child, Planned, Sandbox, SandboxError, SpawnSpec, forker};
 /// of `preexec.rs`, so every launcher gives a crew the same isolation.
 pub trait Launcher: Send + Sync {
     /// Starts `planned`, with piped stdin, stdout and stderr. The returned [`Child`]
-    /// owns the crew's working directory and cgroups from then on. Must be called from
+    /// owns the crew's working directory and cgroups from then on. Must be awaited
     /// within a tokio runtime.
-    fn launch(&self, planned: Planned) -> Result<Child, SandboxError>;
+    fn launch(&self, planned: Planned) -> Launch<'_>;
 }
 
 /// A cold start: the host forks the crew from its forker thread (`forker.rs`) and
-/// execs the program. Blocks for the fork and exec.
+/// execs the program.
 #[derive(Debug, Clone)]
 pub struct ColdLauncher {
     /// The sandbox's empty network namespace, for plans that join it.
@@ -38,14 +45,29 @@ impl Sandbox {
     }
 
     /// Plans `spec` and launches it cold: [`Sandbox::plan`], then
-    /// [`ColdLauncher::launch`]. Must be called from within a tokio runtime.
+    /// [`ColdLauncher::start`]. Must be called from within a tokio runtime.
     pub fn spawn(&self, spec: &SpawnSpec) -> Result<Child, SandboxError> {
-        self.cold_launcher().launch(self.plan(spec)?)
+        self.cold_launcher()
+            .start(self.plan(spec)?, None, StartMode::Cold)
     }
 }
 
 impl Launcher for ColdLauncher {
-    fn launch(&self, planned: Planned) -> Result<Child, SandboxError> {
+    fn launch(&self, planned: Planned) -> Launch<'_> {
+        let started = self.start(planned, None, StartMode::Cold);
+        Box::pin(std::future::ready(started))
+    }
+}
+
+impl ColdLauncher {
+    /// Forks and execs `planned` now, blocking for both. `stdin` replaces the pipe the
+    /// program reads from (the fork server's socket); `mode` is what the child reports.
+    pub(crate) fn start(
+        &self,
+        planned: Planned,
+        stdin: Option<OwnedFd>,
+        mode: StartMode,
+    ) -> Result<Child, SandboxError> {
         let plan = &planned.plan;
         let (crew, program) = (plan.crew.clone(), plan.program.display().to_string());
         let spawn_error = |source| SandboxError::Spawn {
@@ -66,7 +88,7 @@ impl Launcher for ColdLauncher {
             .env_clear()
             .envs(plan.env.iter().map(|(name, value)| (name, value)))
             .current_dir(&plan.workdir)
-            .stdin(Stdio::piped())
+            .stdin(stdin.map_or_else(Stdio::piped, Stdio::from))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         // SAFETY: PreExec::run only makes async-signal-safe calls on data prepared above,
@@ -75,6 +97,6 @@ impl Launcher for ColdLauncher {
             command.pre_exec(move || pre_exec.run());
         }
         let spawned = forker::spawn(command, plan.new_pid_namespace).map_err(spawn_error)?;
-        Child::forked_by_host(planned, spawned).map_err(spawn_error)
+        Child::forked_by_host(planned, spawned, mode).map_err(spawn_error)
     }
 }

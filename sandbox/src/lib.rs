@@ -3,8 +3,8 @@
 //! Every crew runner is started in two steps: [`Sandbox::plan`] turns its [`SpawnSpec`]
 //! into a [`LaunchPlan`], plain data, and a [`Launcher`] applies it: one short, linear
 //! setup sequence between `fork` and `exec` (see `preexec.rs`). [`ColdLauncher`] forks
-//! from the host; [`Sandbox::spawn`] does both steps with it. The returned [`Child`] owns
-//! the process group, the private working directory and the per-crew cgroups, and tears
+//! from the host, [`ZygoteLauncher`] from a fork server (`zygote.rs`); [`Sandbox::spawn`]
+//! does both steps cold. The returned [`Child`] owns the process group, the private working directory and the per-crew cgroups, and tears
 //! all of them down when it is terminated or dropped.
 //!
 //! The layers, as [`Sandbox::active_layers`] names them (see also the crate's README):
@@ -37,6 +37,7 @@ mod pidfd;
 mod plan;
 mod preexec;
 mod seccomp;
+mod zygote;
 
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
@@ -45,13 +46,14 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use child::{Child, ChildStderr, ChildStdin, ChildStdout};
+pub use child::{Child, ChildStderr, ChildStdin, ChildStdout, StartMode};
 pub use error::SandboxError;
 pub use filesystem::{FsRules, LandlockRules};
-pub use launcher::{ColdLauncher, Launcher};
+pub use launcher::{ColdLauncher, Launch, Launcher};
 pub use layers::Layer;
 pub use plan::{LaunchPlan, Planned, Resource, Rlimit};
 pub use seccomp::BpfInstruction;
+pub use zygote::ZygoteLauncher;
 
 /// Resource limits for one crew, from its `sandbox:` section (or the config defaults).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -57,6 +57,10 @@ pub struct LaunchPlan {
     pub landlock: Option<LandlockRules>,
     /// Seccomp filters, installed in this order last; empty without the layer.
     pub seccomp: Vec<Vec<BpfInstruction>>,
+    /// Keep the capabilities of the host: only for the fork server, which needs
+    /// CAP_SYS_ADMIN to give each crew it forks its namespaces. Crews never do.
+    #[serde(default)]
+    pub keep_capabilities: bool,
 }
 
 /// One `setrlimit` call.
@@ -146,6 +150,7 @@ impl Sandbox {
                 Some(filters) if self.applies(Layer::Seccomp, spec) => filters.clone(),
                 _ => Vec::new(),
             },
+            keep_capabilities: false,
         };
         Ok(Planned {
             plan,

@@ -41,6 +41,7 @@ pub(crate) struct PreExec {
     user: Option<User>,
     landlock: Option<PreparedRuleset>,
     seccomp: Vec<BpfProgram>,
+    keep_capabilities: bool,
 }
 
 impl PreExec {
@@ -99,6 +100,7 @@ impl PreExec {
                 .iter()
                 .map(|filter| seccomp::program(filter))
                 .collect(),
+            keep_capabilities: plan.keep_capabilities,
         })
     }
 
@@ -133,8 +135,11 @@ impl PreExec {
         }
         // 8. No capabilities, even for a crew that runs as root, and no privileges
         //    gained through exec (setuid binaries, file capabilities): Landlock and
-        //    seccomp need no_new_privs, and it is right for every crew.
-        drop_capabilities()?;
+        //    seccomp need no_new_privs, and it is right for every crew. The fork server
+        //    keeps its capabilities for the namespaces of the crews it forks.
+        if !self.keep_capabilities {
+            drop_capabilities()?;
+        }
         // SAFETY: PR_SET_NO_NEW_PRIVS takes no pointers.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err(io::Error::last_os_error());
@@ -313,6 +318,7 @@ mod tests {
             user: None,
             landlock: None,
             seccomp: Vec::new(),
+            keep_capabilities: false,
         }
     }
 

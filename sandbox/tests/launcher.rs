@@ -15,7 +15,7 @@ async fn a_plan_launches_through_the_trait_as_planned() {
     spec.env.push(("GREETING".into(), "hello".into()));
     let planned = sandbox.plan(&spec).unwrap();
     let workdir = planned.plan.workdir.clone();
-    let mut child = launcher.launch(planned).unwrap();
+    let mut child = launcher.launch(planned).await.unwrap();
     assert_eq!(child.workdir(), workdir);
     assert_eq!(
         stdout(&mut child).await,

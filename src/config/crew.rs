@@ -76,9 +76,6 @@ fn all_keys() -> Vec<String> {
 
 const BUNDLED_KINDS: [&str; 3] = ["python", "crewai", "prompt"];
 
-/// Kinds that import CrewAI: a cold `import crewai` alone takes seconds and ~170 MB, and
-/// its address space (threads, native libraries) outgrows the general defaults.
-const CREWAI_KINDS: [&str; 2] = ["crewai", "prompt"];
 /// The least startup timeout a CrewAI crew gets unless its runtime file sets one.
 pub const CREWAI_STARTUP_TIMEOUT_MS: u64 = 60_000;
 /// The least `memory_mb` a CrewAI crew gets unless its runtime file sets one.
@@ -153,8 +150,9 @@ impl<'a> Checker<'a> {
             self.issue("max_errors", "must be at least 1");
         }
         let runner = self.runner(&raw.runner, &dir, &raw.crew);
-        let uses_crewai = matches!(&runner, Some(RunnerSpec::BundledPython { kind, .. })
-            if CREWAI_KINDS.contains(&kind.as_str()));
+        // A cold `import crewai` alone takes seconds and ~170 MB, and its address space
+        // (threads, native libraries) outgrows the general defaults.
+        let uses_crewai = runner.as_ref().is_some_and(RunnerSpec::uses_crewai);
         let startup_timeout_ms = match raw.startup_timeout_ms {
             Some(ms) => ms,
             None if uses_crewai => global.startup_timeout_ms.max(CREWAI_STARTUP_TIMEOUT_MS),
@@ -302,9 +300,18 @@ impl<'a> Checker<'a> {
             if kind == "python" {
                 self.python_module(runner.get("module"), dir);
             }
+            let zygote = match runner.get("zygote") {
+                None => true,
+                Some(Value::Bool(zygote)) => *zygote,
+                Some(_) => {
+                    self.issue("runner.zygote", "must be true or false");
+                    true
+                }
+            };
             return Some(RunnerSpec::BundledPython {
                 kind: kind.to_owned(),
                 python,
+                zygote,
             });
         }
         if kind != "command" {

@@ -14,6 +14,7 @@ type Problems = Vec<(String, String)>;
 const CREWAI_FIELDS: &[&str] = &[
     "kind",
     "python",
+    "zygote",
     "class",
     "module",
     "pythonpath",
@@ -23,6 +24,7 @@ const CREWAI_FIELDS: &[&str] = &[
 const PROMPT_FIELDS: &[&str] = &[
     "kind",
     "python",
+    "zygote",
     "llm",
     "system_prompt",
     "user_template",

@@ -129,6 +129,9 @@ pub struct GlobalConfig {
     pub slow_call_ms: u64,
     /// Watch the crews folder and give changed crews their new version (`run --watch`).
     pub hot_reload: bool,
+    /// Start `python`, `crewai` and `prompt` crews from a fork server per interpreter
+    /// (SPEC §13); `false` starts every crew cold.
+    pub zygote: bool,
     /// Distributed mode (SPEC §12): on `run`, the crews whose names match this regex run
     /// here and the others on worker hosts; on `worker`, the crews this host runs.
     pub selector: Option<String>,
@@ -166,6 +169,7 @@ impl Default for GlobalConfig {
             context_acl_required: false,
             slow_call_ms: 1000,
             hot_reload: false,
+            zygote: true,
             selector: None,
             nats: NatsSettings::default(),
         }
@@ -200,6 +204,7 @@ const ENV_KNOBS: &[&str] = &[
     "selector",
     "slow_call_ms",
     "hot_reload",
+    "zygote",
 ];
 
 impl GlobalConfig {
@@ -231,11 +236,14 @@ impl GlobalConfig {
         for knob in ENV_KNOBS {
             let var = format!("LIVE_CREW_{}", knob.to_ascii_uppercase());
             if let Some(value) = env(&var) {
-                // Numbers stay numbers; anything else is taken as a string.
-                let parsed = value
-                    .parse::<u64>()
-                    .map(serde_json::Value::from)
-                    .unwrap_or(serde_json::Value::String(value));
+                // Numbers and booleans stay what they are; anything else is a string.
+                let parsed = match value.parse::<u64>() {
+                    Ok(number) => serde_json::Value::from(number),
+                    Err(_) => match value.as_str() {
+                        "true" | "false" => serde_json::Value::Bool(value == "true"),
+                        _ => serde_json::Value::String(value),
+                    },
+                };
                 document.insert((*knob).to_owned(), parsed);
             }
         }
@@ -369,6 +377,18 @@ mod tests {
         assert_eq!(config.heartbeat_ms, 300);
         assert_eq!(config.sandbox.processes, 8);
         assert_eq!(config.sandbox.memory_mb, 1024);
+    }
+
+    #[test]
+    fn switches_come_from_the_environment_as_booleans() {
+        let env = |name: &str| match name {
+            "LIVE_CREW_ZYGOTE" => Some("false".to_owned()),
+            "LIVE_CREW_HOT_RELOAD" => Some("true".to_owned()),
+            _ => None,
+        };
+        let config = GlobalConfig::load(None, env).unwrap();
+        assert!(!config.zygote);
+        assert!(config.hot_reload);
     }
 
     #[test]

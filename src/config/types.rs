@@ -75,9 +75,18 @@ pub enum RunnerSpec {
         kind: String,
         /// `runner.python`, if set; else `$LIVE_CREW_PYTHON`, else `python3`.
         python: Option<String>,
+        /// `runner.zygote`: start from the interpreter's fork server (default) or cold.
+        zygote: bool,
     },
     /// Any executable that speaks the protocol. `program` is resolved already.
     Command { program: PathBuf, args: Vec<String> },
+}
+
+impl RunnerSpec {
+    /// Whether the runner imports CrewAI: the `crewai` and `prompt` kinds.
+    pub fn uses_crewai(&self) -> bool {
+        matches!(self, RunnerSpec::BundledPython { kind, .. } if kind == "crewai" || kind == "prompt")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -434,6 +434,8 @@ impl CrewPool for RemoteCrews {
                         sandbox_layers: Vec::new(),
                         version: None,
                         loaded_at: None,
+                        start_mode: None,
+                        start_ms: None,
                     }
                 })
                 .collect()

@@ -201,6 +201,8 @@ mod tests {
             sandbox_layers: vec!["rlimits"],
             version: None,
             loaded_at: None,
+            start_mode: None,
+            start_ms: None,
         }
     }
 

@@ -369,8 +369,29 @@ impl Collector for CrewCollector {
             ConstCounter::new(u64::from(crew.restarts))
                 .encode(restarts.encode_family(&label(crew))?)?;
         }
+        let mut start = encoder.encode_descriptor(
+            "crew_start_seconds",
+            "How long the crew's last runner start took, spawn to ready, by start mode",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for crew in &crews {
+            if let (Some(mode), Some(ms)) = (crew.start_mode, crew.start_ms) {
+                let labels = StartLabel {
+                    crew: crew.crew.clone(),
+                    mode: mode.to_owned(),
+                };
+                ConstGauge::new(ms / 1000.0).encode(start.encode_family(&labels)?)?;
+            }
+        }
         Ok(())
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StartLabel {
+    crew: String,
+    mode: String,
 }
 
 fn label(crew: &CrewStatus) -> CrewLabel {

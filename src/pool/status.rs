@@ -66,6 +66,14 @@ pub struct CrewStatus {
     /// When that version was loaded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loaded_at: Option<Timestamp>,
+    /// How the crew's last runner started: `cold`, `zygote` (from its interpreter's
+    /// fork server) or `cold_fallback` (the fork server kept failing); `None` before
+    /// the first start, and for crews on worker hosts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_mode: Option<&'static str>,
+    /// How long that start took, spawn to `ready`, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_ms: Option<f64>,
 }
 
 /// A cloneable, `'static` view of a pool's crews, for tasks that report state (control

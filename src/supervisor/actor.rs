@@ -216,10 +216,13 @@ impl CrewActor {
             )
             .await;
             if let Ok(process) = &result {
+                let took = started.elapsed();
+                self.monitor.started(process.start_mode(), took);
                 tracing::info!(
                     crew = %self.crew,
                     pid = process.pid(),
-                    t_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    start = process.start_mode().name(),
+                    t_ms = took.as_secs_f64() * 1000.0,
                     "runner ready"
                 );
             }

@@ -1,14 +1,113 @@
-//! How to start a crew's runner: program, arguments, environment and limits.
+//! How to start a crew's runner: program, arguments, environment and limits, and which
+//! launcher starts it (cold, or from its interpreter's fork server).
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use live_crew_sandbox::{FsRules, Isolation, Limits, SpawnSpec};
+use live_crew_sandbox::{
+    FsRules, Isolation, Launcher, Limits, Sandbox, SpawnSpec, StartMode, ZygoteLauncher,
+};
 
 use crate::config::{CrewSpec, RunnerSpec};
 
 /// How the bundled Python runner is started, with its folder on `PYTHONPATH`.
 const RUNNER_ENTRY: &str = "from live_crew_runner.serve import main; main()";
+/// How the bundled runner's fork server is started (SPEC §13).
+const ZYGOTE_ENTRY: &str = "from live_crew_runner.zygote import main; main()";
+
+/// The launcher of each crew: a fork server for bundled-runner crews (unless `zygote:
+/// false`, globally or in the crew's `runner:`), else cold. One fork server per
+/// interpreter and need: CrewAI crews fork from one that imported CrewAI, the others
+/// from one that did not, since a crew inherits the address space it forks from, and a
+/// `python` crew's `RLIMIT_AS` (twice its `memory_mb`) may be smaller than CrewAI's.
+pub(crate) struct Launchers {
+    cold: Arc<dyn Launcher>,
+    zygotes: HashMap<ZygoteKey, Arc<ZygoteLauncher>>,
+}
+
+/// Which fork server a crew forks from: its interpreter, and whether it uses CrewAI.
+type ZygoteKey = (PathBuf, bool);
+
+impl Launchers {
+    /// The launchers for `crews`, whose spawn specs are `spawns`; starts the fork
+    /// servers now, so that their imports overlap with the host's start.
+    pub fn start(
+        sandbox: &Sandbox,
+        crews: &[CrewSpec],
+        spawns: &[SpawnSpec],
+        zygote: bool,
+        bundled_python_path: &Path,
+    ) -> Self {
+        let mut zygotes = HashMap::new();
+        for (spec, spawn) in crews.iter().zip(spawns) {
+            let Some(key) = zygote_key(spec, spawn).filter(|_| zygote) else {
+                continue;
+            };
+            zygotes.entry(key).or_insert_with_key(|(python, crewai)| {
+                let server = zygote_spawn_spec(python, bundled_python_path, *crewai);
+                let launcher = Arc::new(ZygoteLauncher::new(sandbox, server));
+                launcher.prestart();
+                launcher
+            });
+        }
+        Launchers {
+            cold: Arc::new(sandbox.cold_launcher()),
+            zygotes,
+        }
+    }
+
+    /// The launcher for a crew started from `spawn`.
+    pub fn for_crew(&self, spec: &CrewSpec, spawn: &SpawnSpec) -> Arc<dyn Launcher> {
+        match self.zygote_of(spec, spawn) {
+            Some(zygote) => zygote.clone(),
+            None => self.cold.clone(),
+        }
+    }
+
+    /// How a crew started from `spawn` is meant to start, for the startup table.
+    pub fn start_mode(&self, spec: &CrewSpec, spawn: &SpawnSpec) -> StartMode {
+        match self.zygote_of(spec, spawn) {
+            Some(zygote) if zygote.fell_back() => StartMode::ColdFallback,
+            Some(_) => StartMode::Zygote,
+            None => StartMode::Cold,
+        }
+    }
+
+    fn zygote_of(&self, spec: &CrewSpec, spawn: &SpawnSpec) -> Option<&Arc<ZygoteLauncher>> {
+        self.zygotes.get(&zygote_key(spec, spawn)?)
+    }
+}
+
+/// The fork server a crew forks from, unless it starts cold.
+fn zygote_key(spec: &CrewSpec, spawn: &SpawnSpec) -> Option<ZygoteKey> {
+    match spec.runner {
+        RunnerSpec::BundledPython { zygote: true, .. } => {
+            Some((spawn.program.clone(), spec.runner.uses_crewai()))
+        }
+        _ => None,
+    }
+}
+
+/// The fork server of `python`: the bundled runner imported, and CrewAI too when
+/// `preload_crewai`. It gets no optional sandbox layer and keeps the host's
+/// capabilities, since it gives each crew it forks its own; it runs no crew code.
+fn zygote_spawn_spec(python: &Path, bundled_python_path: &Path, preload_crewai: bool) -> SpawnSpec {
+    let mut args: Vec<OsString> = vec!["-c".into(), ZYGOTE_ENTRY.into()];
+    if preload_crewai {
+        args.extend(["--preload".into(), "crewai".into()]);
+    }
+    SpawnSpec {
+        name: "zygote".to_owned(),
+        program: python.to_path_buf(),
+        args,
+        env: vec![("PYTHONPATH".into(), bundled_python_path.into())],
+        limits: Limits::default(),
+        user: None,
+        isolation: Isolation::default(),
+    }
+}
 
 /// Everything needed to spawn one crew's runner, computed once per crew. `host_env` looks
 /// up the host's environment; only `LIVE_CREW_PYTHON`, `LIVE_CREW_LLM` and the crew's

@@ -16,7 +16,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use live_crew_sandbox::{Launcher, Sandbox, SpawnSpec};
+use live_crew_sandbox::{Sandbox, SpawnSpec};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
@@ -60,7 +60,6 @@ impl Supervisor {
     pub fn start(crews: &[CrewSpec], global: &GlobalConfig) -> std::io::Result<Supervisor> {
         let runners = Arc::new(BundledRunners::extract()?);
         let sandbox = Arc::new(Sandbox::probe_without(&global.sandbox.disabled_layers()));
-        let launcher: Arc<dyn Launcher> = Arc::new(sandbox.cold_launcher());
         let limits = RunnerLimits {
             heartbeat: Duration::from_millis(global.heartbeat_ms),
             // Per crew below: CrewAI crews get a longer default (`CrewSpec::load`).
@@ -84,7 +83,14 @@ impl Supervisor {
                 launch::spawn_spec(spec, runners.python_path(), |name| std::env::var(name).ok())
             })
             .collect();
-        log_crews(crews, &spawns, &sandbox);
+        let launchers = launch::Launchers::start(
+            &sandbox,
+            crews,
+            &spawns,
+            global.zygote,
+            runners.python_path(),
+        );
+        log_crews(crews, &spawns, &sandbox, &launchers);
         for (spec, spawn) in crews.iter().zip(&spawns) {
             let layers = sandbox.layers_for(spawn);
             if let Some(missing) = spec
@@ -114,6 +120,7 @@ impl Supervisor {
             let (failures, reported) = mpsc::unbounded_channel();
             let (versions, new_versions) = mpsc::unbounded_channel();
             let hello = hello_line(spec, global.heartbeat_ms);
+            let launcher = launchers.for_crew(spec, &spawn);
             let actor = CrewActor {
                 crew: spec.name.as_str().into(),
                 monitor,
@@ -121,7 +128,7 @@ impl Supervisor {
                 spawn,
                 hello,
                 sandbox: sandbox.clone(),
-                launcher: launcher.clone(),
+                launcher,
                 limits: RunnerLimits {
                     startup_timeout: Duration::from_millis(spec.startup_timeout_ms),
                     ..limits.clone()
@@ -261,15 +268,22 @@ fn hello_line(spec: &CrewSpec, heartbeat_ms: u64) -> Vec<u8> {
 
 /// One startup record for all crews: each with its kind, and the sandbox layers once when
 /// every crew gets the same ones (the common case), else per crew.
-fn log_crews(crews: &[CrewSpec], spawns: &[SpawnSpec], sandbox: &Sandbox) {
+fn log_crews(
+    crews: &[CrewSpec],
+    spawns: &[SpawnSpec],
+    sandbox: &Sandbox,
+    launchers: &launch::Launchers,
+) {
     let kinds: Vec<String> = crews
         .iter()
-        .map(|spec| {
+        .zip(spawns)
+        .map(|(spec, spawn)| {
             let kind = match &spec.runner {
                 RunnerSpec::BundledPython { kind, .. } => kind.as_str(),
                 RunnerSpec::Command { .. } => "command",
             };
-            format!("{} ({kind})", spec.name)
+            let mode = launchers.start_mode(spec, spawn).name();
+            format!("{} ({kind}, {mode})", spec.name)
         })
         .collect();
     let layers: Vec<Vec<&str>> = spawns

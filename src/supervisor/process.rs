@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use live_crew_sandbox::{
-    Child, ChildStderr, ChildStdin, ChildStdout, Launcher, Sandbox, SpawnSpec,
+    Child, ChildStderr, ChildStdin, ChildStdout, Launcher, Sandbox, SpawnSpec, StartMode,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, Sleep, sleep_until};
@@ -101,10 +101,10 @@ impl RunnerProcess {
         hello: &[u8],
         limits: &RunnerLimits,
     ) -> Result<RunnerProcess, CallFailure> {
-        let mut child = sandbox
-            .plan(spawn)
-            .and_then(|planned| launcher.launch(planned))
-            .map_err(|err| failure(FailureReason::Startup, err.to_string()))?;
+        let startup_failure =
+            |err: live_crew_sandbox::SandboxError| failure(FailureReason::Startup, err.to_string());
+        let planned = sandbox.plan(spawn).map_err(startup_failure)?;
+        let mut child = launcher.launch(planned).await.map_err(startup_failure)?;
         // A bundled runner joins its cgroups while its interpreter starts; `hello`, and
         // with it the crew's code, waits for that.
         child.join_cgroups().await.map_err(|err| {
@@ -278,6 +278,10 @@ impl RunnerProcess {
 
     pub fn pid(&self) -> u32 {
         self.incoming.child.id()
+    }
+
+    pub fn start_mode(&self) -> StartMode {
+        self.incoming.child.start_mode()
     }
 
     /// Stops the runner in protocol order: `shutdown`, close stdin, grace, then the

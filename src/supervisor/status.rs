@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use live_crew_sandbox::StartMode;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -27,6 +28,8 @@ pub(crate) struct CrewMonitor {
     errors: AtomicU64,
     /// The version its runners start from, and when it was loaded.
     version: Mutex<(String, Timestamp)>,
+    /// How its last runner started, and how long that took (spawn to `ready`).
+    last_start: Mutex<Option<(StartMode, Duration)>>,
     changed: Notify,
 }
 
@@ -42,6 +45,7 @@ impl CrewMonitor {
             last_heartbeat: AtomicU64::new(0),
             restarts: AtomicU32::new(0),
             errors: AtomicU64::new(0),
+            last_start: Mutex::new(None),
             changed: Notify::new(),
         }
     }
@@ -74,6 +78,11 @@ impl CrewMonitor {
         *lock(&self.version) = (version, Timestamp::now());
     }
 
+    /// A runner started in `mode` and answered `ready` `took` after its spawn began.
+    pub fn started(&self, mode: StartMode, took: Duration) {
+        *lock(&self.last_start) = Some((mode, took));
+    }
+
     pub fn count_restart(&self) {
         self.restarts.fetch_add(1, Ordering::Relaxed);
     }
@@ -95,6 +104,7 @@ impl CrewMonitor {
 
     pub fn snapshot(&self) -> CrewStatus {
         let (version, loaded_at) = lock(&self.version).clone();
+        let last_start = *lock(&self.last_start);
         let pid = self.pid.load(Ordering::Relaxed);
         let beat = self.last_heartbeat.load(Ordering::Relaxed);
         let now = self.epoch.elapsed().as_micros() as u64 + 1;
@@ -109,6 +119,8 @@ impl CrewMonitor {
             sandbox_layers: self.sandbox_layers.clone(),
             version: Some(version),
             loaded_at: Some(loaded_at),
+            start_mode: last_start.map(|(mode, _)| mode.name()),
+            start_ms: last_start.map(|(_, took)| took.as_secs_f64() * 1000.0),
         }
     }
 }

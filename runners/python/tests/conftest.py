@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -25,29 +25,26 @@ TIMEOUT_S = 10.0
 Message = dict[str, Any]
 
 
-class RunnerProcess:
-    """One runner child with the host's environment; stdout and stderr drain in threads."""
+def runner_env(workdir: Path, crew_dir: Path) -> dict[str, str]:
+    """The environment the host gives a runner."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "HOME": str(workdir),
+        "TMPDIR": str(workdir),
+        "PYTHONPATH": str(RUNNERS_PYTHON),
+        "PYTHONDONTWRITEBYTECODE": "1",  # keep the fixture folders clean
+        "LIVE_CREW_CREW_DIR": str(crew_dir),
+    }
 
-    def __init__(self, argv: list[str], workdir: Path, crew_dir: Path) -> None:
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "LANG": "C.UTF-8",
-            "HOME": str(workdir),
-            "TMPDIR": str(workdir),
-            "PYTHONPATH": str(RUNNERS_PYTHON),
-            "PYTHONDONTWRITEBYTECODE": "1",  # keep the fixture folders clean
-            "LIVE_CREW_CREW_DIR": str(crew_dir),
-        }
+
+class RunnerPipes:
+    """The host's ends of a runner's stdin, stdout and stderr; stdout and stderr drain in
+    threads."""
+
+    def __init__(self, stdin: BinaryIO, stdout: BinaryIO, stderr: BinaryIO, crew_dir: Path) -> None:
         self.crew_dir = crew_dir
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=workdir,
-            env=env,
-            start_new_session=True,
-        )
+        self.stdin, self.stdout, self.stderr_pipe = stdin, stdout, stderr
         self.stdout_lines: list[bytes] = []  # every line, heartbeats included
         self._replies: queue.Queue[bytes | None] = queue.Queue()
         self._stderr: list[bytes] = []
@@ -59,28 +56,24 @@ class RunnerProcess:
             drain.start()
 
     def _drain_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
+        for line in self.stdout:
             self.stdout_lines.append(line)
             self._replies.put(line)
         self._replies.put(None)
 
     def _drain_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
+        for line in self.stderr_pipe:
             self._stderr.append(line)
 
     def send(self, message: Message) -> None:
         self.send_raw(json.dumps(message).encode() + b"\n")
 
     def send_raw(self, data: bytes) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(data)
-        self.proc.stdin.flush()
+        self.stdin.write(data)
+        self.stdin.flush()
 
     def close_stdin(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
+        self.stdin.close()
 
     def recv(self, timeout: float = TIMEOUT_S, heartbeats: bool = False) -> Message:
         """The next message, skipping heartbeats unless asked for them."""
@@ -99,7 +92,11 @@ class RunnerProcess:
                 return message
 
     def hello(
-        self, config: Message, heartbeat_ms: int = 60_000, crew: str | None = None
+        self,
+        config: Message,
+        heartbeat_ms: int = 60_000,
+        crew: str | None = None,
+        timeout: float = TIMEOUT_S,
     ) -> Message:
         self.send(
             {
@@ -111,7 +108,7 @@ class RunnerProcess:
                 "heartbeat_ms": heartbeat_ms,
             }
         )
-        return self.recv()
+        return self.recv(timeout)
 
     def call(
         self,
@@ -123,12 +120,6 @@ class RunnerProcess:
         """Sends a call and returns its reply."""
         self.send(call_message(call_id, events or [], context or {}, deps or {}))
         return self.recv()
-
-    def wait(self, timeout: float = TIMEOUT_S) -> int:
-        code = self.proc.wait(timeout)
-        for drain in self._drains:
-            drain.join(timeout)
-        return code
 
     @property
     def stderr(self) -> str:
@@ -142,13 +133,41 @@ class RunnerProcess:
             time.sleep(0.01)
         return self.stderr
 
+    def join_drains(self, timeout: float = TIMEOUT_S) -> None:
+        for drain in self._drains:
+            drain.join(timeout)
+
+    def close(self) -> None:
+        for pipe in (self.stdin, self.stdout, self.stderr_pipe):
+            pipe.close()
+
+
+class RunnerProcess(RunnerPipes):
+    """One runner child with the host's environment."""
+
+    def __init__(self, argv: list[str], workdir: Path, crew_dir: Path) -> None:
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=workdir,
+            env=runner_env(workdir, crew_dir),
+            start_new_session=True,
+        )
+        assert self.proc.stdin and self.proc.stdout and self.proc.stderr
+        super().__init__(self.proc.stdin, self.proc.stdout, self.proc.stderr, crew_dir)
+
+    def wait(self, timeout: float = TIMEOUT_S) -> int:
+        code = self.proc.wait(timeout)
+        self.join_drains(timeout)
+        return code
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        self.close()
 
 
 def event(kind: str, payload: Any, ts: str = "2025-01-01T00:00:00.250000Z") -> Message:
