@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -19,22 +20,43 @@ const PROBER: &str = concat!(
     "/tests/fixtures/zygote/prober.py"
 );
 
+/// A TCP port on loopback that accepts: a crew without network must not reach it.
+static LISTENER: std::sync::LazyLock<TcpListener> =
+    std::sync::LazyLock::new(|| TcpListener::bind("127.0.0.1:0").unwrap());
+
 fn python() -> String {
     std::env::var("LIVE_CREW_PYTHON")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").to_owned())
 }
 
 /// Crew `name`, the prober, on events of kind `trigger`, with `SECRET` set to
-/// `secret-of-<name>`, `sibling` to reach, and `sandbox` added to its sandbox section.
-fn prober(crews: &Path, shared: &Path, name: &str, sibling: &str, trigger: &str, sandbox: &str) {
+/// `secret-of-<name>` and `sibling` to reach; it may write to `shared` and `writes`,
+/// and `sandbox` adds to its sandbox section (`, network: true`).
+fn prober(
+    crews: &Path,
+    shared: &Path,
+    name: &str,
+    sibling: &str,
+    trigger: &str,
+    writes: &[&Path],
+    sandbox: &str,
+) {
+    let writes: Vec<String> = std::iter::once(shared)
+        .chain(writes.iter().copied())
+        .map(|path| format!("'{}'", path.display()))
+        .collect();
     let dir = crews.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(PROBER, dir.join("prober.py")).unwrap();
     let runtime = format!(
         "crew: {name}\ntriggers: [{trigger}]\nmax_errors: 100\n\
          runner: {{kind: python, module: \"prober:react\"}}\n\
-         sandbox: {{write: ['{shared}']{sandbox}}}\n\
-         env: {{ME: {name}, SIBLING: {sibling}, SIBLING_DIR: '{sibling_dir}', SHARED: '{shared}', SECRET: secret-of-{name}}}\n",
+         sandbox: {{write: [{writes}]{sandbox}}}\n\
+         env: {{ME: {name}, SIBLING: {sibling}, SIBLING_DIR: '{sibling_dir}', SHARED: '{shared}', \
+         SECRET: secret-of-{name}, PORT: '{port}', OUTSIDE: '{outside}'}}\n",
+        writes = writes.join(", "),
+        port = LISTENER.local_addr().unwrap().port(),
+        outside = shared.with_file_name("outside.txt").display(),
         shared = shared.display(),
         sibling_dir = crews.join(sibling).display(),
     );
@@ -96,8 +118,8 @@ fn forked_crews_are_as_isolated_from_each_other_as_cold_ones() {
     let shared = root.path().join("shared");
     std::fs::create_dir(&shared).unwrap();
     let crews = root.path().join("crews");
-    prober(&crews, &shared, "alpha", "beta", "tick", "");
-    prober(&crews, &shared, "beta", "alpha", "tick", "");
+    prober(&crews, &shared, "alpha", "beta", "tick", &[], "");
+    prober(&crews, &shared, "beta", "alpha", "tick", &[], "");
 
     for zygote in ["true", "false"] {
         for pid_file in std::fs::read_dir(&shared).unwrap() {
@@ -125,6 +147,9 @@ fn forked_crews_are_as_isolated_from_each_other_as_cold_ones() {
             assert_eq!(probe["ptrace_sibling"], "EPERM", "{context}");
             assert_eq!(probe["sibling_environ"], "EACCES", "{context}");
             assert_eq!(probe["sibling_folder"], "EACCES", "{context}");
+            assert_eq!(probe["connect"], "ENETUNREACH", "{context}");
+            assert_eq!(probe["unix_socket"], "EPERM", "{context}");
+            assert_eq!(probe["write_outside"], "EACCES", "{context}");
             let env: Vec<&str> = probe["env"]
                 .as_array()
                 .unwrap()
@@ -148,15 +173,47 @@ fn forked_crews_are_as_isolated_from_each_other_as_cold_ones() {
     }
 }
 
+#[test]
+fn the_probes_succeed_where_the_sandbox_allows_it() {
+    let root = tempfile::tempdir().unwrap();
+    let shared = root.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let crews = root.path().join("crews");
+    // Its own folder as the sibling's; the outside file's folder granted; network on.
+    let outside = [root.path()];
+    prober(
+        &crews,
+        &shared,
+        "open",
+        "open",
+        "tick",
+        &outside,
+        ", network: true",
+    );
+    let (probes, log) = probe_run(&crews, "true");
+    assert_eq!(
+        start_modes(&log),
+        [("open".to_owned(), "zygote".to_owned())]
+    );
+    for (_, probe) in &probes {
+        assert_eq!(probe["sibling_folder"], "ok", "{probe}");
+        assert_eq!(probe["connect"], "ok", "{probe}");
+        assert_eq!(probe["write_outside"], "ok", "{probe}");
+        // seccomp and the pid namespace stay on for every crew.
+        assert_eq!(probe["unix_socket"], "EPERM", "{probe}");
+        assert_eq!(probe["pid"], 1, "{probe}");
+    }
+}
+
 /// The crew `victim` triggers on `trouble`; `steady` on `tick`.
 fn trouble_crews(root: &Path) -> PathBuf {
     let shared = root.join("shared");
     std::fs::create_dir_all(&shared).unwrap();
     let crews = root.join("crews");
     // Each its own sibling: the probe then needs nobody else's pid file.
-    prober(&crews, &shared, "steady", "steady", "tick", "");
+    prober(&crews, &shared, "steady", "steady", "tick", &[], "");
     let limits = ", memory_mb: 128, processes: 24";
-    prober(&crews, &shared, "victim", "victim", "trouble", limits);
+    prober(&crews, &shared, "victim", "victim", "trouble", &[], limits);
     crews
 }
 
@@ -365,4 +422,95 @@ fn ten_crewai_crews_start_from_one_zygote_and_answer() {
             .collect();
         assert_eq!(slices, [0, 1, 2], "{name} noted every goal: {actions:?}");
     }
+}
+
+/// An interpreter whose fork server always fails: a wrapper that execs `python` for
+/// everything but the zygote.
+fn python_without_zygote(dir: &Path) -> PathBuf {
+    let wrapper = dir.join("python");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *live_crew_runner.zygote*) echo 'no zygote here' >&2; exit 1;; esac\nexec {} \"$@\"\n",
+            python()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    wrapper
+}
+
+#[test]
+fn a_zygote_that_keeps_failing_makes_its_crews_start_cold_and_says_so() {
+    let root = tempfile::tempdir().unwrap();
+    let wrapper = python_without_zygote(root.path());
+    // The wrapper execs the real interpreter, whose installation the crew may then read.
+    let real = PathBuf::from(python()).canonicalize().unwrap();
+    let installation = real.parent().unwrap().parent().unwrap();
+    let venv = Path::new(&python())
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let crews = root.path().join("crews");
+    let dir = crews.join("crasher");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(PROBER, dir.join("prober.py")).unwrap();
+    std::fs::write(
+        dir.join("runtime.yaml"),
+        format!(
+            "crew: crasher\ntriggers: [tick]\nmax_errors: 100\n\
+             runner: {{kind: python, module: \"prober:react\", python: '{}'}}\n\
+             sandbox: {{read: ['{}', '{}']}}\n",
+            wrapper.display(),
+            venv.display(),
+            installation.display()
+        ),
+    )
+    .unwrap();
+    let events = root.path().join("events.jsonl");
+    let crash = r#"{"do":"crash"}"#;
+    std::fs::write(
+        &events,
+        (0..4).map(|n| event(n * 500, crash)).collect::<String>(),
+    )
+    .unwrap();
+    let out = live_crew()
+        .args(["run", "--log-format", "json", "--crews"])
+        .arg(&crews)
+        .arg("--events")
+        .arg(&events)
+        .env("LIVE_CREW_RESTART_BACKOFF_MS", "1")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    let modes: Vec<String> = start_modes(&log)
+        .into_iter()
+        .map(|(_, mode)| mode)
+        .collect();
+    assert_eq!(modes.len(), 4, "a start per event: {log}");
+    assert!(
+        modes.iter().all(|mode| mode == "cold_fallback"),
+        "{modes:?}"
+    );
+    assert_eq!(
+        records(
+            &log,
+            "the fork server keeps failing; its crews start cold from now on"
+        )
+        .count(),
+        1,
+        "{log}"
+    );
+    // Three zygotes were tried, then no more.
+    assert_eq!(records(&log, "fork server started").count(), 3, "{log}");
+    assert!(
+        log.contains("no zygote here"),
+        "the zygote's stderr reaches the log"
+    );
 }

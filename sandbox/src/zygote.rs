@@ -32,7 +32,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -52,7 +52,8 @@ use crate::launcher::{ColdLauncher, Launch, Launcher};
 use crate::plan::Resource;
 use crate::{Child, Planned, Sandbox, SandboxError, SpawnSpec, User};
 
-/// Zygotes in a row that may fail before the launcher gives up on them.
+/// Zygotes in a row that may fail (exit, refuse or not answer before serving a crew)
+/// before the launcher gives up on them.
 pub const MAX_FAILURES: u32 = 3;
 
 /// How long a launch waits for the zygote's answer; it answers once its imports are
@@ -119,43 +120,48 @@ impl ZygoteLauncher {
     /// The running zygote, started if there is none; `None` once it failed too often.
     fn zygote(&self) -> Option<Arc<Zygote>> {
         let mut state = self.lock();
-        if state.failures >= MAX_FAILURES {
-            return None;
-        }
         if let Some(zygote) = state.running.as_ref().filter(|z| !z.reports.closed()) {
             return Some(zygote.clone());
         }
-        if state.running.take().is_some() {
-            tracing::warn!(program = %self.server.program.display(), "the fork server is gone; starting a new one");
+        if let Some(gone) = state.running.take() {
+            if gone.served.load(Ordering::Relaxed) {
+                tracing::warn!(program = %self.server.program.display(), "the fork server is gone; starting a new one");
+            } else {
+                state.count_failure(&self.server, "it exited before it served a crew");
+            }
+        }
+        if state.failures >= MAX_FAILURES {
+            return None;
         }
         match Zygote::start(&self.server, &self.sandbox, &self.cold) {
             Ok(zygote) => Some(state.running.insert(Arc::new(zygote)).clone()),
             Err(error) => {
-                drop(state);
-                self.failed(None, &error);
+                state.count_failure(&self.server, &error);
                 None
             }
         }
     }
 
-    /// Counts a failure of `zygote` (or of starting one), and drops it.
-    fn failed(&self, zygote: Option<&Arc<Zygote>>, error: &str) {
+    /// Counts a failure of `zygote` and drops it, unless another launch did already.
+    fn failed(&self, zygote: &Arc<Zygote>, error: &str) {
         let mut state = self.lock();
-        let current = match (zygote, &state.running) {
-            (Some(failed), Some(running)) => Arc::ptr_eq(failed, running),
-            (None, _) => true,
-            (Some(_), None) => false,
-        };
-        if !current {
-            // Another launch counted this zygote already.
-            return;
+        if state
+            .running
+            .take_if(|running| Arc::ptr_eq(running, zygote))
+            .is_some()
+        {
+            state.count_failure(&self.server, error);
         }
-        state.running = None;
-        state.failures += 1;
-        let program = self.server.program.display();
-        if state.failures >= MAX_FAILURES {
+    }
+}
+
+impl State {
+    fn count_failure(&mut self, server: &SpawnSpec, error: &str) {
+        self.failures += 1;
+        let program = server.program.display();
+        if self.failures >= MAX_FAILURES {
             tracing::error!(
-                %program, %error, failures = state.failures,
+                %program, %error, failures = self.failures,
                 "the fork server keeps failing; its crews start cold from now on"
             );
         } else {
@@ -176,12 +182,13 @@ impl Launcher for ZygoteLauncher {
             };
             match zygote.spawn(request, planned, self.sandbox.netns()).await {
                 Ok(child) => {
+                    zygote.served.store(true, Ordering::Relaxed);
                     self.lock().failures = 0;
                     Ok(child)
                 }
                 Err(Refused::Launch(error)) => Err(error),
                 Err(Refused::Zygote(planned, reason)) => {
-                    self.failed(Some(&zygote), &reason);
+                    self.failed(&zygote, &reason);
                     self.cold.start(*planned, None, StartMode::ColdFallback)
                 }
             }
@@ -339,6 +346,8 @@ struct Zygote {
     reports: Arc<ExitReports>,
     replies: Arc<Mutex<HashMap<u64, oneshot::Sender<Reply>>>>,
     next_id: AtomicU64,
+    /// It started a crew: losing it later is no failure to count.
+    served: AtomicBool,
     /// The zygote's own process; dropping it kills the zygote, and with it its crews.
     _process: Child,
 }
@@ -388,6 +397,7 @@ impl Zygote {
             reports,
             replies,
             next_id: AtomicU64::new(1),
+            served: AtomicBool::new(false),
             _process: process,
         })
     }

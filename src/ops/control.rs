@@ -242,7 +242,7 @@ pub fn status_table(report: &serde_json::Value) -> String {
             }
         );
     }
-    let rows: Vec<[String; 8]> = report["crews"]
+    let rows: Vec<[String; 9]> = report["crews"]
         .as_array()
         .into_iter()
         .flatten()
@@ -268,6 +268,7 @@ pub fn status_table(report: &serde_json::Value) -> String {
                 text(&crew["restarts"]),
                 text(&crew["errors"]),
                 text(&crew["version"]),
+                text(&crew["start_mode"]),
                 layers.join(","),
             ]
         })
@@ -280,10 +281,11 @@ pub fn status_table(report: &serde_json::Value) -> String {
         "RESTARTS",
         "ERRORS",
         "VERSION",
+        "START",
         "SANDBOX",
     ]
     .map(String::from);
-    let widths: Vec<usize> = (0..8)
+    let widths: Vec<usize> = (0..9)
         .map(|i| {
             rows.iter()
                 .chain([&header])

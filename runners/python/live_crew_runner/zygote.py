@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import faulthandler
 import gc
 import json
@@ -121,6 +120,9 @@ _RUNNER_ENTRY = "from live_crew_runner.serve import main; main()"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.sbrk.restype = ctypes.c_void_p
+# Looked up here, once in the zygote, rather than on first use in every crew.
+for _function in ("prctl", "capset", "setns", "unshare", "syscall"):
+    getattr(_libc, _function)
 #: prctl's unused arguments, as the unsigned longs the kernel reads (and checks are 0).
 _ZEROS = (ctypes.c_ulong(0),) * 4
 
@@ -266,6 +268,8 @@ def main() -> NoReturn:
     gc.freeze()
     # The zygote's own pid namespace, to go back to after forking a crew into a new one.
     pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    global _proc_template
+    _proc_template = _ProcTemplate()
     ready: Message = {"type": "ready", "pid": os.getpid(), "import_s": round(import_s, 3)}
     if preload_error is not None:
         ready["preload_error"] = preload_error
@@ -537,8 +541,11 @@ def _parent_from_proc() -> int:
 def _stat_fields(*numbers: int) -> list[int]:
     """Fields of ``/proc/self/stat`` (``pid (comm) state ppid ...``) by their numbers,
     counted from 1, all past comm."""
-    with open("/proc/self/stat", "rb") as stat:
-        text = stat.read()
+    fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        text = os.read(fd, 4096)
+    finally:
+        os.close(fd)
     # comm may hold spaces and parentheses; the fields after it may not.
     rest = text[text.rindex(b")") + 1 :].split()
     return [int(rest[number - 3]) for number in numbers]
@@ -564,6 +571,22 @@ def _read_env(fd: int) -> list[tuple[str, str]]:
 _proc_blocks: list[ctypes.Array[ctypes.c_char]] = []
 
 
+class _ProcTemplate:
+    """What ``_show_in_proc`` needs that is the same in every crew, read once in the
+    zygote: the interpreter's path and the fields of ``struct prctl_mm_map`` that a fork
+    keeps (the code, data and stack addresses), so a crew's start reads no ``/proc``."""
+
+    def __init__(self) -> None:
+        with open("/proc/self/cmdline", "rb") as cmdline:
+            program = cmdline.read().split(b"\0", 1)[0]
+        self.arg = b"\0".join([program, b"-c", _RUNNER_ENTRY.encode(), b""])
+        self.fields = dict(zip(_STAT_FIELDS, _stat_fields(*_STAT_FIELDS.values())))
+
+
+#: Set in ``main`` before the zygote serves.
+_proc_template: _ProcTemplate | None = None
+
+
 def _show_in_proc() -> None:
     """Makes ``/proc/self/cmdline`` and ``/proc/self/environ`` (what ``ps`` and ``pgrep``
     read) show what a cold start's would: the runner's command line, the crew's environment.
@@ -573,15 +596,11 @@ def _show_in_proc() -> None:
     CONFIG_CHECKPOINT_RESTORE refuses, and they keep showing the zygote's, which hold no
     secrets (``os.environ`` is the crew's either way).
     """
-    with open("/proc/self/cmdline", "rb") as cmdline:
-        program = cmdline.read().split(b"\0", 1)[0]
-    argv = [program, b"-c", _RUNNER_ENTRY.encode()]
+    template = _proc_template
+    assert template is not None, "main() reads the template before serving"
     env = [os.fsencode(f"{name}={value}") for name, value in os.environ.items()]
-    blocks = {
-        "arg": b"".join(part + b"\0" for part in argv),
-        "env": b"".join(entry + b"\0" for entry in env),
-    }
-    mm = _MmMap(**dict(zip(_STAT_FIELDS, _stat_fields(*_STAT_FIELDS.values()), strict=True)))
+    blocks = {"arg": template.arg, "env": b"\0".join([*env, b""]) if env else b""}
+    mm = _MmMap(**template.fields)
     mm.brk = _libc.sbrk(ctypes.c_ssize_t(0))
     for name, block in blocks.items():
         buffer = ctypes.create_string_buffer(block, max(len(block), 1))
@@ -592,18 +611,17 @@ def _show_in_proc() -> None:
     try:
         _prctl(PR_SET_MM, PR_SET_MM_MAP, ctypes.addressof(mm), ctypes.sizeof(mm))
     except OSError as exc:
-        line = f"live-crew-zygote: /proc shows the zygote's command line and environment: {exc}\n"
-        os.write(2, line.encode())
+        os.write(2, f"live-crew-zygote: /proc shows the zygote's command line: {exc}\n".encode())
 
 
 def _drop_capabilities() -> None:
     """Empties the bounding set (so exec cannot bring any back), the ambient set, and the
     effective, permitted and inheritable sets. Without CAP_SETPCAP (a crew user that is
     not root has none left) the bounding set cannot be touched and needs not be."""
-    # Capability numbers run to CAP_LAST_CAP (40 on Linux 6.x); past it EINVAL.
+    # Capability numbers run without gaps to CAP_LAST_CAP (40 on Linux 6.x): past it
+    # EINVAL, and without CAP_SETPCAP EPERM; either way the loop is done.
     for capability in range(64):
-        dropped = _libc.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(capability), *_ZEROS[:3])
-        if dropped != 0 and ctypes.get_errno() != errno.EINVAL:
+        if _libc.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(capability), *_ZEROS[:3]) != 0:
             break
     _libc.prctl(PR_CAP_AMBIENT, ctypes.c_ulong(PR_CAP_AMBIENT_CLEAR_ALL), *_ZEROS[:3])
     header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
