@@ -11,6 +11,9 @@
 //! - ten CrewAI crews (copies of the benchmark crew) started together, cold: until all
 //!   are ready, and the sum of their runners' PSS (`/proc/<pid>/smaps_rollup`) at ready
 //!   and after 100 calls each: the baseline of the fork server's targets (SPEC §13).
+//!
+//! Every crew here starts cold (`zygote: false`); `benches/zygote_start.py` compares
+//! cold starts with the fork server's.
 
 mod common;
 
@@ -79,6 +82,7 @@ fn root() -> PathBuf {
 fn global() -> GlobalConfig {
     GlobalConfig {
         startup_timeout_ms: 120_000,
+        zygote: false,
         ..GlobalConfig::default()
     }
 }
