@@ -27,6 +27,7 @@ pub mod config;
 pub mod context;
 pub mod distributed;
 pub mod host;
+pub mod llm;
 pub mod model;
 pub mod ops;
 pub mod pool;

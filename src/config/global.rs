@@ -137,6 +137,8 @@ pub struct GlobalConfig {
     pub selector: Option<String>,
     /// Distributed mode (SPEC §12).
     pub nats: NatsSettings,
+    /// The LLM gateway's providers and prices (SPEC §14).
+    pub llm: crate::llm::LlmSettings,
 }
 
 impl Default for GlobalConfig {
@@ -172,6 +174,7 @@ impl Default for GlobalConfig {
             zygote: true,
             selector: None,
             nats: NatsSettings::default(),
+            llm: crate::llm::LlmSettings::default(),
         }
     }
 }

@@ -108,6 +108,9 @@ pub enum WireOutcome {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         context_patch: Option<JsonObject>,
         runner_us: u64,
+        /// The call's LLM requests, accounted by the scheduler (SPEC §14).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        llm: Vec<crate::llm::LlmUsage>,
     },
     Error {
         reason: String,
@@ -122,6 +125,7 @@ impl From<CallOutcome> for WireOutcome {
                 actions: output.actions,
                 context_patch: output.context_patch,
                 runner_us: u64::try_from(output.runner_time.as_micros()).unwrap_or(u64::MAX),
+                llm: output.llm,
             },
             Err(failure) => WireOutcome::Error {
                 reason: failure.reason.as_str().to_owned(),
@@ -140,6 +144,7 @@ impl WireOutcome {
                 actions,
                 context_patch,
                 runner_us,
+                llm,
             } => {
                 if let Some(why) = actions.iter().find_map(|action| action.check().err()) {
                     return Err(CallFailure {
@@ -151,6 +156,7 @@ impl WireOutcome {
                     actions,
                     context_patch,
                     runner_time: Duration::from_micros(runner_us),
+                    llm,
                 })
             }
             WireOutcome::Error { reason, message } => Err(CallFailure {
@@ -174,6 +180,7 @@ mod tests {
             actions: vec![action],
             context_patch: None,
             runner_time: Duration::from_micros(1500),
+            llm: Vec::new(),
         };
         let result = WorkResult {
             call_id: call_id("s", 3, "vision"),

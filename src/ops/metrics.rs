@@ -19,6 +19,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use super::health::BrokerLink;
 use super::recent::RecentCalls;
@@ -49,6 +50,20 @@ struct ReloadLabels {
 struct ErrorLabels {
     crew: String,
     reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    crew: String,
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    crew: String,
+    model: String,
+    /// `prompt` or `completion`.
+    r#type: String,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -83,6 +98,10 @@ pub struct Metrics {
     slice_close_delay: Histogram,
     commit: Histogram,
     reloads: Family<ReloadLabels, Counter>,
+    llm_requests: Family<ModelLabels, Counter>,
+    llm_tokens: Family<TokenLabels, Counter>,
+    llm_cost: Family<ModelLabels, Counter<f64, AtomicU64>>,
+    llm_request: Histogram,
     /// The last calls, for the web page.
     recent: RecentCalls,
 }
@@ -178,6 +197,31 @@ impl Metrics {
             "Hot reload: changed crews by result (applied, invalid, needs_restart)",
             reloads.clone(),
         );
+        let llm_requests = Family::default();
+        registry.register(
+            "llm_requests",
+            "LLM gateway: requests by crew and model, answered or not",
+            llm_requests.clone(),
+        );
+        let llm_tokens = Family::default();
+        registry.register(
+            "llm_tokens",
+            "LLM gateway: tokens by crew, model and type (prompt, completion), from the \
+             providers' usage",
+            llm_tokens.clone(),
+        );
+        let llm_cost = Family::default();
+        registry.register(
+            "llm_cost_usd",
+            "LLM gateway: cost in USD by crew and model, by llm.prices",
+            llm_cost.clone(),
+        );
+        let llm_request = seconds_histogram();
+        registry.register(
+            "llm_request_seconds",
+            "LLM gateway: one request, from the host asking the provider to its whole answer",
+            llm_request.clone(),
+        );
         let commit = fine_histogram();
         registry.register(
             "commit_seconds",
@@ -204,6 +248,10 @@ impl Metrics {
             slice_close_delay,
             commit,
             reloads,
+            llm_requests,
+            llm_tokens,
+            llm_cost,
+            llm_request,
             recent: RecentCalls::default(),
         }
     }
@@ -282,6 +330,28 @@ impl Metrics {
     }
 
     /// Hot reload looked at `crew` (`""` for the folder as a whole) with `result`.
+    /// One LLM request of `crew` through the gateway.
+    pub fn llm_used(&self, crew: &str, usage: &crate::llm::LlmUsage) {
+        let model = ModelLabels {
+            crew: crew.to_owned(),
+            model: usage.model.clone(),
+        };
+        self.llm_requests.get_or_create(&model).inc();
+        for (kind, tokens) in [
+            ("prompt", usage.prompt_tokens),
+            ("completion", usage.completion_tokens),
+        ] {
+            let labels = TokenLabels {
+                crew: model.crew.clone(),
+                model: model.model.clone(),
+                r#type: kind.to_owned(),
+            };
+            self.llm_tokens.get_or_create(&labels).inc_by(tokens);
+        }
+        self.llm_cost.get_or_create(&model).inc_by(usage.cost_usd);
+        self.llm_request.observe(usage.seconds);
+    }
+
     pub fn crew_reloaded(&self, crew: &str, result: &str) {
         let label = ReloadLabels {
             crew: crew.into(),

@@ -98,6 +98,8 @@ pub struct CallOutput {
     /// How long the runner had the call: from the host starting to write the call line
     /// to the host reading the answer.
     pub runner_time: Duration,
+    /// What each of the call's LLM requests used (SPEC §14).
+    pub llm: Vec<crate::llm::LlmUsage>,
 }
 
 pub type CallOutcome = Result<CallOutput, CallFailure>;

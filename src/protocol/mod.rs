@@ -32,6 +32,28 @@ pub enum HostMessage {
     Hello(Hello),
     Call(Call),
     Shutdown,
+    /// The answer to an `llm_request` (SPEC §14): the provider's chat-completions body.
+    LlmResponse(LlmResponse),
+    /// An `llm_request` the host could not complete.
+    LlmError(LlmError),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmResponse {
+    pub id: u64,
+    pub body: Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmError {
+    pub id: u64,
+    /// `unknown_provider`, `no_key`, `provider`, `rate_limited`, `too_large`, `no_call`...
+    pub reason: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,12 +130,30 @@ pub enum RunnerMessage {
     Result(CallResult),
     Error(CallError),
     Log(Log),
+    /// A completion the crew asks the host's LLM gateway for (SPEC §14).
+    LlmRequest(LlmRequest),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ready {
     pub protocol: u32,
     pub runner: String,
+    /// Protocol additions the runner speaks: `llm` (SPEC §14).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LlmRequest {
+    /// The runner's id for the request, unique while it waits.
+    pub id: u64,
+    /// The `call_id` of the call that asks.
+    #[serde(default)]
+    pub call: Option<String>,
+    /// `<provider>/<model>`.
+    pub model: String,
+    /// An OpenAI-compatible chat-completions request body.
+    pub body: Value,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,6 +213,11 @@ struct AnyRunnerMessage<'a> {
     runner: Option<String>,
     level: Option<String>,
     msg: Option<String>,
+    #[serde(default)]
+    features: Vec<String>,
+    call: Option<String>,
+    model: Option<String>,
+    body: Option<Value>,
 }
 
 impl AnyRunnerMessage<'_> {
@@ -192,6 +237,13 @@ impl AnyRunnerMessage<'_> {
             ("ready", _) => RunnerMessage::Ready(Ready {
                 protocol: self.protocol.ok_or(())?,
                 runner: self.runner.ok_or(())?,
+                features: self.features,
+            }),
+            ("llm_request", Some(id)) => RunnerMessage::LlmRequest(LlmRequest {
+                id,
+                call: self.call,
+                model: self.model.ok_or(())?,
+                body: self.body.ok_or(())?,
             }),
             ("log", _) => RunnerMessage::Log(Log {
                 level: self.level.ok_or(())?,
@@ -248,6 +300,7 @@ impl RunnerMessage {
             "result" => RunnerMessage::Result(parse("result", line)?),
             "error" => RunnerMessage::Error(parse("error", line)?),
             "log" => RunnerMessage::Log(parse("log", line)?),
+            "llm_request" => RunnerMessage::LlmRequest(parse("llm_request", line)?),
             other => return Err(DecodeError::UnknownType(other.to_owned())),
         })
     }
@@ -268,6 +321,8 @@ impl HostMessage {
                 parse::<Bare>("shutdown", line)?;
                 HostMessage::Shutdown
             }
+            "llm_response" => HostMessage::LlmResponse(parse_untyped("llm_response", line)?),
+            "llm_error" => HostMessage::LlmError(parse_untyped("llm_error", line)?),
             other => return Err(DecodeError::UnknownType(other.to_owned())),
         })
     }
@@ -336,8 +391,15 @@ mod tests {
     /// Every message type has a golden fixture that decodes and re-encodes byte for byte.
     #[test]
     fn golden_fixtures_round_trip() {
-        let host = ["hello", "call", "shutdown"];
-        let runner = ["ready", "heartbeat", "result", "error", "log"];
+        let host = ["hello", "call", "shutdown", "llm_response", "llm_error"];
+        let runner = [
+            "ready",
+            "heartbeat",
+            "result",
+            "error",
+            "log",
+            "llm_request",
+        ];
         for name in host.iter().chain(runner.iter()) {
             let path = fixture_dir().join(format!("{name}.json"));
             let text = std::fs::read_to_string(&path)

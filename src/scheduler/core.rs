@@ -681,6 +681,16 @@ impl Core {
         self.log_call(stream, crew, slice, elapsed, outcome.as_ref().err());
         let runner_time = outcome.as_ref().ok().map(|output| output.runner_time);
         self.metrics.call_done(crew, elapsed, runner_time, lag);
+        if let Ok(output) = &outcome {
+            let stats = &mut self.stats[crew];
+            for usage in &output.llm {
+                self.metrics
+                    .metrics()
+                    .llm_used(&self.plans[crew].name, usage);
+                stats.llm_tokens += usage.prompt_tokens + usage.completion_tokens;
+                stats.llm_cost_usd += usage.cost_usd;
+            }
+        }
         if let (Some(lag), Some(runner_time)) = (lag, runner_time) {
             // Per call, for exact percentiles where the histograms only bound them
             // (benches/live_feed.py); off unless this target is at debug.

@@ -57,6 +57,7 @@ fn output(call: &Call, patch: Option<Value>) -> CallOutput {
             _ => panic!("patches are objects"),
         }),
         runner_time: Duration::ZERO,
+        llm: Vec::new(),
     }
 }
 
@@ -124,6 +125,7 @@ impl CrewPool for FakePool {
             // The simulated runner had the call for its whole duration.
             let outcome = outcome.map(|output| CallOutput {
                 runner_time: Duration::from_millis(ms),
+                llm: Vec::new(),
                 ..output
             });
             log.lock().unwrap().push(Record {

@@ -14,6 +14,9 @@ pub struct CrewStats {
     /// Call durations in microseconds: how long the runner had each call (for a failed
     /// one, from dispatch to failure).
     pub durations_us: Vec<u64>,
+    /// LLM gateway use (SPEC §14): tokens (prompt + completion) and cost in USD.
+    pub llm_tokens: u64,
+    pub llm_cost_usd: f64,
 }
 
 impl CrewStats {
@@ -118,13 +121,19 @@ impl fmt::Display for RunSummary {
             .iter()
             .map(|(name, _)| name.len())
             .fold(4, usize::max);
-        writeln!(
+        // Tokens and cost only once a crew used the LLM gateway.
+        let llm = self.crews.iter().any(|(_, stats)| stats.llm_tokens > 0);
+        write!(
             f,
             "  {:width$}  {:>7}  {:>7}  {:>8}  {:>8}",
             "crew", "calls", "failed", "p50 ms", "p99 ms"
         )?;
+        if llm {
+            write!(f, "  {:>9}  {:>9}", "tokens", "cost $")?;
+        }
+        writeln!(f)?;
         for (name, stats) in &self.crews {
-            writeln!(
+            write!(
                 f,
                 "  {name:width$}  {:>7}  {:>7}  {:>8.1}  {:>8.1}",
                 stats.calls,
@@ -132,6 +141,10 @@ impl fmt::Display for RunSummary {
                 stats.percentile_ms(50),
                 stats.percentile_ms(99)
             )?;
+            if llm {
+                write!(f, "  {:>9}  {:>9.4}", stats.llm_tokens, stats.llm_cost_usd)?;
+            }
+            writeln!(f)?;
         }
         Ok(())
     }
@@ -152,6 +165,7 @@ mod tests {
                         calls: 2,
                         failures: 1,
                         durations_us: vec![1500, 2500],
+                        ..CrewStats::default()
                     },
                 ),
                 ("a".into(), CrewStats::default()),
@@ -172,11 +186,42 @@ mod tests {
     }
 
     #[test]
+    fn tokens_and_cost_join_the_table_once_a_crew_used_the_gateway() {
+        let summary = RunSummary {
+            crews: vec![
+                (
+                    "writer".into(),
+                    CrewStats {
+                        calls: 1,
+                        durations_us: vec![2000],
+                        llm_tokens: 1234,
+                        llm_cost_usd: 0.01234,
+                        ..CrewStats::default()
+                    },
+                ),
+                ("a".into(), CrewStats::default()),
+            ],
+            ..RunSummary::default()
+        };
+        let text = summary.to_string();
+        let rows: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(
+            rows,
+            [
+                "  crew      calls   failed    p50 ms    p99 ms     tokens     cost $",
+                "  writer        1        0       2.0       2.0       1234     0.0123",
+                "  a             0        0       0.0       0.0          0     0.0000",
+            ],
+            "{text}"
+        );
+    }
+
+    #[test]
     fn percentiles_use_nearest_rank() {
         let stats = CrewStats {
             calls: 100,
-            failures: 0,
             durations_us: (1..=100).map(|ms| ms * 1000).collect(),
+            ..CrewStats::default()
         };
         assert_eq!(stats.percentile_ms(50), 50.0);
         assert_eq!(stats.percentile_ms(99), 99.0);

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use live_crew_sandbox::{Launcher, Sandbox, SpawnSpec};
+
+use crate::llm::Gateway;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -46,6 +48,8 @@ pub(super) struct CrewActor {
     pub(super) hello: Vec<u8>,
     pub(super) sandbox: Arc<Sandbox>,
     pub(super) launcher: Arc<dyn Launcher>,
+    /// Where the runner's LLM requests go (SPEC §14).
+    pub(super) gateway: Arc<Gateway>,
     pub(super) limits: RunnerLimits,
     pub(super) backoff: Backoff,
 }
@@ -142,7 +146,7 @@ impl CrewActor {
             let deadline = Instant::now() + Duration::from_millis(call.deadline_ms);
             let line = HostMessage::Call(call).encode();
             self.monitor.set_state(CrewState::Busy);
-            let outcome = process.call(&line, id, deadline).await;
+            let outcome = process.call(&line, id, deadline, &self.gateway).await;
             match outcome {
                 Ok(output) => {
                     failures = Failures {

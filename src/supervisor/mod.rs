@@ -91,6 +91,9 @@ impl Supervisor {
             runners.python_path(),
         );
         log_crews(crews, &spawns, &sandbox, &launchers);
+        let gateway = Arc::new(crate::llm::Gateway::new(&global.llm, |name| {
+            std::env::var(name).ok()
+        }));
         for (spec, spawn) in crews.iter().zip(&spawns) {
             let layers = sandbox.layers_for(spawn);
             if let Some(missing) = spec
@@ -129,6 +132,7 @@ impl Supervisor {
                 hello,
                 sandbox: sandbox.clone(),
                 launcher,
+                gateway: gateway.clone(),
                 limits: RunnerLimits {
                     startup_timeout: Duration::from_millis(spec.startup_timeout_ms),
                     ..limits.clone()

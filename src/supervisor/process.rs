@@ -14,12 +14,17 @@ use live_crew_sandbox::{
     Child, ChildStderr, ChildStdin, ChildStdout, Launcher, Sandbox, SpawnSpec, StartMode,
 };
 use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep, sleep_until};
 
 use super::status::CrewMonitor;
+use crate::llm::{Gateway, LlmUsage};
 use crate::ops::health::lock;
 use crate::pool::{CallFailure, CallOutput, FailureReason};
-use crate::protocol::{FrameError, LineReader, PROTOCOL_VERSION, RunnerMessage};
+use crate::protocol::{
+    FrameError, HostMessage, LineReader, LlmError, PROTOCOL_VERSION, RunnerMessage,
+};
 
 /// Timing and size limits that apply to every runner of a host.
 #[derive(Debug, Clone)]
@@ -199,32 +204,62 @@ impl RunnerProcess {
         }
     }
 
-    /// Sends one call (an encoded `call` line with id `id`) and waits for its answer.
+    /// Sends one call (an encoded `call` line with id `id`) and waits for its answer,
+    /// completing the runner's LLM requests through `gateway` meanwhile (SPEC §14).
     /// stdin is written while stdout is read, so neither pipe can deadlock the other.
     pub async fn call(
         &mut self,
         line: &[u8],
         id: u64,
         deadline: Instant,
+        gateway: &Arc<Gateway>,
     ) -> Result<CallOutput, CallFailure> {
         let crew = self.incoming.crew.clone();
         let started = Instant::now();
         let _in_flight = InFlight::enter();
         let spin = (self.last_call <= self.busy_poll).then_some(self.busy_poll);
-        let mut write = std::pin::pin!(self.stdin.write_all(line));
-        let mut written = false;
+        // The call line, then the answers to LLM requests, in the order they finish.
+        let (answers, mut to_write) = mpsc::unbounded_channel::<Vec<u8>>();
+        let (call_written, mut written) = oneshot::channel();
+        let stdin = &mut self.stdin;
+        let writer = async move {
+            stdin.write_all(line).await?;
+            let _ = call_written.send(());
+            while let Some(answer) = to_write.recv().await {
+                stdin.write_all(&answer).await?;
+            }
+            std::io::Result::Ok(())
+        };
+        let mut writer = std::pin::pin!(writer);
+        let (mut writing, mut call_sent) = (true, false);
+        // Requests end with the call: dropping the set aborts those still running.
+        let mut requests: JoinSet<(Vec<u8>, LlmUsage)> = JoinSet::new();
+        let mut llm = Vec::new();
         let answer = loop {
             tokio::select! {
                 biased;
                 // A failed write means the runner is gone or stopped reading; the
                 // process watch or the deadline reports which.
-                _ = &mut write, if !written => {
-                    written = true;
-                    if let Some(budget) = spin.filter(|_| InFlight::alone()) {
+                _ = &mut writer, if writing => writing = false,
+                sent = &mut written, if !call_sent => {
+                    call_sent = true;
+                    if let (Ok(()), Some(budget)) = (sent, spin.filter(|_| InFlight::alone())) {
                         self.incoming.stdout.spin_for_line(budget);
                     }
                 }
-                message = self.incoming.next_message(Some(deadline)) => break message?,
+                Some(done) = requests.join_next(), if !requests.is_empty() => {
+                    if let Ok((line, usage)) = done {
+                        let _ = answers.send(line);
+                        llm.push(usage);
+                    }
+                }
+                message = self.incoming.next_message(Some(deadline)) => match message? {
+                    RunnerMessage::LlmRequest(request) => {
+                        let (gateway, crew) = (gateway.clone(), crew.clone());
+                        requests.spawn(async move { gateway.complete(&crew, request).await });
+                    }
+                    other => break other,
+                },
             }
         };
         self.last_call = started.elapsed();
@@ -240,6 +275,7 @@ impl RunnerProcess {
                     actions: result.actions,
                     context_patch: result.context_patch,
                     runner_time: self.last_call,
+                    llm,
                 })
             }
             RunnerMessage::Error(error) if error.id == id => Err(failure(
@@ -261,18 +297,33 @@ impl RunnerProcess {
         }
     }
 
-    /// Watches an idle runner; returns only when it fails. Cancel-safe.
+    /// Watches an idle runner; returns only when it fails. An LLM request from a call
+    /// that has ended gets an `llm_error` and nothing more. Cancel-safe.
     pub async fn watch_idle(&mut self) -> CallFailure {
         let crew = self.incoming.crew.clone();
-        match self.incoming.next_message(None).await {
-            Err(failure) => failure,
-            Ok(other) => failure(
-                FailureReason::Protocol,
-                format!(
-                    "crew '{crew}': unexpected '{}' while no call is in flight",
-                    message_type(&other)
-                ),
-            ),
+        loop {
+            match self.incoming.next_message(None).await {
+                Err(failure) => return failure,
+                Ok(RunnerMessage::LlmRequest(request)) => {
+                    tracing::warn!(%crew, model = %request.model, "LLM request outside a call; refused");
+                    let refusal = HostMessage::LlmError(LlmError {
+                        id: request.id,
+                        reason: "no_call".to_owned(),
+                        message: "the call that made this request has ended".to_owned(),
+                        retry_after_ms: None,
+                    });
+                    let _ = self.stdin.write_all(&refusal.encode()).await;
+                }
+                Ok(other) => {
+                    return failure(
+                        FailureReason::Protocol,
+                        format!(
+                            "crew '{crew}': unexpected '{}' while no call is in flight",
+                            message_type(&other)
+                        ),
+                    );
+                }
+            }
         }
     }
 
@@ -287,7 +338,7 @@ impl RunnerProcess {
     /// Stops the runner in protocol order: `shutdown`, close stdin, grace, then the
     /// SIGTERM–grace–SIGKILL sequence of [`RunnerProcess::kill`].
     pub async fn shutdown(mut self) {
-        let shutdown = crate::protocol::HostMessage::Shutdown.encode();
+        let shutdown = HostMessage::Shutdown.encode();
         let _ = self.stdin.write_all(&shutdown).await;
         let _ = self.stdin.shutdown().await;
         drop(self.stdin);
@@ -326,6 +377,7 @@ fn message_type(message: &RunnerMessage) -> &'static str {
         RunnerMessage::Result(_) => "result",
         RunnerMessage::Error(_) => "error",
         RunnerMessage::Log(_) => "log",
+        RunnerMessage::LlmRequest(_) => "llm_request",
     }
 }
 

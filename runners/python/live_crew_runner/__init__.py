@@ -8,12 +8,18 @@ for the wire protocol and ``runners/python/README.md`` for what crew code sees.
 
 from __future__ import annotations
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 __version__ = "0.1.0"
 
 #: Sent in the ``ready`` message so host logs show which runner a crew is using.
 RUNNER_ID = f"live-crew-python/{__version__}"
 
 _call_id: str | None = None
+#: The protocol channel of a running runner (``serve.main``), for the LLM gateway.
+_channel: Any = None
 
 
 def call_id() -> str | None:

@@ -54,15 +54,16 @@ def llm_model(runner: dict[str, Any]) -> str | None:
 
 
 def make_llm(model: str) -> BaseLLM:
-    """``fake``, or any model string CrewAI's ``LLM`` accepts (``openai/gpt-4o-mini``...)."""
+    """``fake``, or ``<provider>/<model>``, which the host's LLM gateway completes
+    (SPEC section 14): the crew itself needs no network and no API key."""
     try:
         if model == "fake":
             from live_crew_runner.fake_llm import FakeLLM
 
             return FakeLLM(model=model)
-        from crewai import LLM
+        from live_crew_runner.gateway_llm import GatewayLLM
 
-        return LLM(model=model)
+        return GatewayLLM(model=model)
     except Exception as exc:
         print_traceback(exc)
         raise CrewError(f"cannot create the LLM '{model}': {describe(exc)}") from None

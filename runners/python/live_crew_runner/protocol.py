@@ -219,6 +219,20 @@ def _excerpt(line: bytes) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
+class _LlmRequests:
+    """The LLM requests of one channel: answers by request id, and whether a waiting
+    thread is reading the host's lines for all of them. ``threading`` is imported only
+    by crews that ask an LLM."""
+
+    def __init__(self) -> None:
+        from threading import Condition
+
+        self.condition = Condition()
+        self.answers: dict[int, Message] = {}
+        self.reading = False
+        self.next_id = 0
+
+
 class Channel:
     """The protocol stream to and from the host. ``write`` is safe from any thread."""
 
@@ -226,6 +240,7 @@ class Channel:
         self._reader = reader
         self._out_fd = out_fd
         self._lock = allocate_lock()
+        self._llm: _LlmRequests | None = None  # made on the first LLM request
 
     @classmethod
     def take_stdio(cls) -> Channel:
@@ -253,6 +268,50 @@ class Channel:
 
     def send(self, message: Message) -> None:
         self.write(encode(message))
+
+    def llm(self, call_id: str | None, model: str, body: Message) -> Message:
+        """Sends one ``llm_request`` and waits for its ``llm_response`` or ``llm_error``.
+
+        Safe from any thread, several at once: during a call the host sends nothing else,
+        so one waiting thread at a time reads the host's lines and hands each answer to
+        the thread whose request it is. Raises HostError when the host sends anything
+        else or goes away.
+        """
+        with self._lock:
+            if self._llm is None:
+                self._llm = _LlmRequests()
+            requests = self._llm
+        with requests.condition:
+            requests.next_id += 1
+            request_id = requests.next_id
+        self.send(
+            {"type": "llm_request", "id": request_id, "call": call_id, "model": model, "body": body}
+        )
+        with requests.condition:
+            while request_id not in requests.answers:
+                if requests.reading:
+                    requests.condition.wait()
+                    continue
+                requests.reading = True
+                requests.condition.release()
+                try:
+                    line = self._reader.readline()
+                finally:
+                    requests.condition.acquire()
+                    requests.reading = False
+                    requests.condition.notify_all()
+                if not line:
+                    raise HostError("the host closed stdin while an LLM request was waiting")
+                answer = decode(line)
+                if answer["type"] not in ("llm_response", "llm_error") or (
+                    type(answer.get("id")) is not int
+                ):
+                    raise HostError(
+                        "expected 'llm_response' or 'llm_error' during a call, got "
+                        f"'{answer['type']}'"
+                    )
+                requests.answers[answer["id"]] = answer
+            return requests.answers.pop(request_id)
 
     def write(self, data: bytes) -> None:
         """Writes whole lines; the lock keeps heartbeats from splitting a reply."""

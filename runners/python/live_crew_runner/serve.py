@@ -34,6 +34,7 @@ EXIT_HOST_ERROR = 2
 def main() -> NoReturn:
     faulthandler.enable()  # a crash in C code still leaves a traceback in the host log
     channel = Channel.take_stdio()
+    live_crew_runner._channel = channel  # the LLM gateway's way to the host
     try:
         status = serve(channel)
     except HostError as exc:
@@ -56,7 +57,8 @@ def serve(channel: Channel) -> int:
     # Beat from here on: importing the crew (CrewAI, say) can take seconds.
     channel.start_heartbeat(hello.heartbeat_ms)
     handler = load_handler(hello)
-    channel.send({"type": "ready", "protocol": PROTOCOL_VERSION, "runner": RUNNER_ID})
+    ready = {"type": "ready", "protocol": PROTOCOL_VERSION, "runner": RUNNER_ID, "features": ["llm"]}
+    channel.send(ready)
     for message in messages:
         kind = message["type"]
         if kind == "call":

@@ -192,15 +192,30 @@ def test_fake_llm_is_deterministic_and_prompt_dependent():
     assert answer(messages, ' {"a": 1} ') == '{"a": 1}'
 
 
-def test_a_real_model_string_replaces_every_agents_llm_without_calling_it():
+def test_a_real_model_string_gives_every_agent_the_hosts_gateway_without_calling_it():
     handler = load("crewai_yaml", {"llm": "openai/gpt-4o-mini"})
     agents = handler._crew.agents
     assert len(agents) == 2
     assert {(agent.llm.model, type(agent.llm).__name__) for agent in agents} == {
-        ("gpt-4o-mini", "OpenAICompletion")
+        ("openai/gpt-4o-mini", "GatewayLLM")
     }
-    with pytest.raises(CrewError, match="cannot create the LLM 'nosuchprovider/x'"):
-        load("crewai_yaml", {"llm": "nosuchprovider/x"})
+
+
+def test_agents_naming_their_own_model_ask_it_through_the_gateway(tmp_path: Path):
+    (tmp_path / "agents.yaml").write_text(
+        "writer:\n  role: Writer\n  goal: Write\n  backstory: B.\n  llm: openai/gpt-4o-mini\n"
+        "editor:\n  role: Editor\n  goal: Edit\n  backstory: B.\n"
+    )
+    (tmp_path / "tasks.yaml").write_text(
+        "draft:\n  description: Draft.\n  expected_output: Text.\n  agent: writer\n"
+        "edit:\n  description: Edit.\n  expected_output: Text.\n  agent: editor\n"
+    )
+    config = {"crew": "desk", "triggers": ["*"], "runner": {"kind": "crewai"}}
+    handler = crewai_kind.load(Hello("desk", str(tmp_path), config, 60_000))
+    models = {agent.role: (type(agent.llm).__name__, agent.llm.model) for agent in handler._crew.agents}
+    assert models["Writer"] == ("GatewayLLM", "openai/gpt-4o-mini")
+    # CrewAI's default model for an agent without one goes through the gateway as well.
+    assert models["Editor"][0] == "GatewayLLM" and models["Editor"][1].startswith("openai/")
 
 
 def test_llm_env_overrides_runner_llm(monkeypatch: pytest.MonkeyPatch):

@@ -13,7 +13,7 @@ def test_handshake_replies_ready_in_compact_json(spawn):
     runner.hello(python_config("echo", "handlers"))
     assert (
         runner.stdout_lines[0]
-        == b'{"type":"ready","protocol":1,"runner":"live-crew-python/0.1.0"}\n'
+        == b'{"type":"ready","protocol":1,"runner":"live-crew-python/0.1.0","features":["llm"]}\n'
     )
 
 

@@ -48,6 +48,8 @@ def load(hello: Hello) -> Handler:
     crew = build_crew(hello.crew_dir, runner, llm)
     if llm is not None:
         override_llms(crew, llm)
+    else:
+        route_through_gateway(crew)
     output = runner.get("output") or {}
     return CrewAIHandler(
         crew,
@@ -237,12 +239,33 @@ def _build(model: Any, settings: dict[str, Any], label: str) -> Any:
         raise CrewError(f"{label}: {describe(exc)}") from None
 
 
-def override_llms(crew: Crew, llm: BaseLLM) -> None:
-    """Every LLM the crew would call becomes ``llm``: agents', the manager's, planning."""
+def _agents(crew: Crew) -> list[Any]:
     agents = list(crew.agents) + [task.agent for task in crew.tasks if task.agent is not None]
     if crew.manager_agent is not None:
         agents.append(crew.manager_agent)
-    for agent in agents:
+    return agents
+
+
+def route_through_gateway(crew: Crew) -> None:
+    """Agents that name their own model (``llm: openai/gpt-4o`` in agents.yaml, or
+    CrewAI's default) ask it through the host's LLM gateway (SPEC section 14), as
+    ``<provider>/<model>``: the crew has no network and no key to call it itself."""
+    from live_crew_runner.fake_llm import FakeLLM
+    from live_crew_runner.gateway_llm import GatewayLLM
+
+    for agent in _agents(crew):
+        own = agent.llm
+        model = getattr(own, "model", None)
+        if own is None or isinstance(own, (GatewayLLM, FakeLLM)) or not model:
+            continue
+        provider = getattr(own, "provider", None)
+        named = f"{provider}/{model}" if provider and "/" not in model else model
+        agent.llm = GatewayLLM(model=named, temperature=getattr(own, "temperature", None))
+
+
+def override_llms(crew: Crew, llm: BaseLLM) -> None:
+    """Every LLM the crew would call becomes ``llm``: agents', the manager's, planning."""
+    for agent in _agents(crew):
         agent.llm = llm
         if agent.function_calling_llm is not None:
             agent.function_calling_llm = llm

@@ -1,0 +1,387 @@
+//! The LLM gateway (SPEC §14): crews ask the host for completions over the runner
+//! protocol (`llm_request`), and the host alone talks to the providers, so crews need
+//! neither network nor API keys.
+//!
+//! A provider is any OpenAI-compatible chat-completions endpoint, configured under
+//! `llm.providers`; a crew names a model as `<provider>/<model>`. The host reads each
+//! provider's key from its own environment (`api_key_env`), never logs it and never
+//! passes it to a crew. Each answer's `usage` is accounted per call ([`LlmUsage`]),
+//! priced by `llm.prices`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::protocol::{HostMessage, LlmError, LlmRequest, LlmResponse};
+
+/// `llm:` in the global configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmSettings {
+    /// By name: the `<provider>` of `<provider>/<model>`.
+    pub providers: BTreeMap<String, ProviderSettings>,
+    /// Prices by `<provider>/<model>`, in USD per million tokens.
+    pub prices: BTreeMap<String, Price>,
+    /// The largest answer accepted from a provider, in bytes.
+    pub max_response_bytes: usize,
+}
+
+impl Default for LlmSettings {
+    fn default() -> Self {
+        LlmSettings {
+            providers: BTreeMap::new(),
+            prices: BTreeMap::new(),
+            max_response_bytes: 4 << 20,
+        }
+    }
+}
+
+/// One OpenAI-compatible endpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    /// Where `/chat/completions` is, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// The host environment variable that holds the API key; none for a local server
+    /// that wants none.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// How long one request may take.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_timeout_ms() -> u64 {
+    60_000
+}
+
+/// USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub prompt: f64,
+    pub completion: f64,
+}
+
+/// What one LLM request of a call used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlmUsage {
+    /// `<provider>/<model>`, as the crew asked for it.
+    pub model: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// From `llm.prices`; 0 for a model without a price.
+    pub cost_usd: f64,
+    /// From the request to the provider's whole answer.
+    pub seconds: f64,
+    /// Whether the provider answered with a completion.
+    pub ok: bool,
+}
+
+/// The host's client of every configured provider.
+#[derive(Debug)]
+pub struct Gateway {
+    client: reqwest::Client,
+    providers: HashMap<String, Provider>,
+    prices: BTreeMap<String, Price>,
+    max_response_bytes: usize,
+}
+
+#[derive(Debug)]
+struct Provider {
+    url: String,
+    /// The key, or why there is none to send.
+    key: Result<Option<String>, String>,
+    timeout: Duration,
+}
+
+/// Why a request failed: the reason code of `llm_error` and a message for the crew.
+struct Refusal {
+    reason: &'static str,
+    message: String,
+    retry_after_ms: Option<u64>,
+}
+
+impl Refusal {
+    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Refusal {
+            reason,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+}
+
+impl Gateway {
+    /// The gateway for `settings`, with the keys read from `env` now.
+    pub fn new(settings: &LlmSettings, env: impl Fn(&str) -> Option<String>) -> Self {
+        let providers = settings
+            .providers
+            .iter()
+            .map(|(name, provider)| {
+                let key = match &provider.api_key_env {
+                    None => Ok(None),
+                    Some(variable) => env(variable).filter(|key| !key.is_empty()).map(Some).ok_or_else(|| {
+                        format!(
+                            "llm.providers.{name}.api_key_env names {variable}, which is not set in the host's environment"
+                        )
+                    }),
+                };
+                let url = format!("{}/chat/completions", provider.base_url.trim_end_matches('/'));
+                let timeout = Duration::from_millis(provider.timeout_ms);
+                (name.clone(), Provider { url, key, timeout })
+            })
+            .collect();
+        Gateway {
+            client: reqwest::Client::new(),
+            providers,
+            prices: settings.prices.clone(),
+            max_response_bytes: settings.max_response_bytes,
+        }
+    }
+
+    /// Completes `request` for `crew`: the line to send back to its runner, and what it
+    /// used.
+    pub async fn complete(&self, crew: &str, request: LlmRequest) -> (Vec<u8>, LlmUsage) {
+        let started = Instant::now();
+        let id = request.id;
+        let mut usage = LlmUsage {
+            model: request.model.clone(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cost_usd: 0.0,
+            seconds: 0.0,
+            ok: false,
+        };
+        let answer = match self.ask(request).await {
+            Ok(body) => {
+                self.account(&body, &mut usage);
+                usage.ok = true;
+                HostMessage::LlmResponse(LlmResponse { id, body })
+            }
+            Err(refusal) => {
+                tracing::info!(
+                    crew, model = %usage.model, reason = refusal.reason, message = %refusal.message,
+                    "LLM request failed"
+                );
+                HostMessage::LlmError(LlmError {
+                    id,
+                    reason: refusal.reason.to_owned(),
+                    message: refusal.message,
+                    retry_after_ms: refusal.retry_after_ms,
+                })
+            }
+        };
+        usage.seconds = started.elapsed().as_secs_f64();
+        (answer.encode(), usage)
+    }
+
+    /// The provider's answer to `request`, checked to be a chat completion.
+    async fn ask(&self, request: LlmRequest) -> Result<Value, Refusal> {
+        let LlmRequest { model, body, .. } = request;
+        let Some((provider_name, model_name)) = model.split_once('/') else {
+            return Err(Refusal::new(
+                "unknown_provider",
+                format!("the model '{model}' names no provider; use '<provider>/<model>'"),
+            ));
+        };
+        let Some(provider) = self.providers.get(provider_name) else {
+            let known: Vec<&str> = self.providers.keys().map(String::as_str).collect();
+            return Err(Refusal::new(
+                "unknown_provider",
+                format!(
+                    "no provider '{provider_name}' in llm.providers (configured: {})",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        };
+        let key = provider
+            .key
+            .as_ref()
+            .map_err(|why| Refusal::new("no_key", why.clone()))?;
+        let Value::Object(mut body) = body else {
+            return Err(Refusal::new(
+                "bad_request",
+                "the request body is not a JSON object",
+            ));
+        };
+        body.insert("model".to_owned(), Value::String(model_name.to_owned()));
+        let mut http = self
+            .client
+            .post(&provider.url)
+            .timeout(provider.timeout)
+            .json(&body);
+        if let Some(key) = key {
+            http = http.bearer_auth(key);
+        }
+        let mut response = http.send().await.map_err(|error| {
+            Refusal::new(
+                "provider",
+                format!("cannot reach {provider_name}: {}", describe(&error)),
+            )
+        })?;
+        let status = response.status();
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            let retry_after_ms = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|seconds| seconds.trim().parse::<f64>().ok())
+                .map(|seconds| (seconds * 1000.0) as u64);
+            return Err(Refusal {
+                reason: "rate_limited",
+                message: format!("{provider_name} answered 429 Too Many Requests"),
+                retry_after_ms,
+            });
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|error| {
+            Refusal::new(
+                "provider",
+                format!("{provider_name}'s answer broke off: {}", describe(&error)),
+            )
+        })? {
+            if bytes.len() + chunk.len() > self.max_response_bytes {
+                return Err(Refusal::new(
+                    "too_large",
+                    format!(
+                        "{provider_name}'s answer is over llm.max_response_bytes ({} bytes)",
+                        self.max_response_bytes
+                    ),
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        if !status.is_success() {
+            let excerpt: String = String::from_utf8_lossy(&bytes).chars().take(300).collect();
+            return Err(Refusal::new(
+                "provider",
+                format!("{provider_name} answered HTTP {status}: {excerpt}"),
+            ));
+        }
+        let answer: Value = serde_json::from_slice(&bytes).map_err(|error| {
+            Refusal::new(
+                "provider",
+                format!("{provider_name}'s answer is not JSON: {error}"),
+            )
+        })?;
+        if !answer["choices"].is_array() {
+            return Err(Refusal::new(
+                "provider",
+                format!("{provider_name}'s answer is no chat completion (it has no 'choices')"),
+            ));
+        }
+        Ok(answer)
+    }
+
+    /// Tokens and cost from the answer's `usage` and the price table.
+    fn account(&self, answer: &Value, usage: &mut LlmUsage) {
+        let tokens = |field: &str| answer["usage"][field].as_u64().unwrap_or(0);
+        usage.prompt_tokens = tokens("prompt_tokens");
+        usage.completion_tokens = tokens("completion_tokens");
+        if let Some(price) = self.prices.get(&usage.model) {
+            usage.cost_usd = (usage.prompt_tokens as f64 * price.prompt
+                + usage.completion_tokens as f64 * price.completion)
+                / 1_000_000.0;
+        }
+    }
+}
+
+/// An HTTP client error with its causes, which reqwest keeps in its source chain.
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway(prices: &[(&str, Price)]) -> Gateway {
+        let mut settings = LlmSettings::default();
+        settings.providers.insert(
+            "local".into(),
+            ProviderSettings {
+                base_url: "http://127.0.0.1:9/v1/".into(),
+                api_key_env: Some("LOCAL_KEY".into()),
+                timeout_ms: 1000,
+            },
+        );
+        settings.prices = prices.iter().map(|(m, p)| ((*m).to_owned(), *p)).collect();
+        Gateway::new(&settings, |_| None)
+    }
+
+    fn request(model: &str) -> LlmRequest {
+        LlmRequest {
+            id: 7,
+            call: None,
+            model: model.into(),
+            body: serde_json::json!({"messages": []}),
+        }
+    }
+
+    async fn refusal(gateway: &Gateway, model: &str) -> (String, String) {
+        let (line, usage) = gateway.complete("crew", request(model)).await;
+        assert!(!usage.ok);
+        let answer: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(
+            (answer["type"].as_str(), answer["id"].as_u64()),
+            (Some("llm_error"), Some(7))
+        );
+        (
+            answer["reason"].as_str().unwrap().into(),
+            answer["message"].as_str().unwrap().into(),
+        )
+    }
+
+    #[tokio::test]
+    async fn unknown_providers_and_missing_keys_are_refused_with_the_reason() {
+        let gateway = gateway(&[]);
+        let (reason, message) = refusal(&gateway, "elsewhere/gpt").await;
+        assert_eq!(reason, "unknown_provider");
+        assert!(
+            message.contains("'elsewhere'") && message.contains("local"),
+            "{message}"
+        );
+        let (reason, _) = refusal(&gateway, "no-slash").await;
+        assert_eq!(reason, "unknown_provider");
+        let (reason, message) = refusal(&gateway, "local/gpt").await;
+        assert_eq!(reason, "no_key");
+        assert!(message.contains("LOCAL_KEY"), "{message}");
+    }
+
+    #[test]
+    fn usage_is_priced_per_million_tokens() {
+        let gateway = gateway(&[(
+            "local/gpt",
+            Price {
+                prompt: 2.0,
+                completion: 8.0,
+            },
+        )]);
+        let mut usage = LlmUsage {
+            model: "local/gpt".into(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cost_usd: 0.0,
+            seconds: 0.0,
+            ok: true,
+        };
+        let answer =
+            serde_json::json!({"usage": {"prompt_tokens": 1000, "completion_tokens": 500}});
+        gateway.account(&answer, &mut usage);
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (1000, 500));
+        assert!((usage.cost_usd - 0.006).abs() < 1e-12, "{}", usage.cost_usd);
+    }
+}

@@ -1,0 +1,322 @@
+//! The LLM gateway (SPEC §14) through the real binary, real CrewAI and a small
+//! OpenAI-compatible server on loopback (`tests/fixtures/llm/openai_server.py`): crews
+//! without network or keys answer through the host, the provider sees the host's key,
+//! usage is accounted, and a bad provider, key or answer fails only the crew's call.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::{event, live_crew};
+use serde_json::Value;
+
+const SERVER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/llm/openai_server.py"
+);
+const KEY: &str = "sk-live-crew-test-key";
+
+fn python() -> String {
+    std::env::var("LIVE_CREW_PYTHON")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").to_owned())
+}
+
+/// The test server, killed when dropped.
+struct Provider {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Provider {
+    fn start(dir: &Path) -> Provider {
+        let port_file = dir.join("port");
+        let log = dir.join("requests.jsonl");
+        let child = Command::new(python())
+            .arg(SERVER)
+            .arg(&port_file)
+            .arg(&log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let port = loop {
+            if let Ok(text) = std::fs::read_to_string(&port_file) {
+                break text.parse().unwrap();
+            }
+            assert!(Instant::now() < deadline, "the test server never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Provider { child, port, log }
+    }
+
+    fn requests(&self) -> Vec<Value> {
+        common::lines(&self.log)
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// A `prompt` crew asking `model`.
+fn prompt_crew(crews: &Path, name: &str, model: &str) {
+    write(
+        &crews.join(name).join("runtime.yaml"),
+        &format!(
+            "crew: {name}\ntriggers: [tick]\nrunner:\n  kind: prompt\n  llm: {model}\n  \
+             user_template: \"Say hello to {name} in slice {{{{ slice }}}}.\"\n  \
+             outputs: [{{kind: said, payload: {{text: \"{{{{ generated }}}}\"}}}}]\n"
+        ),
+    );
+}
+
+/// A plain-YAML CrewAI crew asking `model`.
+fn crewai_crew(crews: &Path, name: &str, model: &str) {
+    let dir = crews.join(name);
+    write(
+        &dir.join("agents.yaml"),
+        "writer:\n  role: Writer\n  goal: Write one line\n  backstory: Brief.\n",
+    );
+    write(
+        &dir.join("tasks.yaml"),
+        "line:\n  description: Write a line about slice {slice}.\n  expected_output: One line.\n",
+    );
+    write(
+        &dir.join("runtime.yaml"),
+        &format!(
+            "crew: {name}\ntriggers: [tick]\nrunner: {{kind: crewai, llm: {model}, output: {{kind: line}}}}\n"
+        ),
+    );
+}
+
+/// A `python` crew that answers with the names in its environment.
+fn env_crew(crews: &Path) {
+    let dir = crews.join("env_reporter");
+    write(
+        &dir.join("report.py"),
+        "import os\n\ndef react(events, ctx, deps):\n    return [{\"kind\": \"env\", \"payload\": sorted(os.environ)}]\n",
+    );
+    write(
+        &dir.join("runtime.yaml"),
+        "crew: env_reporter\ntriggers: [tick]\nrunner: {kind: python, module: \"report:react\"}\n",
+    );
+}
+
+struct Run {
+    code: i32,
+    actions: Vec<Value>,
+    errors: Vec<Value>,
+    log: String,
+}
+
+/// Runs `crews` over two ticks with `llm` as the config's `llm:` section.
+fn run(root: &Path, crews: &Path, llm: &str) -> Run {
+    let config = root.join("live-config.yaml");
+    write(&config, &format!("llm:\n{llm}"));
+    let events = root.join("events.jsonl");
+    write(&events, &[event(0, "1"), event(500, "2")].concat());
+    let errors = root.join("errors.jsonl");
+    let out = live_crew()
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(&config)
+        .arg("--crews")
+        .arg(crews)
+        .arg("--events")
+        .arg(&events)
+        .arg("--errors")
+        .arg(&errors)
+        .env("LIVE_CREW_PYTHON", python())
+        .env_remove("LIVE_CREW_LLM")
+        .env("TEST_LLM_KEY", KEY)
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap(),
+        actions: std::str::from_utf8(&out.stdout)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect(),
+        errors: common::lines(&errors),
+        log: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn providers(provider: &Provider) -> String {
+    format!(
+        "  providers:\n    test: {{base_url: 'http://127.0.0.1:{}/v1', api_key_env: TEST_LLM_KEY}}\n    \
+         keyless: {{base_url: 'http://127.0.0.1:{}/v1', api_key_env: NOT_SET_ANYWHERE}}\n  \
+         prices: {{test/model-a: {{prompt: 1.5, completion: 6.0}}}}\n",
+        provider.port, provider.port
+    )
+}
+
+#[test]
+fn crews_without_network_or_keys_answer_through_the_gateway_and_usage_is_accounted() {
+    let root = tempfile::tempdir().unwrap();
+    let provider = Provider::start(root.path());
+    let crews = root.path().join("crews");
+    prompt_crew(&crews, "greeter", "test/model-a");
+    crewai_crew(&crews, "writer", "test/model-b");
+    env_crew(&crews);
+    let out = run(root.path(), &crews, &providers(&provider));
+    assert_eq!(out.code, 0, "{}", out.log);
+
+    // Both crews answered from the server, with the default network: false.
+    let said: Vec<&str> = out
+        .actions
+        .iter()
+        .filter(|a| a["crew"] == "greeter")
+        .map(|a| a["payload"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        said,
+        [
+            "gateway answer to: Say hello to greeter in slice 0.",
+            "gateway answer to: Say hello to greeter in slice 1."
+        ]
+    );
+    let lines: Vec<&Value> = out
+        .actions
+        .iter()
+        .filter(|a| a["crew"] == "writer")
+        .collect();
+    assert_eq!(lines.len(), 2, "{:?}", out.actions);
+    for line in lines {
+        let raw = line["payload"]["raw"].as_str().unwrap();
+        assert!(raw.starts_with("gateway answer to: "), "{line}");
+    }
+
+    // The provider saw the host's key on every request, and the model without its
+    // provider; no crew's environment held the key.
+    let requests = provider.requests();
+    assert!(requests.len() >= 4, "{requests:?}");
+    for request in &requests {
+        assert_eq!(
+            request["authorization"],
+            format!("Bearer {KEY}"),
+            "{request}"
+        );
+        assert_eq!(request["path"], "/v1/chat/completions");
+    }
+    let models: std::collections::BTreeSet<&str> = requests
+        .iter()
+        .map(|r| r["body"]["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(models, ["model-a", "model-b"].into());
+    for env in out.actions.iter().filter(|a| a["crew"] == "env_reporter") {
+        let names: Vec<&str> = env["payload"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(!names.contains(&"TEST_LLM_KEY"), "{names:?}");
+    }
+    assert!(!out.log.contains(KEY), "the key never reaches the log");
+
+    // The summary's tokens are the server's usage; the cost is the price table's.
+    let usage = |model: &str| -> (u64, u64) {
+        requests
+            .iter()
+            .filter(|r| r["body"]["model"] == model)
+            .map(|r| {
+                let u = &r["usage"];
+                (
+                    u["prompt_tokens"].as_u64().unwrap(),
+                    u["completion_tokens"].as_u64().unwrap(),
+                )
+            })
+            .fold((0, 0), |(p, c), (p2, c2)| (p + p2, c + c2))
+    };
+    let (prompt_a, completion_a) = usage("model-a");
+    let (prompt_b, completion_b) = usage("model-b");
+    let summary = out
+        .log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|r| {
+            r["msg"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("live-crew: "))
+        })
+        .unwrap();
+    let table = summary["msg"].as_str().unwrap();
+    let row = |crew: &str| -> Vec<String> {
+        let line = table
+            .lines()
+            .find(|l| l.trim_start().starts_with(crew))
+            .unwrap();
+        line.split_whitespace().map(str::to_owned).collect()
+    };
+    assert!(
+        table.contains("tokens") && table.contains("cost $"),
+        "{table}"
+    );
+    assert_eq!(
+        row("greeter")[5],
+        (prompt_a + completion_a).to_string(),
+        "{table}"
+    );
+    let cost = (prompt_a as f64 * 1.5 + completion_a as f64 * 6.0) / 1e6;
+    assert_eq!(row("greeter")[6], format!("{cost:.4}"), "{table}");
+    assert_eq!(
+        row("writer")[5],
+        (prompt_b + completion_b).to_string(),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_bad_provider_key_or_answer_fails_only_that_crews_call_and_says_why() {
+    let root = tempfile::tempdir().unwrap();
+    let provider = Provider::start(root.path());
+    let crews = root.path().join("crews");
+    prompt_crew(&crews, "nowhere", "elsewhere/model");
+    prompt_crew(&crews, "keyless", "keyless/model");
+    prompt_crew(&crews, "garbled", "test/malformed");
+    prompt_crew(&crews, "bloated", "test/huge");
+    prompt_crew(&crews, "fine", "test/model-a");
+    let llm = providers(&provider) + "  max_response_bytes: 100000\n";
+    let out = run(root.path(), &crews, &llm);
+    assert_eq!(out.code, 1, "failed calls make the status 1: {}", out.log);
+    let fine = out.actions.iter().filter(|a| a["crew"] == "fine").count();
+    assert_eq!(
+        fine, 2,
+        "the healthy crew answers both slices: {:?}",
+        out.actions
+    );
+    let message = |crew: &str| -> String {
+        let errors: Vec<&Value> = out.errors.iter().filter(|e| e["crew"] == crew).collect();
+        assert_eq!(errors.len(), 2, "{crew}: {:?}", out.errors);
+        assert!(
+            errors.iter().all(|e| e["reason"] == "runner_error"),
+            "{errors:?}"
+        );
+        errors[0]["message"].as_str().unwrap().to_owned()
+    };
+    let nowhere = message("nowhere");
+    assert!(
+        nowhere.contains("unknown_provider") && nowhere.contains("'elsewhere'"),
+        "{nowhere}"
+    );
+    let keyless = message("keyless");
+    assert!(
+        keyless.contains("no_key") && keyless.contains("NOT_SET_ANYWHERE"),
+        "{keyless}"
+    );
+    let garbled = message("garbled");
+    assert!(garbled.contains("not JSON"), "{garbled}");
+    let bloated = message("bloated");
+    assert!(bloated.contains("too_large"), "{bloated}");
+}
