@@ -278,6 +278,45 @@ fn crews_without_network_or_keys_answer_through_the_gateway_and_usage_is_account
 }
 
 #[test]
+fn the_governor_holds_the_concurrency_limit_for_all_crews_and_429s_are_retried() {
+    let root = tempfile::tempdir().unwrap();
+    let provider = Provider::start(root.path());
+    let crews = root.path().join("crews");
+    for n in 0..6 {
+        prompt_crew(&crews, &format!("slow_{n}"), "test/slow-300");
+    }
+    prompt_crew(&crews, "limited", "test/ratelimited-2");
+    let llm = providers(&provider) + "  limits:\n    test/slow-300: {concurrency: 2}\n";
+    let out = run(root.path(), &crews, &llm);
+    assert_eq!(out.code, 0, "{}", out.log);
+    assert_eq!(
+        out.actions.len(),
+        14,
+        "every crew answered both slices: {:?}",
+        out.actions
+    );
+    let requests = provider.requests();
+    let slow: Vec<u64> = requests
+        .iter()
+        .filter(|r| r["body"]["model"] == "slow-300")
+        .map(|r| r["in_flight"].as_u64().unwrap())
+        .collect();
+    assert_eq!(slow.len(), 12, "{requests:?}");
+    let most = slow.iter().max().copied().unwrap();
+    assert_eq!(
+        most, 2,
+        "never more than the limit, and the limit reached: {slow:?}"
+    );
+    // Two 429s with Retry-After, then the answer: the crew never saw them.
+    let statuses: Vec<u64> = requests
+        .iter()
+        .filter(|r| r["body"]["model"] == "ratelimited-2")
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [429, 429, 200, 200], "{requests:?}");
+}
+
+#[test]
 fn a_bad_provider_key_or_answer_fails_only_that_crews_call_and_says_why() {
     let root = tempfile::tempdir().unwrap();
     let provider = Provider::start(root.path());

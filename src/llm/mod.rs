@@ -8,11 +8,14 @@
 //! passes it to a crew. Each answer's `usage` is accounted per call ([`LlmUsage`]),
 //! priced by `llm.prices`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use crate::protocol::{HostMessage, LlmError, LlmRequest, LlmResponse};
 
@@ -24,6 +27,8 @@ pub struct LlmSettings {
     pub providers: BTreeMap<String, ProviderSettings>,
     /// Prices by `<provider>/<model>`, in USD per million tokens.
     pub prices: BTreeMap<String, Price>,
+    /// Limits by `<provider>` or `<provider>/<model>`, shared by every crew and stream.
+    pub limits: BTreeMap<String, Limits>,
     /// The largest answer accepted from a provider, in bytes.
     pub max_response_bytes: usize,
 }
@@ -33,6 +38,7 @@ impl Default for LlmSettings {
         LlmSettings {
             providers: BTreeMap::new(),
             prices: BTreeMap::new(),
+            limits: BTreeMap::new(),
             max_response_bytes: 4 << 20,
         }
     }
@@ -55,6 +61,18 @@ pub struct ProviderSettings {
 
 fn default_timeout_ms() -> u64 {
     60_000
+}
+
+/// What a provider (or one of its models) may be asked, by all crews together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Requests in flight at once.
+    pub concurrency: Option<usize>,
+    pub requests_per_minute: Option<u64>,
+    /// Tokens (prompt and completion) the answers of the last minute may have used
+    /// before the next request waits.
+    pub tokens_per_minute: Option<u64>,
 }
 
 /// USD per million tokens.
@@ -86,7 +104,95 @@ pub struct Gateway {
     client: reqwest::Client,
     providers: HashMap<String, Provider>,
     prices: BTreeMap<String, Price>,
+    governors: HashMap<String, Governor>,
     max_response_bytes: usize,
+}
+
+/// The limits of one provider or model, enforced.
+#[derive(Debug)]
+struct Governor {
+    /// Fair: waiting requests get their turn in the order they came, whichever crew.
+    concurrency: Option<Arc<Semaphore>>,
+    requests: Option<(u64, Window)>,
+    tokens: Option<(u64, Window)>,
+}
+
+/// What the last minute used, oldest first: when, and how much.
+type Window = Mutex<VecDeque<(Instant, u64)>>;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// How long a 429 without `Retry-After` waits before the request is tried again.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+impl Governor {
+    fn new(limits: &Limits) -> Self {
+        let window = |limit: Option<u64>| limit.map(|limit| (limit, Mutex::new(VecDeque::new())));
+        Governor {
+            concurrency: limits
+                .concurrency
+                .map(|n| Arc::new(Semaphore::new(n.max(1)))),
+            requests: window(limits.requests_per_minute),
+            tokens: window(limits.tokens_per_minute),
+        }
+    }
+
+    /// Waits until a request may go: under the rates of the last minute, then for a
+    /// place among the requests in flight (held by the returned permit).
+    async fn admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if let Some((limit, log)) = &self.tokens {
+            wait_for_room(log, *limit, 0).await;
+        }
+        if let Some((limit, log)) = &self.requests {
+            wait_for_room(log, *limit, 1).await;
+        }
+        match &self.concurrency {
+            Some(semaphore) => semaphore.clone().acquire_owned().await.ok(),
+            None => None,
+        }
+    }
+
+    /// What an answer used, for the tokens per minute.
+    fn used(&self, tokens: u64) {
+        if let Some((_, log)) = &self.tokens {
+            lock(log).push_back((Instant::now(), tokens));
+        }
+    }
+}
+
+/// Waits until the last minute's entries of `log` leave room for `amount` more under
+/// `limit` (for `amount` 0: until they are under it), then records `amount`.
+async fn wait_for_room(log: &Window, limit: u64, amount: u64) {
+    loop {
+        let wait = {
+            let mut log = lock(log);
+            let now = Instant::now();
+            while log
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at) >= MINUTE)
+            {
+                log.pop_front();
+            }
+            let used: u64 = log.iter().map(|(_, n)| n).sum();
+            if used + amount <= limit && (amount > 0 || used < limit) {
+                if amount > 0 {
+                    log.push_back((now, amount));
+                }
+                return;
+            }
+            // Room comes when the oldest entry leaves the window.
+            log.front().map_or(Duration::ZERO, |(at, _)| {
+                MINUTE.saturating_sub(now.duration_since(*at))
+            })
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[derive(Debug)]
@@ -138,13 +244,24 @@ impl Gateway {
             client: reqwest::Client::new(),
             providers,
             prices: settings.prices.clone(),
+            governors: settings
+                .limits
+                .iter()
+                .map(|(name, limits)| (name.clone(), Governor::new(limits)))
+                .collect(),
             max_response_bytes: settings.max_response_bytes,
         }
     }
 
-    /// Completes `request` for `crew`: the line to send back to its runner, and what it
-    /// used.
-    pub async fn complete(&self, crew: &str, request: LlmRequest) -> (Vec<u8>, LlmUsage) {
+    /// Completes `request` for `crew` within `deadline`: the line to send back to its
+    /// runner, and what it used. Waits for the limits of its provider and model, and
+    /// tries again after a 429 while the deadline leaves room for the wait.
+    pub async fn complete(
+        &self,
+        crew: &str,
+        request: LlmRequest,
+        deadline: Instant,
+    ) -> (Vec<u8>, LlmUsage) {
         let started = Instant::now();
         let id = request.id;
         let mut usage = LlmUsage {
@@ -155,9 +272,41 @@ impl Gateway {
             seconds: 0.0,
             ok: false,
         };
-        let answer = match self.ask(request).await {
+        let governors: Vec<&Governor> = [
+            Some(request.model.as_str()),
+            request.model.split_once('/').map(|(provider, _)| provider),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|name| self.governors.get(name))
+        .collect();
+        let outcome = loop {
+            let mut permits = Vec::new();
+            for governor in &governors {
+                permits.push(governor.admit().await);
+            }
+            let outcome = self.ask(request.clone()).await;
+            drop(permits);
+            match outcome {
+                Err(refusal) if refusal.reason == "rate_limited" => {
+                    let wait = refusal
+                        .retry_after_ms
+                        .map_or(DEFAULT_RETRY_AFTER, Duration::from_millis);
+                    if Instant::now() + wait >= deadline {
+                        break Err(refusal);
+                    }
+                    tracing::debug!(crew, model = %usage.model, wait_ms = wait.as_millis() as u64, "429 from the provider; trying again");
+                    tokio::time::sleep(wait).await;
+                }
+                other => break other,
+            }
+        };
+        let answer = match outcome {
             Ok(body) => {
                 self.account(&body, &mut usage);
+                for governor in &governors {
+                    governor.used(usage.prompt_tokens + usage.completion_tokens);
+                }
                 usage.ok = true;
                 HostMessage::LlmResponse(LlmResponse { id, body })
             }
@@ -332,7 +481,8 @@ mod tests {
     }
 
     async fn refusal(gateway: &Gateway, model: &str) -> (String, String) {
-        let (line, usage) = gateway.complete("crew", request(model)).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (line, usage) = gateway.complete("crew", request(model), deadline).await;
         assert!(!usage.ok);
         let answer: Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(
@@ -359,6 +509,38 @@ mod tests {
         let (reason, message) = refusal(&gateway, "local/gpt").await;
         assert_eq!(reason, "no_key");
         assert!(message.contains("LOCAL_KEY"), "{message}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_per_minute_wait_for_the_oldest_to_leave_the_window() {
+        let governor = Governor::new(&Limits {
+            requests_per_minute: Some(2),
+            ..Limits::default()
+        });
+        let started = Instant::now();
+        governor.admit().await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        governor.admit().await;
+        assert_eq!(started.elapsed(), Duration::from_secs(10), "two go at once");
+        governor.admit().await;
+        assert_eq!(
+            started.elapsed(),
+            MINUTE,
+            "the third when the first is a minute old"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_per_minute_hold_requests_while_the_last_minute_used_them_up() {
+        let governor = Governor::new(&Limits {
+            tokens_per_minute: Some(1000),
+            ..Limits::default()
+        });
+        let started = Instant::now();
+        governor.admit().await;
+        governor.used(1200);
+        governor.admit().await;
+        assert_eq!(started.elapsed(), MINUTE);
     }
 
     #[test]

@@ -256,7 +256,9 @@ impl RunnerProcess {
                 message = self.incoming.next_message(Some(deadline)) => match message? {
                     RunnerMessage::LlmRequest(request) => {
                         let (gateway, crew) = (gateway.clone(), crew.clone());
-                        requests.spawn(async move { gateway.complete(&crew, request).await });
+                        requests.spawn(async move {
+                            gateway.complete(&crew, request, deadline).await
+                        });
                     }
                     other => break other,
                 },
