@@ -79,6 +79,8 @@ pub struct HostOptions {
     pub mode: RunMode,
     /// Over the config's `hot_reload`.
     pub watch: bool,
+    /// `run --record-llm` or `replay --llm`.
+    pub llm_tape: Option<crate::llm::Tape>,
 }
 
 /// A host could not start; a usage or configuration problem (exit status 2).
@@ -261,6 +263,7 @@ impl HostConfig {
             global.metrics_addr = options.metrics_addr.clone();
         }
         global.hot_reload |= options.watch;
+        global.llm.tape = options.llm_tape.clone();
         let crews = Crews::load(&options.crews, &global)?;
         if crews.as_slice().is_empty() {
             tracing::warn!(crews = %options.crews.display(), "no crews found; events are only checked");

@@ -359,3 +359,92 @@ fn a_bad_provider_key_or_answer_fails_only_that_crews_call_and_says_why() {
     let bloated = message("bloated");
     assert!(bloated.contains("too_large"), "{bloated}");
 }
+
+#[test]
+fn a_recorded_run_replays_offline_byte_for_byte_and_a_changed_prompt_shows() {
+    let root = tempfile::tempdir().unwrap();
+    let tape = root.path().join("tape");
+    let crews = root.path().join("crews");
+    prompt_crew(&crews, "greeter", "test/model-a");
+    crewai_crew(&crews, "writer", "test/model-b");
+    let recorded = root.path().join("recorded.jsonl");
+    {
+        let provider = Provider::start(root.path());
+        let config = root.path().join("live-config.yaml");
+        write(&config, &format!("llm:\n{}", providers(&provider)));
+        let events = root.path().join("events.jsonl");
+        write(&events, &[event(0, "1"), event(500, "2")].concat());
+        let out = live_crew()
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg("--crews")
+            .arg(&crews)
+            .arg("--events")
+            .arg(&events)
+            .arg("--output")
+            .arg(&recorded)
+            .arg("--record-llm")
+            .arg(&tape)
+            .env("LIVE_CREW_PYTHON", python())
+            .env_remove("LIVE_CREW_LLM")
+            .env("TEST_LLM_KEY", KEY)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(common::lines(&recorded).len(), 4);
+        // The provider is gone from here on: the replays are offline.
+    }
+    let replay = |extra: &[&str]| {
+        live_crew()
+            .args(["replay", "--config"])
+            .arg(root.path().join("live-config.yaml"))
+            .arg("--crews")
+            .arg(&crews)
+            .arg("--events")
+            .arg(root.path().join("events.jsonl"))
+            .arg("--llm")
+            .arg(&tape)
+            .arg("--expect")
+            .arg(&recorded)
+            .args(extra)
+            .env("LIVE_CREW_PYTHON", python())
+            .env_remove("LIVE_CREW_LLM")
+            .env_remove("TEST_LLM_KEY")
+            .output()
+            .unwrap()
+    };
+    let same = replay(&[]);
+    let log = String::from_utf8_lossy(&same.stderr).into_owned();
+    assert!(
+        same.status.success(),
+        "the replay reproduces the run: {log}"
+    );
+
+    // A changed prompt asks what the tape does not hold: its calls fail, and --expect
+    // shows the difference.
+    let runtime = crews.join("greeter/runtime.yaml");
+    let text = std::fs::read_to_string(&runtime).unwrap();
+    std::fs::write(&runtime, text.replace("Say hello", "Say goodbye")).unwrap();
+    let errors = root.path().join("errors.jsonl");
+    let changed = replay(&["--errors", errors.to_str().unwrap()]);
+    let log = String::from_utf8_lossy(&changed.stderr).into_owned();
+    assert_eq!(changed.status.code(), Some(1), "{log}");
+    let errors = common::lines(&errors);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    for error in &errors {
+        assert_eq!(error["crew"], "greeter");
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.contains("not_recorded") && message.contains("holds no answer"),
+            "{message}"
+        );
+    }
+    assert!(
+        log.contains("greeter"),
+        "the expect report names the crew: {log}"
+    );
+}

@@ -75,6 +75,10 @@ pub struct ReplayArgs {
     /// actions are then not printed.
     #[arg(long)]
     pub expect: Option<PathBuf>,
+    /// Answer the crews' LLM requests from a `run --record-llm` folder, offline; a
+    /// request not in it fails its call (reason `not_recorded`).
+    #[arg(long, value_name = "DIR")]
+    pub llm: Option<PathBuf>,
 }
 
 fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
@@ -167,6 +171,10 @@ pub struct RunArgs {
     /// LIVE_CREW_SELECTOR; default: every crew runs here.
     #[arg(long, value_name = "REGEX")]
     pub selector: Option<String>,
+    /// Store every LLM request the crews make and its answer in this folder, so that
+    /// `replay --llm DIR` can answer them offline.
+    #[arg(long, value_name = "DIR")]
+    pub record_llm: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]

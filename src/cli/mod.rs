@@ -110,6 +110,8 @@ pub fn load_global(file: Option<&Path>) -> Result<GlobalConfig, ConfigErrors> {
 pub struct Replay {
     pub from: Option<Timestamp>,
     pub expect: Option<PathBuf>,
+    /// `--llm`: the recorded LLM answers.
+    pub llm: Option<PathBuf>,
 }
 
 impl ReplayArgs {
@@ -124,10 +126,12 @@ impl ReplayArgs {
             nats: None,
             streams: Vec::new(),
             selector: None,
+            record_llm: None,
         };
         let replay = Replay {
             from: self.from_timestamp,
             expect: self.expect,
+            llm: self.llm,
         };
         (run, replay)
     }
@@ -149,6 +153,7 @@ pub async fn run(
         nats,
         streams,
         selector,
+        record_llm,
     } = args;
     let BatchArgs {
         crews,
@@ -198,6 +203,11 @@ pub async fn run(
     let actions_path = output
         .clone()
         .or_else(|| scratch.as_ref().map(|file| file.path().to_path_buf()));
+    let llm_tape = match (record_llm, replay.as_ref().and_then(|r| r.llm.clone())) {
+        (Some(dir), _) => Some(crate::llm::Tape::Record(dir)),
+        (None, Some(dir)) => Some(crate::llm::Tape::Replay(dir)),
+        (None, None) => None,
+    };
     let options = HostOptions {
         crews,
         config,
@@ -208,6 +218,7 @@ pub async fn run(
         heartbeats,
         mode,
         watch,
+        llm_tape,
     };
     let config = HostConfig::load(options)?;
     if let Some(expected) = &expected {

@@ -9,6 +9,7 @@
 //! priced by `llm.prices`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +32,18 @@ pub struct LlmSettings {
     pub limits: BTreeMap<String, Limits>,
     /// The largest answer accepted from a provider, in bytes.
     pub max_response_bytes: usize,
+    /// `run --record-llm` or `replay --llm`; not a config setting.
+    #[serde(skip)]
+    pub tape: Option<Tape>,
+}
+
+/// Where the gateway keeps every request and answer of a run, to answer a replay from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tape {
+    /// Ask the providers, and store each answered request in the folder.
+    Record(PathBuf),
+    /// Answer from the folder only, offline; a request not in it fails.
+    Replay(PathBuf),
 }
 
 impl Default for LlmSettings {
@@ -40,6 +53,7 @@ impl Default for LlmSettings {
             prices: BTreeMap::new(),
             limits: BTreeMap::new(),
             max_response_bytes: 4 << 20,
+            tape: None,
         }
     }
 }
@@ -106,6 +120,7 @@ pub struct Gateway {
     prices: BTreeMap<String, Price>,
     governors: HashMap<String, Governor>,
     max_response_bytes: usize,
+    tape: Option<Tape>,
 }
 
 /// The limits of one provider or model, enforced.
@@ -250,6 +265,7 @@ impl Gateway {
                 .map(|(name, limits)| (name.clone(), Governor::new(limits)))
                 .collect(),
             max_response_bytes: settings.max_response_bytes,
+            tape: settings.tape.clone(),
         }
     }
 
@@ -272,6 +288,23 @@ impl Gateway {
             seconds: 0.0,
             ok: false,
         };
+        let key = tape_key(&request);
+        if let Some(Tape::Replay(dir)) = &self.tape {
+            let answer = match replayed(dir, &key) {
+                Ok(body) => {
+                    self.account(&body, &mut usage);
+                    usage.ok = true;
+                    HostMessage::LlmResponse(LlmResponse { id, body })
+                }
+                Err(message) => HostMessage::LlmError(LlmError {
+                    id,
+                    reason: "not_recorded".to_owned(),
+                    message,
+                    retry_after_ms: None,
+                }),
+            };
+            return (answer.encode(), usage);
+        }
         let governors: Vec<&Governor> = [
             Some(request.model.as_str()),
             request.model.split_once('/').map(|(provider, _)| provider),
@@ -285,7 +318,7 @@ impl Gateway {
             for governor in &governors {
                 permits.push(governor.admit().await);
             }
-            let outcome = self.ask(request.clone()).await;
+            let outcome = self.ask(&request).await;
             drop(permits);
             match outcome {
                 Err(refusal) if refusal.reason == "rate_limited" => {
@@ -303,6 +336,9 @@ impl Gateway {
         };
         let answer = match outcome {
             Ok(body) => {
+                if let Some(Tape::Record(dir)) = &self.tape {
+                    record(dir, &key, &request, &body);
+                }
                 self.account(&body, &mut usage);
                 for governor in &governors {
                     governor.used(usage.prompt_tokens + usage.completion_tokens);
@@ -328,7 +364,7 @@ impl Gateway {
     }
 
     /// The provider's answer to `request`, checked to be a chat completion.
-    async fn ask(&self, request: LlmRequest) -> Result<Value, Refusal> {
+    async fn ask(&self, request: &LlmRequest) -> Result<Value, Refusal> {
         let LlmRequest { model, body, .. } = request;
         let Some((provider_name, model_name)) = model.split_once('/') else {
             return Err(Refusal::new(
@@ -354,7 +390,7 @@ impl Gateway {
             .key
             .as_ref()
             .map_err(|why| Refusal::new("no_key", why.clone()))?;
-        let Value::Object(mut body) = body else {
+        let Value::Object(mut body) = body.clone() else {
             return Err(Refusal::new(
                 "bad_request",
                 "the request body is not a JSON object",
@@ -440,6 +476,47 @@ impl Gateway {
                 / 1_000_000.0;
         }
     }
+}
+
+/// A request's name on the tape: the SHA-256 of its model and body (serde_json writes
+/// object keys sorted, so equal requests hash alike). The call id is left out: a replay
+/// must answer the same prompt in the same slice however the run was scheduled.
+fn tape_key(request: &LlmRequest) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(request.model.as_bytes());
+    hash.update(b"\n");
+    hash.update(request.body.to_string().as_bytes());
+    hash.finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Stores an answered request; a run that cannot record says so and goes on.
+fn record(dir: &Path, key: &str, request: &LlmRequest, answer: &Value) {
+    let entry =
+        serde_json::json!({"model": request.model, "request": request.body, "response": answer});
+    let written = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(dir.join(format!("{key}.json")), entry.to_string()));
+    if let Err(error) = written {
+        tracing::warn!(dir = %dir.display(), %error, "cannot record an LLM answer");
+    }
+}
+
+/// The recorded answer to the request named `key`, or why there is none.
+fn replayed(dir: &Path, key: &str) -> Result<Value, String> {
+    let path = dir.join(format!("{key}.json"));
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        format!(
+            "{} holds no answer to this request (a changed prompt, model or crew asks \
+             something the recorded run did not)",
+            dir.display()
+        )
+    })?;
+    let entry: Value = serde_json::from_str(&text)
+        .map_err(|error| format!("{}: not a recorded answer: {error}", path.display()))?;
+    Ok(entry["response"].clone())
 }
 
 /// An HTTP client error with its causes, which reqwest keeps in its source chain.
