@@ -448,3 +448,97 @@ fn a_recorded_run_replays_offline_byte_for_byte_and_a_changed_prompt_shows() {
         "the expect report names the crew: {log}"
     );
 }
+
+#[test]
+fn spent_budgets_skip_switch_model_or_disable_as_configured() {
+    let root = tempfile::tempdir().unwrap();
+    let provider = Provider::start(root.path());
+    let crews = root.path().join("crews");
+    // One request is more than a budget of 5 tokens an hour: from the second call on
+    // each crew is over it.
+    let budgets = [
+        ("skipper", "{tokens_per_hour: 5}"),
+        (
+            "switcher",
+            "{tokens_per_hour: 5, on_exceed: 'model:test/cheap'}",
+        ),
+        ("quitter", "{usd_per_hour: 0.000001, on_exceed: disable}"),
+    ];
+    for (crew, budget) in budgets {
+        prompt_crew(&crews, crew, "test/model-a");
+        let runtime = crews.join(crew).join("runtime.yaml");
+        let text = std::fs::read_to_string(&runtime).unwrap();
+        std::fs::write(&runtime, format!("{text}budget: {budget}\n")).unwrap();
+    }
+    let config = root.path().join("live-config.yaml");
+    write(&config, &format!("llm:\n{}", providers(&provider)));
+    let events = root.path().join("events.jsonl");
+    write(
+        &events,
+        &[event(0, "1"), event(500, "2"), event(1000, "3")].concat(),
+    );
+    let errors = root.path().join("errors.jsonl");
+    let out = live_crew()
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(&config)
+        .arg("--crews")
+        .arg(&crews)
+        .arg("--events")
+        .arg(&events)
+        .arg("--errors")
+        .arg(&errors)
+        .env("LIVE_CREW_PYTHON", python())
+        .env_remove("LIVE_CREW_LLM")
+        .env("TEST_LLM_KEY", KEY)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    let actions: Vec<Value> = std::str::from_utf8(&out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let slices = |crew: &str| -> Vec<i64> {
+        actions
+            .iter()
+            .filter(|a| a["crew"] == crew)
+            .map(|a| a["slice"].as_i64().unwrap())
+            .collect()
+    };
+    let errors = common::lines(&errors);
+    let budget_errors = |crew: &str| -> Vec<i64> {
+        errors
+            .iter()
+            .filter(|e| e["crew"] == crew && e["reason"] == "budget")
+            .map(|e| e["slice"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(slices("skipper"), [0], "{log}");
+    assert_eq!(budget_errors("skipper"), [1, 2], "{errors:?}");
+    assert_eq!(slices("switcher"), [0, 1, 2], "{log}");
+    assert!(budget_errors("switcher").is_empty(), "{errors:?}");
+    // Its first request went to its own model, the later ones to the cheaper one.
+    let switched: Vec<String> = provider
+        .requests()
+        .iter()
+        .filter(|r| {
+            r["body"]["messages"][0]["content"]
+                .as_str()
+                .is_some_and(|text| text.contains("switcher"))
+        })
+        .map(|r| r["body"]["model"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(switched, ["model-a", "cheap", "cheap"]);
+    assert_eq!(slices("quitter"), [0], "{log}");
+    assert_eq!(budget_errors("quitter"), [1, 2], "{errors:?}");
+    assert!(
+        log.contains("crew disabled: its LLM budget is spent"),
+        "{log}"
+    );
+    let message = errors
+        .iter()
+        .find(|e| e["crew"] == "skipper")
+        .map(|e| e["message"].as_str().unwrap().to_owned())
+        .unwrap();
+    assert!(message.contains("tokens_per_hour 5"), "{message}");
+}

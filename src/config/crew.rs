@@ -12,6 +12,7 @@ use super::types::{
 };
 use super::{ConfigIssue, GlobalConfig, crewai_runner, parse_layers, yaml_issue};
 use crate::context::KeySet;
+use crate::llm::{Budget, OnExceed};
 use crate::model::{check_crew_name, check_kind};
 
 #[derive(Deserialize)]
@@ -35,6 +36,16 @@ struct RawCrew {
     env: BTreeMap<String, String>,
     #[serde(default)]
     env_passthrough: Vec<String>,
+    budget: Option<RawBudget>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    tokens_per_hour: Option<u64>,
+    usd_per_hour: Option<f64>,
+    usd_per_day: Option<f64>,
+    on_exceed: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -193,6 +204,7 @@ impl<'a> Checker<'a> {
         if !self.issues.is_empty() {
             return Err(self.issues);
         }
+        let budget = raw.budget.map(|budget| self.budget(budget));
         Ok(CrewSpec {
             name: raw.crew,
             dir,
@@ -210,8 +222,39 @@ impl<'a> Checker<'a> {
             context,
             env: raw.env,
             env_passthrough: raw.env_passthrough,
+            budget,
             document,
         })
+    }
+
+    fn budget(&mut self, raw: RawBudget) -> Budget {
+        let on_exceed = match raw.on_exceed.as_deref().unwrap_or("skip") {
+            "skip" => OnExceed::Skip,
+            "disable" => OnExceed::Disable,
+            other => match other.strip_prefix("model:") {
+                Some(model) if model.contains('/') => OnExceed::Model(model.to_owned()),
+                _ => {
+                    self.issue(
+                        "budget.on_exceed",
+                        format!("'{other}' is not one of skip, disable, model:<provider>/<model>"),
+                    );
+                    OnExceed::Skip
+                }
+            },
+        };
+        if raw.tokens_per_hour.is_none() && raw.usd_per_hour.is_none() && raw.usd_per_day.is_none()
+        {
+            self.issue(
+                "budget",
+                "sets no limit; give tokens_per_hour, usd_per_hour or usd_per_day",
+            );
+        }
+        Budget {
+            tokens_per_hour: raw.tokens_per_hour,
+            usd_per_hour: raw.usd_per_hour,
+            usd_per_day: raw.usd_per_day,
+            on_exceed,
+        }
     }
 
     fn triggers(&mut self, triggers: Vec<String>) -> Triggers {

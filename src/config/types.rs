@@ -135,6 +135,8 @@ pub struct CrewSpec {
     pub context: ContextAcl,
     pub env: BTreeMap<String, String>,
     pub env_passthrough: Vec<String>,
+    /// What the crew may spend through the LLM gateway (SPEC §14).
+    pub budget: Option<crate::llm::Budget>,
     /// The runtime file as JSON, sent to the runner in `hello`.
     pub document: Value,
 }

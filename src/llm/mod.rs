@@ -89,6 +89,86 @@ pub struct Limits {
     pub tokens_per_minute: Option<u64>,
 }
 
+/// What one crew may spend through the gateway (`budget:` in its runtime file).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    pub tokens_per_hour: Option<u64>,
+    pub usd_per_hour: Option<f64>,
+    pub usd_per_day: Option<f64>,
+    pub on_exceed: OnExceed,
+}
+
+/// What happens once a budget is spent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnExceed {
+    /// The crew's calls fail with reason `budget` until the windows leave room.
+    Skip,
+    /// The crew's requests go to this cheaper `<provider>/<model>` instead.
+    Model(String),
+    /// The crew stops for the rest of the run; its calls fail with reason `budget`.
+    Disable,
+}
+
+/// A crew's budget and what it spent: per answer, when, tokens and USD.
+#[derive(Debug)]
+struct Spending {
+    budget: Budget,
+    spent: VecDeque<(Instant, u64, f64)>,
+    /// Set once a `disable` budget was spent.
+    disabled: bool,
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+impl Spending {
+    /// Why the budget is spent, if it is.
+    fn exceeded(&mut self) -> Option<String> {
+        let now = Instant::now();
+        while self
+            .spent
+            .front()
+            .is_some_and(|(at, ..)| now.duration_since(*at) >= DAY)
+        {
+            self.spent.pop_front();
+        }
+        if self.disabled {
+            return Some("its budget was spent earlier in the run (on_exceed: disable)".to_owned());
+        }
+        let within = |window: Duration| {
+            self.spent
+                .iter()
+                .filter(move |(at, ..)| now.duration_since(*at) < window)
+        };
+        let tokens: u64 = within(HOUR).map(|(_, tokens, _)| tokens).sum();
+        let usd_hour: f64 = within(HOUR).map(|(.., usd)| usd).sum();
+        let usd_day: f64 = within(DAY).map(|(.., usd)| usd).sum();
+        let budget = &self.budget;
+        let why = if budget.tokens_per_hour.is_some_and(|limit| tokens >= limit) {
+            format!(
+                "{tokens} tokens in the last hour, budget.tokens_per_hour {}",
+                budget.tokens_per_hour.unwrap_or(0)
+            )
+        } else if budget.usd_per_hour.is_some_and(|limit| usd_hour >= limit) {
+            format!(
+                "${usd_hour:.4} in the last hour, budget.usd_per_hour {}",
+                budget.usd_per_hour.unwrap_or(0.0)
+            )
+        } else if budget.usd_per_day.is_some_and(|limit| usd_day >= limit) {
+            format!(
+                "${usd_day:.4} in the last day, budget.usd_per_day {}",
+                budget.usd_per_day.unwrap_or(0.0)
+            )
+        } else {
+            return None;
+        };
+        if budget.on_exceed == OnExceed::Disable {
+            self.disabled = true;
+        }
+        Some(why)
+    }
+}
+
 /// USD per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -121,6 +201,8 @@ pub struct Gateway {
     governors: HashMap<String, Governor>,
     max_response_bytes: usize,
     tape: Option<Tape>,
+    /// By crew.
+    budgets: Mutex<HashMap<String, Spending>>,
 }
 
 /// The limits of one provider or model, enforced.
@@ -266,6 +348,43 @@ impl Gateway {
                 .collect(),
             max_response_bytes: settings.max_response_bytes,
             tape: settings.tape.clone(),
+            budgets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Gives `crew` its budget (none: unlimited); what it spent so far stays counted.
+    pub fn set_budget(&self, crew: &str, budget: Option<Budget>) {
+        let mut budgets = lock(&self.budgets);
+        match budget {
+            Some(budget) => {
+                let spending = budgets.entry(crew.to_owned()).or_insert_with(|| Spending {
+                    budget: budget.clone(),
+                    spent: VecDeque::new(),
+                    disabled: false,
+                });
+                spending.budget = budget;
+            }
+            None => {
+                budgets.remove(crew);
+            }
+        }
+    }
+
+    /// Whether `crew` has spent its budget: what to do, and why.
+    pub fn over_budget(&self, crew: &str) -> Option<(OnExceed, String)> {
+        let mut budgets = lock(&self.budgets);
+        let spending = budgets.get_mut(crew)?;
+        let why = spending.exceeded()?;
+        Some((spending.budget.on_exceed.clone(), why))
+    }
+
+    fn spent(&self, crew: &str, usage: &LlmUsage) {
+        if let Some(spending) = lock(&self.budgets).get_mut(crew) {
+            spending.spent.push_back((
+                Instant::now(),
+                usage.prompt_tokens + usage.completion_tokens,
+                usage.cost_usd,
+            ));
         }
     }
 
@@ -288,6 +407,22 @@ impl Gateway {
             seconds: 0.0,
             ok: false,
         };
+        let mut request = request;
+        match self.over_budget(crew) {
+            Some((OnExceed::Model(cheaper), _)) => request.model = cheaper,
+            Some((_, why)) => {
+                let refusal = HostMessage::LlmError(LlmError {
+                    id,
+                    reason: "budget".to_owned(),
+                    message: format!("crew '{crew}' spent its LLM budget: {why}"),
+                    retry_after_ms: None,
+                });
+                usage.seconds = started.elapsed().as_secs_f64();
+                return (refusal.encode(), usage);
+            }
+            None => {}
+        }
+        usage.model = request.model.clone();
         let key = tape_key(&request);
         if let Some(Tape::Replay(dir)) = &self.tape {
             let answer = match replayed(dir, &key) {
@@ -340,6 +475,7 @@ impl Gateway {
                     record(dir, &key, &request, &body);
                 }
                 self.account(&body, &mut usage);
+                self.spent(crew, &usage);
                 for governor in &governors {
                     governor.used(usage.prompt_tokens + usage.completion_tokens);
                 }

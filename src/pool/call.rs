@@ -32,6 +32,8 @@ pub enum FailureReason {
     ContextSize,
     /// The crew runs on worker hosts (SPEC §12), and none serves it.
     NoWorker,
+    /// The crew spent its LLM budget (SPEC §14).
+    Budget,
 }
 
 impl FailureReason {
@@ -49,11 +51,12 @@ impl FailureReason {
             FailureReason::ContextAcl => "ctx_acl",
             FailureReason::ContextSize => "ctx_size",
             FailureReason::NoWorker => "no_worker",
+            FailureReason::Budget => "budget",
         }
     }
 
     /// Every reason.
-    pub const ALL: [FailureReason; 12] = [
+    pub const ALL: [FailureReason; 13] = [
         FailureReason::Startup,
         FailureReason::Timeout,
         FailureReason::Crash,
@@ -66,6 +69,7 @@ impl FailureReason {
         FailureReason::ContextAcl,
         FailureReason::ContextSize,
         FailureReason::NoWorker,
+        FailureReason::Budget,
     ];
 
     /// The reason named `name` (as [`FailureReason::as_str`] writes it).

@@ -6,14 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use live_crew_sandbox::{Launcher, Sandbox, SpawnSpec};
-
-use crate::llm::Gateway;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::CallRequest;
 use super::process::{RunnerLimits, RunnerProcess};
 use super::status::CrewMonitor;
+use crate::llm::{Gateway, OnExceed};
 use crate::pool::{CallFailure, CrewState, FailureReason};
 use crate::protocol::HostMessage;
 
@@ -75,8 +74,10 @@ impl CrewActor {
         let mut failures = Failures::default();
         let mut runner: Option<RunnerProcess> = None;
         let mut started_before = false;
+        // A `disable` budget was spent: the crew stays down for the rest of the run.
+        let mut budget_spent = false;
         loop {
-            let disabled = failures.consecutive >= self.max_errors;
+            let disabled = failures.consecutive >= self.max_errors || budget_spent;
             if runner.is_none() && !disabled {
                 match self.start_runner(&failures, &mut stop).await {
                     Some(Ok(started)) => {
@@ -136,6 +137,25 @@ impl CrewActor {
                 }
             };
             let (call, reply) = request;
+            match self.gateway.over_budget(&self.crew) {
+                Some((OnExceed::Model(_), _)) | None => {}
+                Some((on_exceed, why)) => {
+                    let _ = reply.send(Err(CallFailure {
+                        reason: FailureReason::Budget,
+                        message: format!("crew '{}' spent its LLM budget: {why}", self.crew),
+                    }));
+                    if on_exceed == OnExceed::Disable && !std::mem::replace(&mut budget_spent, true)
+                    {
+                        tracing::warn!(crew = %self.crew, %why, "crew disabled: its LLM budget is spent");
+                        self.monitor.set_state(CrewState::Disabled);
+                        if let Some(process) = runner.take() {
+                            process.shutdown().await;
+                        }
+                        self.monitor.set_pid(None);
+                    }
+                    continue;
+                }
+            }
             let Some(process) = runner.as_mut() else {
                 let _ = reply.send(Err(self.disabled_failure(&failures)));
                 continue;

@@ -51,6 +51,8 @@ pub struct Supervisor {
     actors: JoinSet<()>,
     /// Kept alive while runners may still load from it; new versions start from it.
     runners: Arc<BundledRunners>,
+    /// The LLM gateway; a new version of a crew brings its budget to it.
+    gateway: Arc<crate::llm::Gateway>,
     heartbeat_ms: u64,
 }
 
@@ -94,6 +96,9 @@ impl Supervisor {
         let gateway = Arc::new(crate::llm::Gateway::new(&global.llm, |name| {
             std::env::var(name).ok()
         }));
+        for spec in crews {
+            gateway.set_budget(&spec.name, spec.budget.clone());
+        }
         for (spec, spawn) in crews.iter().zip(&spawns) {
             let layers = sandbox.layers_for(spawn);
             if let Some(missing) = spec
@@ -155,6 +160,7 @@ impl Supervisor {
             stop,
             actors,
             runners,
+            gateway,
             heartbeat_ms: global.heartbeat_ms,
         })
     }
@@ -174,6 +180,7 @@ impl Supervisor {
             max_errors: spec.max_errors,
             startup_timeout: Duration::from_millis(spec.startup_timeout_ms),
         };
+        self.gateway.set_budget(&spec.name, spec.budget.clone());
         let sent = handle.versions.send(version).is_ok();
         if let Some(monitor) = self.monitors.iter().find(|m| m.crew() == spec.name) {
             monitor.set_version(short_version(&spec.dir));
