@@ -542,3 +542,45 @@ fn spent_budgets_skip_switch_model_or_disable_as_configured() {
         .unwrap();
     assert!(message.contains("tokens_per_hour 5"), "{message}");
 }
+
+#[test]
+fn a_crewai_tool_is_called_through_the_gateway() {
+    let root = tempfile::tempdir().unwrap();
+    let provider = Provider::start(root.path());
+    let crews = root.path().join("crews");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llm/score_crew");
+    for file in ["score_crew.py", "runtime.yaml"] {
+        write(
+            &crews.join("scorer").join(file),
+            &std::fs::read_to_string(fixture.join(file)).unwrap(),
+        );
+    }
+    let out = run(root.path(), &crews, &providers(&provider));
+    assert_eq!(out.code, 0, "{}", out.log);
+    let raws: Vec<&str> = out
+        .actions
+        .iter()
+        .map(|a| a["payload"]["raw"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        raws, ["Final answer from the tool: home leads 2-1"; 2],
+        "{}",
+        out.log
+    );
+    // Per call: the request with the tool's schema, then the one with its result.
+    let requests = provider.requests();
+    assert_eq!(requests.len(), 4, "{requests:?}");
+    let first = &requests[0]["body"];
+    assert_eq!(
+        first["tools"][0]["function"]["name"], "score_lookup",
+        "{first}"
+    );
+    let second = &requests[1]["body"]["messages"];
+    let tool_message = second
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .unwrap_or_else(|| panic!("no tool result in {second}"));
+    assert_eq!(tool_message["content"], "home leads 2-1");
+}
