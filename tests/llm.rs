@@ -584,3 +584,77 @@ fn a_crewai_tool_is_called_through_the_gateway() {
         .unwrap_or_else(|| panic!("no tool result in {second}"));
     assert_eq!(tool_message["content"], "home leads 2-1");
 }
+
+#[test]
+fn a_streams_budget_holds_for_all_its_crews_and_only_for_that_stream() {
+    let root = tempfile::tempdir().unwrap();
+    let provider = Provider::start(root.path());
+    let crews = root.path().join("crews");
+    prompt_crew(&crews, "greeter", "test/model-a");
+    let config = root.path().join("live-config.yaml");
+    let llm = providers(&provider) + "  budgets: {s: {tokens_per_hour: 5}}\n";
+    write(&config, &format!("llm:\n{llm}"));
+    let events = root.path().join("events.jsonl");
+    let on = |stream: &str, ms: u64| {
+        event(ms, "1").replace(
+            "\"stream_id\":\"s\"",
+            &format!("\"stream_id\":\"{stream}\""),
+        )
+    };
+    write(
+        &events,
+        &[on("s", 0), on("t", 0), on("s", 500), on("t", 500)].concat(),
+    );
+    let errors = root.path().join("errors.jsonl");
+    let out = live_crew()
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--crews")
+        .arg(&crews)
+        .arg("--events")
+        .arg(&events)
+        .arg("--errors")
+        .arg(&errors)
+        .env("LIVE_CREW_PYTHON", python())
+        .env_remove("LIVE_CREW_LLM")
+        .env("TEST_LLM_KEY", KEY)
+        .output()
+        .unwrap();
+    let answered: Vec<(String, i64)> = std::str::from_utf8(&out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .map(|a| {
+            (
+                a["stream_id"].as_str().unwrap().to_owned(),
+                a["slice"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let mut answered = answered;
+    answered.sort();
+    assert_eq!(
+        answered,
+        [
+            ("s".to_owned(), 0),
+            ("t".to_owned(), 0),
+            ("t".to_owned(), 1)
+        ],
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let errors = common::lines(&errors);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        (&errors[0]["reason"], &errors[0]["stream_id"]),
+        (&"budget".into(), &"s".into()),
+        "{errors:?}"
+    );
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("stream 's'"),
+        "{errors:?}"
+    );
+}

@@ -228,20 +228,11 @@ impl<'a> Checker<'a> {
     }
 
     fn budget(&mut self, raw: RawBudget) -> Budget {
-        let on_exceed = match raw.on_exceed.as_deref().unwrap_or("skip") {
-            "skip" => OnExceed::Skip,
-            "disable" => OnExceed::Disable,
-            other => match other.strip_prefix("model:") {
-                Some(model) if model.contains('/') => OnExceed::Model(model.to_owned()),
-                _ => {
-                    self.issue(
-                        "budget.on_exceed",
-                        format!("'{other}' is not one of skip, disable, model:<provider>/<model>"),
-                    );
-                    OnExceed::Skip
-                }
-            },
-        };
+        let on_exceed = OnExceed::try_from(raw.on_exceed.unwrap_or_else(|| "skip".to_owned()))
+            .unwrap_or_else(|why| {
+                self.issue("budget.on_exceed", why);
+                OnExceed::Skip
+            });
         if raw.tokens_per_hour.is_none() && raw.usd_per_hour.is_none() && raw.usd_per_day.is_none()
         {
             self.issue(

@@ -30,6 +30,8 @@ pub struct LlmSettings {
     pub prices: BTreeMap<String, Price>,
     /// Limits by `<provider>` or `<provider>/<model>`, shared by every crew and stream.
     pub limits: BTreeMap<String, Limits>,
+    /// Budgets by stream, for all its crews together.
+    pub budgets: BTreeMap<String, Budget>,
     /// The largest answer accepted from a provider, in bytes.
     pub max_response_bytes: usize,
     /// `run --record-llm` or `replay --llm`; not a config setting.
@@ -52,6 +54,7 @@ impl Default for LlmSettings {
             providers: BTreeMap::new(),
             prices: BTreeMap::new(),
             limits: BTreeMap::new(),
+            budgets: BTreeMap::new(),
             max_response_bytes: 4 << 20,
             tape: None,
         }
@@ -89,17 +92,25 @@ pub struct Limits {
     pub tokens_per_minute: Option<u64>,
 }
 
-/// What one crew may spend through the gateway (`budget:` in its runtime file).
-#[derive(Debug, Clone, PartialEq)]
+/// What one crew (`budget:` in its runtime file) or one stream (`llm.budgets`) may
+/// spend through the gateway.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct Budget {
     pub tokens_per_hour: Option<u64>,
     pub usd_per_hour: Option<f64>,
     pub usd_per_day: Option<f64>,
+    #[serde(default = "skip")]
     pub on_exceed: OnExceed,
 }
 
-/// What happens once a budget is spent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+fn skip() -> OnExceed {
+    OnExceed::Skip
+}
+
+/// What happens once a budget is spent: `skip`, `model:<provider>/<model>` or `disable`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum OnExceed {
     /// The crew's calls fail with reason `budget` until the windows leave room.
     Skip,
@@ -109,7 +120,34 @@ pub enum OnExceed {
     Disable,
 }
 
-/// A crew's budget and what it spent: per answer, when, tokens and USD.
+impl TryFrom<String> for OnExceed {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        match text.as_str() {
+            "skip" => Ok(OnExceed::Skip),
+            "disable" => Ok(OnExceed::Disable),
+            other => match other.strip_prefix("model:") {
+                Some(model) if model.contains('/') => Ok(OnExceed::Model(model.to_owned())),
+                _ => Err(format!(
+                    "'{other}' is not one of skip, disable, model:<provider>/<model>"
+                )),
+            },
+        }
+    }
+}
+
+impl From<OnExceed> for String {
+    fn from(on_exceed: OnExceed) -> String {
+        match on_exceed {
+            OnExceed::Skip => "skip".to_owned(),
+            OnExceed::Disable => "disable".to_owned(),
+            OnExceed::Model(model) => format!("model:{model}"),
+        }
+    }
+}
+
+/// A crew's or a stream's budget and what it spent: per answer, when, tokens and USD.
 #[derive(Debug)]
 struct Spending {
     budget: Budget,
@@ -122,6 +160,14 @@ const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 impl Spending {
+    fn new(budget: &Budget) -> Self {
+        Spending {
+            budget: budget.clone(),
+            spent: VecDeque::new(),
+            disabled: false,
+        }
+    }
+
     /// Why the budget is spent, if it is.
     fn exceeded(&mut self) -> Option<String> {
         let now = Instant::now();
@@ -201,7 +247,7 @@ pub struct Gateway {
     governors: HashMap<String, Governor>,
     max_response_bytes: usize,
     tape: Option<Tape>,
-    /// By crew.
+    /// By crew (`crew:<name>`) and by stream (`stream:<id>`).
     budgets: Mutex<HashMap<String, Spending>>,
 }
 
@@ -348,43 +394,68 @@ impl Gateway {
                 .collect(),
             max_response_bytes: settings.max_response_bytes,
             tape: settings.tape.clone(),
-            budgets: Mutex::new(HashMap::new()),
+            budgets: Mutex::new(
+                settings
+                    .budgets
+                    .iter()
+                    .map(|(stream, budget)| (format!("stream:{stream}"), Spending::new(budget)))
+                    .collect(),
+            ),
         }
     }
 
     /// Gives `crew` its budget (none: unlimited); what it spent so far stays counted.
     pub fn set_budget(&self, crew: &str, budget: Option<Budget>) {
         let mut budgets = lock(&self.budgets);
+        let scope = format!("crew:{crew}");
         match budget {
             Some(budget) => {
-                let spending = budgets.entry(crew.to_owned()).or_insert_with(|| Spending {
-                    budget: budget.clone(),
-                    spent: VecDeque::new(),
-                    disabled: false,
-                });
+                let spending = budgets
+                    .entry(scope)
+                    .or_insert_with(|| Spending::new(&budget));
                 spending.budget = budget;
             }
             None => {
-                budgets.remove(crew);
+                budgets.remove(&scope);
             }
         }
     }
 
-    /// Whether `crew` has spent its budget: what to do, and why.
-    pub fn over_budget(&self, crew: &str) -> Option<(OnExceed, String)> {
+    /// Whether `crew`'s budget, or that of `stream`, is spent: what to do, and why.
+    pub fn over_budget(&self, crew: &str, stream: Option<&str>) -> Option<(OnExceed, String)> {
         let mut budgets = lock(&self.budgets);
-        let spending = budgets.get_mut(crew)?;
-        let why = spending.exceeded()?;
-        Some((spending.budget.on_exceed.clone(), why))
+        let scopes = [
+            Some(format!("crew:{crew}")),
+            stream.map(|s| format!("stream:{s}")),
+        ];
+        scopes.into_iter().flatten().find_map(|scope| {
+            let spending = budgets.get_mut(&scope)?;
+            let why = spending.exceeded()?;
+            let whose = match scope.split_once(':') {
+                Some(("stream", stream)) => format!("stream '{stream}'"),
+                _ => format!("crew '{crew}'"),
+            };
+            Some((
+                spending.budget.on_exceed.clone(),
+                format!("{whose} spent its LLM budget: {why}"),
+            ))
+        })
     }
 
-    fn spent(&self, crew: &str, usage: &LlmUsage) {
-        if let Some(spending) = lock(&self.budgets).get_mut(crew) {
-            spending.spent.push_back((
-                Instant::now(),
-                usage.prompt_tokens + usage.completion_tokens,
-                usage.cost_usd,
-            ));
+    fn spent(&self, crew: &str, stream: Option<&str>, usage: &LlmUsage) {
+        let mut budgets = lock(&self.budgets);
+        let scopes = [
+            Some(format!("crew:{crew}")),
+            stream.map(|s| format!("stream:{s}")),
+        ];
+        for scope in scopes.into_iter().flatten() {
+            if let Some(spending) = budgets.get_mut(&scope) {
+                spending.spent.push_back((
+                    Instant::now(),
+                    usage.prompt_tokens + usage.completion_tokens,
+                    usage.cost_usd,
+                ));
+            }
         }
     }
 
@@ -408,13 +479,18 @@ impl Gateway {
             ok: false,
         };
         let mut request = request;
-        match self.over_budget(crew) {
+        let stream = request
+            .call
+            .as_deref()
+            .and_then(stream_of_call)
+            .map(str::to_owned);
+        match self.over_budget(crew, stream.as_deref()) {
             Some((OnExceed::Model(cheaper), _)) => request.model = cheaper,
             Some((_, why)) => {
                 let refusal = HostMessage::LlmError(LlmError {
                     id,
                     reason: "budget".to_owned(),
-                    message: format!("crew '{crew}' spent its LLM budget: {why}"),
+                    message: why,
                     retry_after_ms: None,
                 });
                 usage.seconds = started.elapsed().as_secs_f64();
@@ -475,7 +551,7 @@ impl Gateway {
                     record(dir, &key, &request, &body);
                 }
                 self.account(&body, &mut usage);
-                self.spent(crew, &usage);
+                self.spent(crew, stream.as_deref(), &usage);
                 for governor in &governors {
                     governor.used(usage.prompt_tokens + usage.completion_tokens);
                 }
@@ -612,6 +688,13 @@ impl Gateway {
                 / 1_000_000.0;
         }
     }
+}
+
+/// The stream of a `call_id` (`<stream>:<slice>:<crew>`; the stream may hold `:`).
+fn stream_of_call(call_id: &str) -> Option<&str> {
+    let mut parts = call_id.rsplitn(3, ':');
+    let (_crew, _slice) = (parts.next()?, parts.next()?);
+    parts.next()
 }
 
 /// A request's name on the tape: the SHA-256 of its model and body (serde_json writes

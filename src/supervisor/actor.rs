@@ -137,12 +137,12 @@ impl CrewActor {
                 }
             };
             let (call, reply) = request;
-            match self.gateway.over_budget(&self.crew) {
+            match self.gateway.over_budget(&self.crew, Some(&call.stream_id)) {
                 Some((OnExceed::Model(_), _)) | None => {}
                 Some((on_exceed, why)) => {
                     let _ = reply.send(Err(CallFailure {
                         reason: FailureReason::Budget,
-                        message: format!("crew '{}' spent its LLM budget: {why}", self.crew),
+                        message: why.clone(),
                     }));
                     if on_exceed == OnExceed::Disable && !std::mem::replace(&mut budget_spent, true)
                     {
