@@ -658,3 +658,64 @@ fn a_streams_budget_holds_for_all_its_crews_and_only_for_that_stream() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn a_request_after_its_call_ended_is_refused_and_the_host_goes_on() {
+    let root = tempfile::tempdir().unwrap();
+    let provider = Provider::start(root.path());
+    let crews = root.path().join("crews");
+    // Answers at once, then asks the gateway from a thread after the call is over.
+    write(
+        &crews.join("straggler/late.py"),
+        "import threading, time\nimport live_crew_runner\n\n\
+         def ask_late():\n    time.sleep(0.2)\n    live_crew_runner._channel.send({\"type\": \"llm_request\", \"id\": 99, \"call\": None, \
+         \"model\": \"test/model-a\", \"body\": {\"messages\": []}})\n\n\
+         def react(events, ctx, deps):\n    threading.Thread(target=ask_late).start()\n    return [{\"kind\": \"done\"}]\n",
+    );
+    write(
+        &crews.join("straggler/runtime.yaml"),
+        "crew: straggler\ntriggers: [tick]\nrunner: {kind: python, module: \"late:react\"}\n",
+    );
+    prompt_crew(&crews, "greeter", "test/model-a");
+    let events = root.path().join("events.jsonl");
+    // The second tick comes a second later, after the late request.
+    write(&events, &[event(0, "1"), event(1000, "2")].concat());
+    let config = root.path().join("live-config.yaml");
+    write(&config, &format!("llm:\n{}", providers(&provider)));
+    let errors = root.path().join("errors.jsonl");
+    let out = live_crew()
+        .args(["run", "--live", "--log-format", "json", "--config"])
+        .arg(&config)
+        .arg("--crews")
+        .arg(&crews)
+        .arg("--events")
+        .arg(&events)
+        .arg("--errors")
+        .arg(&errors)
+        .env("LIVE_CREW_PYTHON", python())
+        .env_remove("LIVE_CREW_LLM")
+        .env("TEST_LLM_KEY", KEY)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(log.contains("LLM request outside a call; refused"), "{log}");
+    let answered = |crew: &str| {
+        std::str::from_utf8(&out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|line| line.contains(&format!("\"crew\":\"{crew}\"")))
+            .count()
+    };
+    assert_eq!(
+        (answered("straggler"), answered("greeter")),
+        (2, 2),
+        "{log}"
+    );
+    assert!(
+        provider
+            .requests()
+            .iter()
+            .all(|r| r["body"]["messages"] != serde_json::json!([])),
+        "the late request never reached the provider"
+    );
+}

@@ -65,6 +65,10 @@ def serve(channel: Channel) -> int:
             channel.write(answer(handler, message, hello.crew, hello.crew_dir))
         elif kind == "shutdown":
             return 0
+        elif kind in ("llm_response", "llm_error"):
+            # The answer to a request made after its call ended (a crew thread that
+            # kept going): nobody waits for it.
+            print(f"live-crew-runner: dropped an '{kind}' that no call waits for", file=sys.stderr)
         else:
             raise HostError(f"unexpected message type '{kind}' after 'hello'")
     return 0
