@@ -128,6 +128,42 @@ class Host:
         self.process.wait(timeout=30)
 
 
+def governor(work: str, port: int, ticks: int) -> tuple[int, int]:
+    """The most requests in flight at the server, and how many it saw, for ten prompt
+    crews under a concurrency limit of 4."""
+    crews = os.path.join(work, "governed")
+    for n in range(10):
+        crew = os.path.join(crews, f"caller_{n}")
+        os.makedirs(crew)
+        with open(os.path.join(crew, "runtime.yaml"), "w") as file:
+            file.write(
+                f"crew: caller_{n}\ntriggers: [tick]\nrunner:\n  kind: prompt\n  llm: bench/slow-50\n"
+                "  user_template: 'Slice {{ slice }}.'\n"
+                "  outputs: [{kind: said, payload: {text: '{{ generated }}'}}]\n"
+            )
+    config = os.path.join(work, "governed.yaml")
+    with open(config, "w") as file:
+        file.write(
+            f"llm:\n  providers:\n    bench: {{base_url: 'http://127.0.0.1:{port}/v1'}}\n"
+            "  limits:\n    bench: {concurrency: 4}\n"
+        )
+    events = os.path.join(work, "governed.jsonl")
+    with open(events, "w") as file:
+        for n in range(ticks):
+            stamp = f"2025-01-01T00:00:{n // 2:02}.{(n % 2) * 500:03}Z"
+            file.write(json.dumps({"ts": stamp, "kind": "tick", "stream_id": "g", "payload": {}}) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVE_CREW_")}
+    env.update(LIVE_CREW_PYTHON=PYTHON, LIVE_CREW_LOG="warn")
+    subprocess.run(
+        [BIN, "run", "--config", config, "--crews", crews, "--events", events],
+        env=env, stdout=subprocess.DEVNULL, check=True, timeout=600,
+    )
+    with open(os.path.join(work, "requests.jsonl")) as file:
+        seen = [json.loads(line) for line in file]
+    slow = [r["in_flight"] for r in seen if r["body"]["model"] == "slow-50"]
+    return max(slow), len(slow)
+
+
 def percentile(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * q))]
@@ -137,6 +173,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--ticks", type=int, default=20)
     args = parser.parse_args()
     if not os.path.exists(BIN):
         sys.exit(f"build first: cargo build --release --bin live-crew ({BIN} is missing)")
@@ -149,6 +186,7 @@ def main() -> None:
             for _ in range(args.rounds):
                 results["direct"] += direct(port, args.requests)
                 results["gateway"] += host.gateway(args.requests)
+            most, seen = governor(work, port, args.ticks)
         finally:
             host.stop()
             server.kill()
@@ -159,6 +197,7 @@ def main() -> None:
     p50 = statistics.median(results["gateway"]) - statistics.median(results["direct"])
     p99 = percentile(results["gateway"], 0.99) - percentile(results["direct"], 0.99)
     print(f"  the gateway adds {p50 * 1000:+.2f} ms at p50, {p99 * 1000:+.2f} ms at p99")
+    print(f"governor: 10 crews, concurrency 4: at most {most} in flight at the server ({seen} requests)")
 
 
 if __name__ == "__main__":

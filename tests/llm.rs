@@ -719,3 +719,58 @@ fn a_request_after_its_call_ended_is_refused_and_the_host_goes_on() {
         "the late request never reached the provider"
     );
 }
+
+#[test]
+fn a_crewbase_agents_own_model_goes_through_the_gateway() {
+    let root = tempfile::tempdir().unwrap();
+    let provider = Provider::start(root.path());
+    let crews = root.path().join("crews");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("runners/python/tests/fixtures/crewai_class");
+    for file in ["class_crew.py", "config/agents.yaml", "config/tasks.yaml"] {
+        write(
+            &crews.join("reporter").join(file),
+            &std::fs::read_to_string(fixture.join(file)).unwrap(),
+        );
+    }
+    // No runner.llm: the agent keeps its own `llm: anthropic/claude-sonnet-4`.
+    write(
+        &crews.join("reporter/runtime.yaml"),
+        "crew: reporter\ntriggers: [tick]\nrunner: {kind: crewai, class: \"class_crew:ReportCrew\", output: {kind: report}}\n",
+    );
+    let llm = format!(
+        "  providers:\n    anthropic: {{base_url: 'http://127.0.0.1:{}/v1', api_key_env: TEST_LLM_KEY}}\n",
+        provider.port
+    );
+    let config = root.path().join("live-config.yaml");
+    write(&config, &format!("llm:\n{llm}"));
+    let events = root.path().join("events.jsonl");
+    write(&events, &event(0, r#"{"team":"home"}"#));
+    let out = live_crew()
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--crews")
+        .arg(&crews)
+        .arg("--events")
+        .arg(&events)
+        .env("LIVE_CREW_PYTHON", python())
+        .env_remove("LIVE_CREW_LLM")
+        .env("TEST_LLM_KEY", KEY)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    let action: Value =
+        serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    assert!(
+        action["payload"]["raw"]
+            .as_str()
+            .unwrap()
+            .starts_with("gateway answer to: "),
+        "{action}"
+    );
+    let requests = provider.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0]["body"]["model"], "claude-sonnet-4");
+    assert_eq!(requests[0]["authorization"], format!("Bearer {KEY}"));
+}

@@ -469,3 +469,35 @@ fn label(crew: &CrewStatus) -> CrewLabel {
         crew: crew.crew.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::LlmUsage;
+
+    #[test]
+    fn llm_requests_are_counted_by_crew_and_model_with_tokens_by_type_and_cost() {
+        let metrics = Metrics::new(4096, None);
+        let usage = |prompt, completion, cost_usd| LlmUsage {
+            model: "openai/gpt-4o-mini".into(),
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cost_usd,
+            seconds: 0.25,
+            ok: true,
+        };
+        metrics.llm_used("writer", &usage(100, 20, 0.5));
+        metrics.llm_used("writer", &usage(50, 5, 0.25));
+        let text = metrics.encode();
+        let labels = r#"crew="writer",model="openai/gpt-4o-mini""#;
+        for line in [
+            format!("llm_requests_total{{{labels}}} 2"),
+            format!("llm_tokens_total{{{labels},type=\"prompt\"}} 150"),
+            format!("llm_tokens_total{{{labels},type=\"completion\"}} 25"),
+            format!("llm_cost_usd_total{{{labels}}} 0.75"),
+            "llm_request_seconds_count 2".to_owned(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "no '{line}' in:\n{text}");
+        }
+    }
+}

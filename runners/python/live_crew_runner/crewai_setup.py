@@ -33,7 +33,8 @@ LLM_ENV = "LIVE_CREW_LLM"
 
 
 def import_crewai() -> None:
-    """Imports CrewAI with telemetry and tracing off; a clear error when it is missing."""
+    """Imports CrewAI with telemetry and tracing off, and every model it would make by
+    name going through the host's LLM gateway; a clear error when it is missing."""
     os.environ.update(_QUIET)
     try:
         import crewai  # noqa: F401
@@ -43,6 +44,44 @@ def import_crewai() -> None:
             f"crew runs with ({sys.executable}), or point runner.python or LIVE_CREW_PYTHON "
             "at one that has it"
         ) from None
+    _make_models_through_the_gateway()
+
+
+def _make_models_through_the_gateway() -> None:
+    """Agents and crews make their models from names (``llm: anthropic/claude-sonnet-4``
+    in agents.yaml, a @CrewBase's config, CrewAI's default) with ``create_llm``; here a
+    name becomes the gateway's model (SPEC section 14), so CrewAI never builds a
+    provider client in a crew that has no network and no key, nor needs the provider's
+    package installed."""
+    import crewai.agent.core as agent_core
+    import crewai.crew as crew_module
+
+    original = agent_core.create_llm
+    if getattr(original, "live_crew_gateway", False):
+        return
+
+    def create_llm(llm_value: Any = None) -> Any:
+        if isinstance(llm_value, str):
+            return make_llm(llm_value)
+        return through_gateway(original(llm_value))
+
+    create_llm.live_crew_gateway = True  # type: ignore[attr-defined]
+    agent_core.create_llm = create_llm
+    crew_module.create_llm = create_llm
+
+
+def through_gateway(llm: Any) -> Any:
+    """``llm`` as the gateway's model of the same ``<provider>/<model>``, unless it is one
+    of ours (the gateway's, or ``fake``) or names no model."""
+    from live_crew_runner.fake_llm import FakeLLM
+    from live_crew_runner.gateway_llm import GatewayLLM
+
+    model = getattr(llm, "model", None)
+    if llm is None or isinstance(llm, (GatewayLLM, FakeLLM)) or not model:
+        return llm
+    provider = getattr(llm, "provider", None)
+    named = f"{provider}/{model}" if provider and "/" not in model else model
+    return GatewayLLM(model=named, temperature=getattr(llm, "temperature", None))
 
 
 def llm_model(runner: dict[str, Any]) -> str | None:

@@ -20,7 +20,13 @@ import re
 import sys
 
 from live_crew_runner.constants import OUTPUT_SUFFIX
-from live_crew_runner.crewai_setup import import_crewai, llm_model, make_llm, print_traceback
+from live_crew_runner.crewai_setup import (
+    import_crewai,
+    llm_model,
+    make_llm,
+    print_traceback,
+    through_gateway,
+)
 from live_crew_runner.handler import CrewError, check_actions, describe
 from live_crew_runner.protocol import dumps
 
@@ -247,20 +253,13 @@ def _agents(crew: Crew) -> list[Any]:
 
 
 def route_through_gateway(crew: Crew) -> None:
-    """Agents that name their own model (``llm: openai/gpt-4o`` in agents.yaml, or
-    CrewAI's default) ask it through the host's LLM gateway (SPEC section 14), as
-    ``<provider>/<model>``: the crew has no network and no key to call it itself."""
-    from live_crew_runner.fake_llm import FakeLLM
-    from live_crew_runner.gateway_llm import GatewayLLM
-
+    """Agents whose model object was made before CrewAI's ``create_llm`` went through
+    the gateway (built in Python with ``LLM(...)``) ask it through the host's LLM
+    gateway as well (SPEC section 14)."""
     for agent in _agents(crew):
-        own = agent.llm
-        model = getattr(own, "model", None)
-        if own is None or isinstance(own, (GatewayLLM, FakeLLM)) or not model:
-            continue
-        provider = getattr(own, "provider", None)
-        named = f"{provider}/{model}" if provider and "/" not in model else model
-        agent.llm = GatewayLLM(model=named, temperature=getattr(own, "temperature", None))
+        agent.llm = through_gateway(agent.llm)
+        if agent.function_calling_llm is not None:
+            agent.function_calling_llm = through_gateway(agent.function_calling_llm)
 
 
 def override_llms(crew: Crew, llm: BaseLLM) -> None:
