@@ -138,6 +138,8 @@ fn run(root: &Path, crews: &Path, llm: &str) -> Run {
         .env("LIVE_CREW_PYTHON", python())
         .env_remove("LIVE_CREW_LLM")
         .env("TEST_LLM_KEY", KEY)
+        // Every call's record at info, with its tokens and cost.
+        .env("LIVE_CREW_SLOW_CALL_MS", "0")
         .output()
         .unwrap();
     Run {

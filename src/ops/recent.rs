@@ -21,6 +21,11 @@ pub struct CallRecord {
     /// `None` when the call succeeded, else the failure's reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed: Option<&'static str>,
+    /// Tokens and USD of the call's LLM requests, if it made any (SPEC §14).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm_cost_usd: Option<f64>,
 }
 
 /// The last [`KEPT`] calls, oldest first.
@@ -55,6 +60,8 @@ mod tests {
                 crew: "c".into(),
                 t_ms: 1.0,
                 failed: None,
+                llm_tokens: None,
+                llm_cost_usd: None,
             });
         }
         let calls = recent.snapshot();

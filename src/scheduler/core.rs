@@ -678,7 +678,17 @@ impl Core {
             lag,
         } = done;
         let ts = self.slice_end(stream, slice);
-        self.log_call(stream, crew, slice, elapsed, outcome.as_ref().err());
+        let llm = outcome.as_ref().ok().and_then(|output| {
+            (!output.llm.is_empty()).then(|| {
+                let tokens = output
+                    .llm
+                    .iter()
+                    .map(|u| u.prompt_tokens + u.completion_tokens);
+                let cost = output.llm.iter().map(|u| u.cost_usd);
+                (tokens.sum(), cost.sum())
+            })
+        });
+        self.log_call(stream, crew, slice, elapsed, outcome.as_ref().err(), llm);
         let runner_time = outcome.as_ref().ok().map(|output| output.runner_time);
         self.metrics.call_done(crew, elapsed, runner_time, lag);
         if let Ok(output) = &outcome {
@@ -758,7 +768,8 @@ impl Core {
         dirty
     }
 
-    /// One record per finished call (SPEC §8): at info when it failed or was slow.
+    /// One record per finished call (SPEC §8): at info when it failed or was slow; with
+    /// the tokens and USD its LLM requests used (`llm`), if it made any.
     fn log_call(
         &self,
         stream: usize,
@@ -766,15 +777,19 @@ impl Core {
         slice: i64,
         took: Duration,
         failure: Option<&CallFailure>,
+        llm: Option<(u64, f64)>,
     ) {
         let (stream, crew) = (&self.streams[stream].name, &self.plans[crew].name);
         let t_ms = took.as_secs_f64() * 1000.0;
+        let (llm_tokens, llm_cost_usd) = (llm.map(|(t, _)| t), llm.map(|(_, c)| c));
         self.metrics.metrics().recent_calls().push(CallRecord {
             stream: stream.clone(),
             slice,
             crew: crew.clone(),
             t_ms,
             failed: failure.map(|failure| failure.reason.as_str()),
+            llm_tokens,
+            llm_cost_usd,
         });
         let (stream, crew) = (&**stream, &**crew);
         match failure {
@@ -787,9 +802,25 @@ impl Core {
                 "call failed"
             ),
             None if took >= self.slow_call => {
-                tracing::info!(stream, slice, crew, t_ms, "slow call")
+                tracing::info!(
+                    stream,
+                    slice,
+                    crew,
+                    t_ms,
+                    llm_tokens,
+                    llm_cost_usd,
+                    "slow call"
+                )
             }
-            None => tracing::debug!(stream, slice, crew, t_ms, "call done"),
+            None => tracing::debug!(
+                stream,
+                slice,
+                crew,
+                t_ms,
+                llm_tokens,
+                llm_cost_usd,
+                "call done"
+            ),
         }
     }
 
