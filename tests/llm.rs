@@ -327,8 +327,15 @@ fn a_bad_provider_key_or_answer_fails_only_that_crews_call_and_says_why() {
     prompt_crew(&crews, "keyless", "keyless/model");
     prompt_crew(&crews, "garbled", "test/malformed");
     prompt_crew(&crews, "bloated", "test/huge");
+    prompt_crew(&crews, "stalled", "sluggish/slow-3000");
     prompt_crew(&crews, "fine", "test/model-a");
-    let llm = providers(&provider) + "  max_response_bytes: 100000\n";
+    let llm = providers(&provider).replace(
+        "  prices:",
+        &format!(
+            "    sluggish: {{base_url: 'http://127.0.0.1:{}/v1', timeout_ms: 200}}\n  prices:",
+            provider.port
+        ),
+    ) + "  max_response_bytes: 100000\n";
     let out = run(root.path(), &crews, &llm);
     assert_eq!(out.code, 1, "failed calls make the status 1: {}", out.log);
     let fine = out.actions.iter().filter(|a| a["crew"] == "fine").count();
@@ -360,6 +367,11 @@ fn a_bad_provider_key_or_answer_fails_only_that_crews_call_and_says_why() {
     assert!(garbled.contains("not JSON"), "{garbled}");
     let bloated = message("bloated");
     assert!(bloated.contains("too_large"), "{bloated}");
+    let stalled = message("stalled");
+    assert!(
+        stalled.contains("provider") && stalled.contains("timed out"),
+        "{stalled}"
+    );
 }
 
 #[test]

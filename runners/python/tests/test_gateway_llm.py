@@ -63,3 +63,30 @@ def test_a_refused_request_fails_the_call_with_the_hosts_reason(greeter: Any):
     error = greeter.recv()
     assert error["type"] == "error", error
     assert "unknown_provider" in error["message"] and "no provider 'test'" in error["message"]
+
+
+def test_the_request_carries_tools_and_response_format_in_openai_form():
+    from crewai.tools import BaseTool
+    from crewai.utilities.agent_utils import convert_tools_to_openai_schema
+
+    from live_crew_runner.gateway_llm import GatewayLLM
+
+    class Lookup(BaseTool):
+        name: str = "lookup"
+        description: str = "Looks a team up."
+
+        def _run(self, team: str) -> str:
+            return team
+
+    llm = GatewayLLM(model="test/model-a", temperature=0.3)
+    llm.response_format = {"type": "json_object"}
+    # The tools as CrewAI's agent executor hands them to an LLM.
+    tools, _functions, _names = convert_tools_to_openai_schema([Lookup()])
+    body = llm._body("Hello", tools)
+    assert body["messages"] == [{"role": "user", "content": "Hello"}]
+    assert body["temperature"] == 0.3
+    assert body["response_format"] == {"type": "json_object"}
+    (tool,) = body["tools"]
+    assert tool["type"] == "function" and tool["function"]["name"] == "lookup"
+    assert "team" in tool["function"]["parameters"]["properties"]
+    assert body["tool_choice"] == "auto"
