@@ -394,6 +394,7 @@ impl Host {
             metrics = metrics.watching(link);
         }
         let metrics = Arc::new(metrics);
+        pool.local.gateway().report_to(metrics.clone());
         let metrics_server = match &global.metrics_addr {
             Some(addr) => {
                 let (bound, task) = http::serve(addr, metrics.clone(), state.clone())

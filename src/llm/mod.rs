@@ -249,6 +249,8 @@ pub struct Gateway {
     tape: Option<Tape>,
     /// By crew (`crew:<name>`) and by stream (`stream:<id>`).
     budgets: Mutex<HashMap<String, Spending>>,
+    /// Where every request is counted, whatever becomes of its call.
+    metrics: std::sync::OnceLock<Arc<crate::ops::metrics::Metrics>>,
 }
 
 /// The limits of one provider or model, enforced.
@@ -401,7 +403,14 @@ impl Gateway {
                     .map(|(stream, budget)| (format!("stream:{stream}"), Spending::new(budget)))
                     .collect(),
             ),
+            metrics: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Counts every request in `metrics` from now on: tokens spent by a call that then
+    /// failed count too.
+    pub fn report_to(&self, metrics: Arc<crate::ops::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// Gives `crew` its budget (none: unlimited); what it spent so far stays counted.
@@ -463,6 +472,19 @@ impl Gateway {
     /// runner, and what it used. Waits for the limits of its provider and model, and
     /// tries again after a 429 while the deadline leaves room for the wait.
     pub async fn complete(
+        &self,
+        crew: &str,
+        request: LlmRequest,
+        deadline: Instant,
+    ) -> (Vec<u8>, LlmUsage) {
+        let (answer, usage) = self.answer(crew, request, deadline).await;
+        if let Some(metrics) = self.metrics.get() {
+            metrics.llm_used(crew, &usage);
+        }
+        (answer, usage)
+    }
+
+    async fn answer(
         &self,
         crew: &str,
         request: LlmRequest,

@@ -188,6 +188,11 @@ impl Supervisor {
         sent
     }
 
+    /// The LLM gateway of this supervisor's crews.
+    pub fn gateway(&self) -> &Arc<crate::llm::Gateway> {
+        &self.gateway
+    }
+
     /// Waits until `crew` reaches `state`; returns at once for an unknown crew.
     pub async fn wait_for_state(&self, crew: &str, state: CrewState) {
         if let Some(monitor) = self.monitors.iter().find(|m| m.crew() == crew) {
