@@ -394,7 +394,10 @@ impl Host {
             metrics = metrics.watching(link);
         }
         let metrics = Arc::new(metrics);
-        pool.local.gateway().report_to(metrics.clone());
+        let counted = metrics.clone();
+        pool.local
+            .gateway()
+            .report_to(Arc::new(move |crew, usage| counted.llm_used(crew, usage)));
         let metrics_server = match &global.metrics_addr {
             Some(addr) => {
                 let (bound, task) = http::serve(addr, metrics.clone(), state.clone())

@@ -238,8 +238,10 @@ pub struct LlmUsage {
     pub ok: bool,
 }
 
+/// Where the gateway reports each request: the crew, and what it used.
+pub type UsageSink = Arc<dyn Fn(&str, &LlmUsage) + Send + Sync>;
+
 /// The host's client of every configured provider.
-#[derive(Debug)]
 pub struct Gateway {
     client: reqwest::Client,
     providers: HashMap<String, Provider>,
@@ -250,7 +252,7 @@ pub struct Gateway {
     /// By crew (`crew:<name>`) and by stream (`stream:<id>`).
     budgets: Mutex<HashMap<String, Spending>>,
     /// Where every request is counted, whatever becomes of its call.
-    metrics: std::sync::OnceLock<Arc<crate::ops::metrics::Metrics>>,
+    metrics: std::sync::OnceLock<UsageSink>,
 }
 
 /// The limits of one provider or model, enforced.
@@ -407,10 +409,10 @@ impl Gateway {
         }
     }
 
-    /// Counts every request in `metrics` from now on: tokens spent by a call that then
-    /// failed count too.
-    pub fn report_to(&self, metrics: Arc<crate::ops::metrics::Metrics>) {
-        let _ = self.metrics.set(metrics);
+    /// Reports every request to `sink` (the host's metrics) from now on, with the crew
+    /// that made it: tokens spent by a call that then failed count too.
+    pub fn report_to(&self, sink: UsageSink) {
+        let _ = self.metrics.set(sink);
     }
 
     /// Gives `crew` its budget (none: unlimited); what it spent so far stays counted.
@@ -478,8 +480,8 @@ impl Gateway {
         deadline: Instant,
     ) -> (Vec<u8>, LlmUsage) {
         let (answer, usage) = self.answer(crew, request, deadline).await;
-        if let Some(metrics) = self.metrics.get() {
-            metrics.llm_used(crew, &usage);
+        if let Some(sink) = self.metrics.get() {
+            sink(crew, &usage);
         }
         (answer, usage)
     }
