@@ -831,6 +831,25 @@ mod tests {
         assert!(message.contains("LOCAL_KEY"), "{message}");
     }
 
+    #[tokio::test]
+    async fn every_request_is_reported_once_with_its_crew_even_a_refused_one() {
+        let gateway = gateway(&[]);
+        let reported = Arc::new(Mutex::new(Vec::new()));
+        let sink = reported.clone();
+        gateway.report_to(Arc::new(move |crew: &str, usage: &LlmUsage| {
+            lock(&sink).push((crew.to_owned(), usage.model.clone(), usage.ok));
+        }));
+        refusal(&gateway, "elsewhere/gpt").await;
+        refusal(&gateway, "local/gpt").await;
+        assert_eq!(
+            *lock(&reported),
+            [
+                ("crew".to_owned(), "elsewhere/gpt".to_owned(), false),
+                ("crew".to_owned(), "local/gpt".to_owned(), false),
+            ]
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn requests_per_minute_wait_for_the_oldest_to_leave_the_window() {
         let governor = Governor::new(&Limits {

@@ -678,6 +678,8 @@ impl Core {
             lag,
         } = done;
         let ts = self.slice_end(stream, slice);
+        // The call's LLM use, for its record and the summary; the metrics have it from
+        // the gateway that made the requests.
         let llm = outcome.as_ref().ok().and_then(|output| {
             (!output.llm.is_empty()).then(|| {
                 let tokens = output
@@ -685,21 +687,16 @@ impl Core {
                     .iter()
                     .map(|u| u.prompt_tokens + u.completion_tokens);
                 let cost = output.llm.iter().map(|u| u.cost_usd);
-                (tokens.sum(), cost.sum())
+                (tokens.sum::<u64>(), cost.sum::<f64>())
             })
         });
         self.log_call(stream, crew, slice, elapsed, outcome.as_ref().err(), llm);
         let runner_time = outcome.as_ref().ok().map(|output| output.runner_time);
         self.metrics.call_done(crew, elapsed, runner_time, lag);
-        if let Ok(output) = &outcome {
+        if let Some((tokens, cost)) = llm {
             let stats = &mut self.stats[crew];
-            for usage in &output.llm {
-                self.metrics
-                    .metrics()
-                    .llm_used(&self.plans[crew].name, usage);
-                stats.llm_tokens += usage.prompt_tokens + usage.completion_tokens;
-                stats.llm_cost_usd += usage.cost_usd;
-            }
+            stats.llm_tokens += tokens;
+            stats.llm_cost_usd += cost;
         }
         if let (Some(lag), Some(runner_time)) = (lag, runner_time) {
             // Per call, for exact percentiles where the histograms only bound them
