@@ -4,24 +4,21 @@
 //! usage is accounted, and a bad provider, key or answer fails only the crew's call.
 
 mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{event, live_crew};
+use common::{event, live_crew, python};
 use serde_json::Value;
+use support::output_within;
 
 const SERVER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/llm/openai_server.py"
 );
 const KEY: &str = "sk-live-crew-test-key";
-
-fn python() -> String {
-    std::env::var("LIVE_CREW_PYTHON")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").to_owned())
-}
 
 /// The test server, killed when dropped.
 struct Provider {
@@ -112,6 +109,28 @@ fn env_crew(crews: &Path) {
     );
 }
 
+/// `live-crew <command>` (`run` or `replay`) over `events` with `config`: the crews'
+/// interpreter, the provider's key in the host's environment only, no LLM override,
+/// JSON logs.
+fn host(command: &str, config: &Path, crews: &Path, events: &Path) -> Command {
+    let mut host = live_crew();
+    host.args([command, "--log-format", "json", "--config"])
+        .arg(config)
+        .arg("--crews")
+        .arg(crews)
+        .arg("--events")
+        .arg(events)
+        .env("LIVE_CREW_PYTHON", python())
+        .env_remove("LIVE_CREW_LLM")
+        .env("TEST_LLM_KEY", KEY);
+    host
+}
+
+/// Runs `host` to its end, which must come within two minutes.
+fn finish(host: &mut Command) -> Output {
+    output_within(host, Duration::from_secs(120))
+}
+
 struct Run {
     code: i32,
     actions: Vec<Value>,
@@ -126,22 +145,13 @@ fn run(root: &Path, crews: &Path, llm: &str) -> Run {
     let events = root.join("events.jsonl");
     write(&events, &[event(0, "1"), event(500, "2")].concat());
     let errors = root.join("errors.jsonl");
-    let out = live_crew()
-        .args(["run", "--log-format", "json", "--config"])
-        .arg(&config)
-        .arg("--crews")
-        .arg(crews)
-        .arg("--events")
-        .arg(&events)
-        .arg("--errors")
-        .arg(&errors)
-        .env("LIVE_CREW_PYTHON", python())
-        .env_remove("LIVE_CREW_LLM")
-        .env("TEST_LLM_KEY", KEY)
-        // Every call's record at info, with its tokens and cost.
-        .env("LIVE_CREW_SLOW_CALL_MS", "0")
-        .output()
-        .unwrap();
+    // Every call's record at info, with its tokens and cost.
+    let out = finish(
+        host("run", &config, crews, &events)
+            .arg("--errors")
+            .arg(&errors)
+            .env("LIVE_CREW_SLOW_CALL_MS", "0"),
+    );
     Run {
         code: out.status.code().unwrap(),
         actions: std::str::from_utf8(&out.stdout)
@@ -388,22 +398,13 @@ fn a_recorded_run_replays_offline_byte_for_byte_and_a_changed_prompt_shows() {
         write(&config, &format!("llm:\n{}", providers(&provider)));
         let events = root.path().join("events.jsonl");
         write(&events, &[event(0, "1"), event(500, "2")].concat());
-        let out = live_crew()
-            .args(["run", "--config"])
-            .arg(&config)
-            .arg("--crews")
-            .arg(&crews)
-            .arg("--events")
-            .arg(&events)
-            .arg("--output")
-            .arg(&recorded)
-            .arg("--record-llm")
-            .arg(&tape)
-            .env("LIVE_CREW_PYTHON", python())
-            .env_remove("LIVE_CREW_LLM")
-            .env("TEST_LLM_KEY", KEY)
-            .output()
-            .unwrap();
+        let out = finish(
+            host("run", &config, &crews, &events)
+                .arg("--output")
+                .arg(&recorded)
+                .arg("--record-llm")
+                .arg(&tape),
+        );
         assert!(
             out.status.success(),
             "{}",
@@ -413,23 +414,20 @@ fn a_recorded_run_replays_offline_byte_for_byte_and_a_changed_prompt_shows() {
         // The provider is gone from here on: the replays are offline.
     }
     let replay = |extra: &[&str]| {
-        live_crew()
-            .args(["replay", "--config"])
-            .arg(root.path().join("live-config.yaml"))
-            .arg("--crews")
-            .arg(&crews)
-            .arg("--events")
-            .arg(root.path().join("events.jsonl"))
+        finish(
+            host(
+                "replay",
+                &root.path().join("live-config.yaml"),
+                &crews,
+                &root.path().join("events.jsonl"),
+            )
             .arg("--llm")
             .arg(&tape)
             .arg("--expect")
             .arg(&recorded)
             .args(extra)
-            .env("LIVE_CREW_PYTHON", python())
-            .env_remove("LIVE_CREW_LLM")
-            .env_remove("TEST_LLM_KEY")
-            .output()
-            .unwrap()
+            .env_remove("TEST_LLM_KEY"),
+        )
     };
     let same = replay(&[]);
     let log = String::from_utf8_lossy(&same.stderr).into_owned();
@@ -492,20 +490,11 @@ fn spent_budgets_skip_switch_model_or_disable_as_configured() {
         &[event(0, "1"), event(500, "2"), event(1000, "3")].concat(),
     );
     let errors = root.path().join("errors.jsonl");
-    let out = live_crew()
-        .args(["run", "--log-format", "json", "--config"])
-        .arg(&config)
-        .arg("--crews")
-        .arg(&crews)
-        .arg("--events")
-        .arg(&events)
-        .arg("--errors")
-        .arg(&errors)
-        .env("LIVE_CREW_PYTHON", python())
-        .env_remove("LIVE_CREW_LLM")
-        .env("TEST_LLM_KEY", KEY)
-        .output()
-        .unwrap();
+    let out = finish(
+        host("run", &config, &crews, &events)
+            .arg("--errors")
+            .arg(&errors),
+    );
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     let actions: Vec<Value> = std::str::from_utf8(&out.stdout)
         .unwrap()
@@ -620,20 +609,11 @@ fn a_streams_budget_holds_for_all_its_crews_and_only_for_that_stream() {
         &[on("s", 0), on("t", 0), on("s", 500), on("t", 500)].concat(),
     );
     let errors = root.path().join("errors.jsonl");
-    let out = live_crew()
-        .args(["run", "--config"])
-        .arg(&config)
-        .arg("--crews")
-        .arg(&crews)
-        .arg("--events")
-        .arg(&events)
-        .arg("--errors")
-        .arg(&errors)
-        .env("LIVE_CREW_PYTHON", python())
-        .env_remove("LIVE_CREW_LLM")
-        .env("TEST_LLM_KEY", KEY)
-        .output()
-        .unwrap();
+    let out = finish(
+        host("run", &config, &crews, &events)
+            .arg("--errors")
+            .arg(&errors),
+    );
     let answered: Vec<(String, i64)> = std::str::from_utf8(&out.stdout)
         .unwrap()
         .lines()
@@ -697,20 +677,12 @@ fn a_request_after_its_call_ended_is_refused_and_the_host_goes_on() {
     let config = root.path().join("live-config.yaml");
     write(&config, &format!("llm:\n{}", providers(&provider)));
     let errors = root.path().join("errors.jsonl");
-    let out = live_crew()
-        .args(["run", "--live", "--log-format", "json", "--config"])
-        .arg(&config)
-        .arg("--crews")
-        .arg(&crews)
-        .arg("--events")
-        .arg(&events)
-        .arg("--errors")
-        .arg(&errors)
-        .env("LIVE_CREW_PYTHON", python())
-        .env_remove("LIVE_CREW_LLM")
-        .env("TEST_LLM_KEY", KEY)
-        .output()
-        .unwrap();
+    let out = finish(
+        host("run", &config, &crews, &events)
+            .arg("--live")
+            .arg("--errors")
+            .arg(&errors),
+    );
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(log.contains("LLM request outside a call; refused"), "{log}");
     let answered = |crew: &str| {
@@ -760,18 +732,7 @@ fn a_crewbase_agents_own_model_goes_through_the_gateway() {
     write(&config, &format!("llm:\n{llm}"));
     let events = root.path().join("events.jsonl");
     write(&events, &event(0, r#"{"team":"home"}"#));
-    let out = live_crew()
-        .args(["run", "--config"])
-        .arg(&config)
-        .arg("--crews")
-        .arg(&crews)
-        .arg("--events")
-        .arg(&events)
-        .env("LIVE_CREW_PYTHON", python())
-        .env_remove("LIVE_CREW_LLM")
-        .env("TEST_LLM_KEY", KEY)
-        .output()
-        .unwrap();
+    let out = finish(&mut host("run", &config, &crews, &events));
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{log}");
     let action: Value =

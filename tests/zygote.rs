@@ -7,13 +7,17 @@
 //! Needs root on a kernel with the sandbox layers (as CI has).
 
 mod common;
+mod support;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Host, event, event_now, lines, live_crew, process_gone, runner_pids, wait_all_gone};
+use common::{
+    Host, event, event_now, lines, live_crew, process_gone, python, runner_pids, wait_all_gone,
+};
 use serde_json::Value;
+use support::output_within;
 
 const PROBER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -24,9 +28,18 @@ const PROBER: &str = concat!(
 static LISTENER: std::sync::LazyLock<TcpListener> =
     std::sync::LazyLock::new(|| TcpListener::bind("127.0.0.1:0").unwrap());
 
-fn python() -> String {
-    std::env::var("LIVE_CREW_PYTHON")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").to_owned())
+/// How long a batch run of these tests may take.
+const RUN_WITHIN: Duration = Duration::from_secs(180);
+
+/// `live-crew run` of `crews` over `events`, on the project's interpreter, JSON logs.
+fn batch(crews: &Path, events: &Path) -> std::process::Command {
+    let mut run = live_crew();
+    run.args(["run", "--log-format", "json", "--crews"])
+        .arg(crews)
+        .arg("--events")
+        .arg(events)
+        .env("LIVE_CREW_PYTHON", python());
+    run
 }
 
 /// Crew `name`, the prober, on events of kind `trigger`, with `SECRET` set to
@@ -87,15 +100,10 @@ fn probe_run(crews: &Path, zygote: &str) -> (Vec<(String, Value)>, String) {
     let root = crews.parent().unwrap();
     let events = root.join("events.jsonl");
     std::fs::write(&events, [event(0, "1"), event(500, "2")].concat()).unwrap();
-    let out = live_crew()
-        .args(["run", "--log-format", "json", "--crews"])
-        .arg(crews)
-        .arg("--events")
-        .arg(&events)
-        .env("LIVE_CREW_PYTHON", python())
-        .env("LIVE_CREW_ZYGOTE", zygote)
-        .output()
-        .unwrap();
+    let out = output_within(
+        batch(crews, &events).env("LIVE_CREW_ZYGOTE", zygote),
+        RUN_WITHIN,
+    );
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{log}");
     let probes = std::str::from_utf8(&out.stdout)
@@ -392,14 +400,10 @@ fn ten_crewai_crews_start_from_one_zygote_and_answer() {
         )
         .unwrap();
     }
-    let out = live_crew()
-        .args(["run", "--log-format", "json", "--crews"])
-        .arg(&crews)
-        .arg("--events")
-        .arg(fixture.join("events.jsonl"))
-        .env("LIVE_CREW_PYTHON", python())
-        .output()
-        .unwrap();
+    let out = output_within(
+        &mut batch(&crews, &fixture.join("events.jsonl")),
+        RUN_WITHIN,
+    );
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{log}");
     let modes = start_modes(&log);
@@ -480,14 +484,10 @@ fn a_zygote_that_keeps_failing_makes_its_crews_start_cold_and_says_so() {
         (0..4).map(|n| event(n * 500, crash)).collect::<String>(),
     )
     .unwrap();
-    let out = live_crew()
-        .args(["run", "--log-format", "json", "--crews"])
-        .arg(&crews)
-        .arg("--events")
-        .arg(&events)
-        .env("LIVE_CREW_RESTART_BACKOFF_MS", "1")
-        .output()
-        .unwrap();
+    let out = output_within(
+        batch(&crews, &events).env("LIVE_CREW_RESTART_BACKOFF_MS", "1"),
+        RUN_WITHIN,
+    );
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     let modes: Vec<String> = start_modes(&log)
         .into_iter()

@@ -120,6 +120,20 @@ impl RulesetError {
 pub(crate) struct PreparedRuleset(OwnedFd);
 
 impl PreparedRuleset {
+    /// The ruleset of `plan`, if it has Landlock rules; the error names the crew and
+    /// the path it could not open.
+    pub(crate) fn for_plan(plan: &crate::LaunchPlan) -> Result<Option<Self>, crate::SandboxError> {
+        plan.landlock
+            .as_ref()
+            .map(PreparedRuleset::build)
+            .transpose()
+            .map_err(|error| crate::SandboxError::Landlock {
+                crew: plan.crew.clone(),
+                path: error.path,
+                reason: error.reason,
+            })
+    }
+
     /// Opens every path of `rules` into a ruleset.
     pub(crate) fn build(rules: &LandlockRules) -> Result<Self, RulesetError> {
         let abi = ABI::from(i32::from(rules.abi));

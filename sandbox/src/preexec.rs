@@ -73,16 +73,7 @@ impl PreExec {
                 });
             }
         };
-        let landlock = plan
-            .landlock
-            .as_ref()
-            .map(PreparedRuleset::build)
-            .transpose()
-            .map_err(|error| SandboxError::Landlock {
-                crew: crew(),
-                path: error.path,
-                reason: error.reason,
-            })?;
+        let landlock = PreparedRuleset::for_plan(plan)?;
         Ok(PreExec {
             parent: std::process::id() as libc::pid_t,
             cgroup_procs,

@@ -112,9 +112,7 @@ impl ZygoteLauncher {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.state)
     }
 
     /// The running zygote, started if there is none; `None` once it failed too often.
@@ -247,16 +245,6 @@ impl Request {
         if plan.env.iter().any(|pair| read_at_start(&pair)) {
             return Ok(None);
         }
-        let ruleset = plan
-            .landlock
-            .as_ref()
-            .map(PreparedRuleset::build)
-            .transpose()
-            .map_err(|error| SandboxError::Landlock {
-                crew: plan.crew.clone(),
-                path: error.path,
-                reason: error.reason,
-            })?;
         let text = |os: &std::ffi::OsStr| os.to_str().map(str::to_owned);
         let env: Option<Vec<(String, String)>> = plan
             .env
@@ -270,6 +258,8 @@ impl Request {
         if env.len() > ENV_PIPE_BYTES {
             return Ok(None);
         }
+        // Last: a plan that starts cold builds its own.
+        let ruleset = PreparedRuleset::for_plan(plan)?;
         let seccomp = plan
             .seccomp
             .iter()

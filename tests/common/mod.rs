@@ -94,6 +94,13 @@ pub fn event(ms: u64, payload: &str) -> String {
     ) + "\n"
 }
 
+/// The interpreter for bundled-runner crews: `$LIVE_CREW_PYTHON` (scripts/test.sh sets
+/// it to the project venv, which has crewai), else the venv's own.
+pub fn python() -> String {
+    std::env::var("LIVE_CREW_PYTHON")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").to_owned())
+}
+
 pub fn live_crew() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_live-crew"));
     command
