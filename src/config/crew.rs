@@ -201,10 +201,10 @@ impl<'a> Checker<'a> {
                 );
             }
         }
+        let budget = raw.budget.map(|budget| self.budget(budget));
         if !self.issues.is_empty() {
             return Err(self.issues);
         }
-        let budget = raw.budget.map(|budget| self.budget(budget));
         Ok(CrewSpec {
             name: raw.crew,
             dir,
@@ -599,6 +599,26 @@ mod tests {
                 "runner.module"
             ]
         );
+    }
+
+    #[test]
+    fn budgets_and_the_zygote_switch_are_checked_with_their_field() {
+        let crew = "crew: c\ntriggers: [goal]\n";
+        let runner = "runner: {kind: python, module: \"handlers:react\"";
+        let bad = format!("{crew}{runner}, zygote: maybe}}\nbudget: {{on_exceed: explode}}\n");
+        let got = fields(load(&bad, &["handlers.py"]).unwrap_err());
+        assert_eq!(got, ["runner.zygote", "budget.on_exceed", "budget"]);
+        let good = format!(
+            "{crew}{runner}, zygote: false}}\nbudget: {{usd_per_day: 2.5, on_exceed: 'model:local/small'}}\n"
+        );
+        let spec = load(&good, &["handlers.py"]).unwrap();
+        assert!(matches!(
+            spec.runner,
+            RunnerSpec::BundledPython { zygote: false, .. }
+        ));
+        let budget = spec.budget.unwrap();
+        assert_eq!(budget.usd_per_day, Some(2.5));
+        assert_eq!(budget.on_exceed, OnExceed::Model("local/small".into()));
     }
 
     #[test]
