@@ -236,16 +236,25 @@ impl GlobalConfig {
                 .map_err(|err| ConfigErrors(vec![yaml_issue(&origin, &err)]))?
         };
         let mut issues = Vec::new();
+        // What each knob is by default says how its variable is read.
+        let defaults = serde_json::to_value(GlobalConfig::default()).expect("settings serialize");
         for knob in ENV_KNOBS {
             let var = format!("LIVE_CREW_{}", knob.to_ascii_uppercase());
             if let Some(value) = env(&var) {
-                // Numbers and booleans stay what they are; anything else is a string.
-                let parsed = match value.parse::<u64>() {
-                    Ok(number) => serde_json::Value::from(number),
-                    Err(_) => match value.as_str() {
+                let parsed = match (&defaults[*knob], value.parse::<u64>()) {
+                    (serde_json::Value::Bool(_), _) => match value.as_str() {
                         "true" | "false" => serde_json::Value::Bool(value == "true"),
-                        _ => serde_json::Value::String(value),
+                        _ => {
+                            issues.push(ConfigIssue::new(
+                                &origin,
+                                *knob,
+                                format!("{var}={value:?} must be true or false"),
+                            ));
+                            continue;
+                        }
                     },
+                    (_, Ok(number)) => serde_json::Value::from(number),
+                    (_, Err(_)) => serde_json::Value::String(value),
                 };
                 document.insert((*knob).to_owned(), parsed);
             }
@@ -380,6 +389,17 @@ mod tests {
         assert_eq!(config.heartbeat_ms, 300);
         assert_eq!(config.sandbox.processes, 8);
         assert_eq!(config.sandbox.memory_mb, 1024);
+    }
+
+    #[test]
+    fn a_switch_that_is_not_a_boolean_names_its_variable() {
+        let env = |name: &str| (name == "LIVE_CREW_ZYGOTE").then(|| "maybe".to_owned());
+        let err = GlobalConfig::load(None, env).unwrap_err();
+        assert_eq!(err.0[0].field, "zygote");
+        assert!(
+            err.to_string().contains("LIVE_CREW_ZYGOTE=\"maybe\""),
+            "{err}"
+        );
     }
 
     #[test]
