@@ -243,7 +243,8 @@ pub type UsageSink = Arc<dyn Fn(&str, &LlmUsage) + Send + Sync>;
 
 /// The host's client of every configured provider.
 pub struct Gateway {
-    client: reqwest::Client,
+    /// Made on the first request: a host whose crews ask no model never loads TLS roots.
+    client: std::sync::OnceLock<reqwest::Client>,
     providers: HashMap<String, Provider>,
     prices: BTreeMap<String, Price>,
     governors: HashMap<String, Governor>,
@@ -388,7 +389,7 @@ impl Gateway {
             })
             .collect();
         Gateway {
-            client: reqwest::Client::new(),
+            client: std::sync::OnceLock::new(),
             providers,
             prices: settings.prices.clone(),
             governors: settings
@@ -635,6 +636,7 @@ impl Gateway {
         body.insert("model".to_owned(), Value::String(model_name.to_owned()));
         let mut http = self
             .client
+            .get_or_init(reqwest::Client::new)
             .post(&provider.url)
             .timeout(provider.timeout)
             .json(&body);
