@@ -185,6 +185,20 @@ impl CrewPool for HostPool {
         }
     }
 
+    fn load(&self, spec: &CrewSpec) -> Result<(), String> {
+        match self.remote_for(&spec.name) {
+            Some(_) => Err(format!(
+                "crew '{}' runs on worker hosts: restart them to give it a new version",
+                spec.name
+            )),
+            None => self.local.load(spec),
+        }
+    }
+
+    fn unload(&self, crew: &str) {
+        self.local.unload(crew);
+    }
+
     fn status(&self) -> StatusHandle {
         let local = self.local.status();
         match &self.remote {
@@ -421,7 +435,7 @@ impl Host {
             forward,
         ));
         let watch = (global.hot_reload && !matches!(options.mode, RunMode::ReplayFrom(_)))
-            .then(|| CrewsWatch::new(&options.crews, &global, &crews));
+            .then(|| CrewsWatch::new(&options.crews, &global));
         Ok(Host {
             store,
             caught_up,
@@ -490,6 +504,7 @@ impl Host {
         // The run owns the supervisor, so dropping it on a hard stop drops every crew
         // actor, which kills its runner.
         let watched = metrics.clone();
+        let (reload, reloads) = tokio::sync::mpsc::unbounded_channel();
         let work = Box::pin(async move {
             let ports = Ports {
                 pool: &pool,
@@ -499,14 +514,19 @@ impl Host {
                 clock,
                 errors,
                 metrics,
+                reloads: watch.is_some().then_some(reloads),
             };
             let run = scheduler::run(&crews, &global, ports, replay_from, stop_input);
             let result = match watch {
-                // The watch never ends by itself; the run's end ends it.
-                Some(watch) => tokio::select! {
-                    result = run => result,
-                    () = watch.run(&pool.local, &watched) => unreachable!("the watch goes on"),
-                },
+                // The run's end ends the watch; the watch ends by itself only once the
+                // run has let go of its new versions, while it finishes.
+                Some(watch) => {
+                    let mut run = std::pin::pin!(run);
+                    tokio::select! {
+                        result = &mut run => result,
+                        () = watch.run(reload, &watched) => run.await,
+                    }
+                }
                 None => run.await,
             };
             pool.local.shutdown().await;

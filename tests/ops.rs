@@ -729,3 +729,115 @@ fn a_crew_edited_while_the_host_runs_takes_its_new_version_with_the_context_kept
         lines(&errors)
     );
 }
+
+/// `run --watch`: a crew folder added during a live run starts answering, a crew whose
+/// triggers change is scheduled by the new ones with its context kept, and a removed
+/// crew stops after its last call and leaves `health`; no call fails on the way.
+#[test]
+fn crews_added_rescheduled_and_removed_while_the_host_runs() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = root.path().join("crews");
+    let write_crew = |name: &str, runtime: &str, handler: &str| {
+        // Made beside the folder and renamed in, as a deploy would.
+        let staging = root.path().join(format!(".{name}"));
+        std::fs::create_dir_all(&staging).unwrap();
+        std::fs::write(staging.join("runtime.yaml"), runtime).unwrap();
+        std::fs::write(staging.join("handlers.py"), handler).unwrap();
+        let _ = std::fs::remove_dir_all(crews.join(name));
+        std::fs::rename(&staging, crews.join(name)).unwrap();
+    };
+    let counter = |triggers: &str| {
+        format!(
+            "crew: counter\ntriggers: {triggers}\nrunner: {{kind: python, module: \"handlers:react\"}}\n\
+             context: {{read: [n], write: [n]}}\n"
+        )
+    };
+    let counting = "def react(events, ctx, deps):\n    ctx['n'] = ctx.get('n', 0) + len(events)\n    \
+                    return [{'kind': 'counted', 'payload': {'n': ctx['n']}}]\n";
+    std::fs::create_dir_all(&crews).unwrap();
+    write_crew("counter", &counter("['*']"), counting);
+    let output = root.path().join("actions.jsonl");
+    let errors = root.path().join("errors.jsonl");
+    let mut host = Host::start(
+        root.path(),
+        &crews,
+        &[],
+        &[
+            "--watch",
+            "--output",
+            output.to_str().unwrap(),
+            "--errors",
+            errors.to_str().unwrap(),
+        ],
+    );
+    host.wait_health("ready", all_ready);
+    // Sends an event and returns `crew:kind` of the actions it brought, once `count`
+    // actions are out in all.
+    let answered = |host: &mut Host, kind: &str, count: usize| -> Vec<String> {
+        let before = lines(&output).len();
+        host.send(&event_now(kind, "{}"));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while lines(&output).len() < before + count {
+            assert!(Instant::now() < deadline, "log:\n{}", host.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Another slice, so nothing else was on its way.
+        std::thread::sleep(Duration::from_millis(300));
+        let all = lines(&output);
+        assert_eq!(all.len(), before + count, "{all:?}");
+        (all[before..].iter())
+            .map(|a| format!("{}:{}", a["crew"].as_str().unwrap(), a["payload"]))
+            .collect()
+    };
+    let wait_log = |host: &Host, text: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !host.log().contains(text) {
+            assert!(Instant::now() < deadline, "no {text:?} in:\n{}", host.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert_eq!(answered(&mut host, "tick", 1), [r#"counter:{"n":1}"#]);
+
+    write_crew(
+        "echo",
+        "crew: echo\ntriggers: [tick]\nrunner: {kind: python, module: \"handlers:react\"}\n",
+        "def react(events, ctx, deps):\n    return [{'kind': 'echo', 'payload': {'echoed': len(events)}}]\n",
+    );
+    wait_log(&host, "crew 'echo' starts");
+    host.wait_health("echo ready", |report| {
+        all_ready(report) && report["crews"].as_array().unwrap().len() == 2
+    });
+    let mut both = answered(&mut host, "tick", 2);
+    both.sort();
+    assert_eq!(both, [r#"counter:{"n":2}"#, r#"echo:{"echoed":1}"#]);
+
+    write_crew("counter", &counter("[goal]"), counting);
+    wait_log(&host, "crew 'counter' takes its new version");
+    host.wait_health("ready", all_ready);
+    assert_eq!(
+        answered(&mut host, "tick", 1),
+        [r#"echo:{"echoed":1}"#],
+        "counter no longer takes ticks"
+    );
+    assert_eq!(
+        answered(&mut host, "goal", 1),
+        [r#"counter:{"n":3}"#],
+        "counter takes goals, on the context it had"
+    );
+
+    std::fs::remove_dir_all(crews.join("echo")).unwrap();
+    wait_log(&host, "crew 'echo' ran its last call and stops");
+    host.wait_health("echo gone", |report| {
+        report["crews"].as_array().unwrap().len() == 1
+    });
+    assert_eq!(answered(&mut host, "goal", 1), [r#"counter:{"n":4}"#]);
+    host.send(&event_now("tick", "{}"));
+    drop(host.child.stdin.take());
+    assert_eq!(host.wait_exit(10), Some(0), "{}", host.log());
+    assert_eq!(lines(&output).len(), 6, "the last tick has no crew");
+    assert!(
+        lines(&errors).is_empty(),
+        "no call failed: {:?}",
+        lines(&errors)
+    );
+}

@@ -194,7 +194,7 @@ impl Metrics {
         let reloads = Family::default();
         registry.register(
             "crew_reloads",
-            "Hot reload: changed crews by result (applied, invalid, needs_restart)",
+            "Hot reload: crews by result (added, applied, removed, invalid, failed)",
             reloads.clone(),
         );
         let llm_requests = Family::default();

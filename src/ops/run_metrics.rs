@@ -29,6 +29,11 @@ impl RunMetrics {
         }
     }
 
+    /// A crew added while the run goes on (hot reload) gets the next index.
+    pub fn add_crew(&mut self, crew: &str) {
+        self.crews.push(self.metrics.crew_timers(crew));
+    }
+
     /// The stream that gets the next index has its first event.
     pub fn stream_opened(&mut self, stream: &str) {
         self.events.push(self.metrics.events_received(stream));

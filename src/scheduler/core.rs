@@ -80,7 +80,11 @@ pub(super) struct Completion {
 }
 
 pub(super) struct Core {
+    /// By crew index: a crew keeps its index for the whole run, through hot reloads.
     plans: Vec<Plan>,
+    crew_index: HashMap<Arc<str>, usize>,
+    /// Retired crews (hot reload) whose last runs are not done yet.
+    draining: BTreeSet<usize>,
     slicer: Slicer,
     slice_us: i64,
     max_wait: i64,
@@ -90,6 +94,8 @@ pub(super) struct Core {
     max_patch_delay: i64,
     /// Closed slices a stream may hold before input pauses.
     window: usize,
+    /// Slices by which input may be out of order (from the clock).
+    reorder: usize,
     /// `max_events_per_slice` and `slice_overflow`, for overflow reports.
     slice_cap: (usize, OverflowPolicy),
     stream_ids: HashMap<Arc<str>, usize>,
@@ -124,32 +130,30 @@ impl Core {
         track_acks: bool,
     ) -> Core {
         let plans = Plan::from_crews(crews);
-        let offsets = || plans.iter().flat_map(|p| p.needs.iter().map(|n| n.offset));
-        let look_back = offsets().min().unwrap_or(0).min(0);
-        let look_ahead = offsets().max().unwrap_or(0).max(0);
         let max_wait = i64::try_from(global.max_wait_slices).unwrap_or(i64::MAX);
         let reorder = usize::try_from(reorder_slices).unwrap_or(usize::MAX);
-        let window = 16usize
-            .saturating_add(usize::try_from(max_wait + look_ahead - look_back).unwrap_or(0))
-            .saturating_add(reorder);
-        let max_patch_delay = plans.iter().map(|p| p.patch_delay).max().unwrap_or(0);
         let slicer = Slicer::new(global.slice_ms, reorder_slices, global.late_policy)
             .with_cap(global.max_events_per_slice, global.slice_overflow)
             .skipping_slices_before(replay_from);
         let names: Vec<&str> = plans.iter().map(|p| &*p.name).collect();
         metrics.zero_errors(records::known_labels(&names));
         let metrics = RunMetrics::new(metrics, names);
-        Core {
+        let mut core = Core {
             in_flight: vec![0; plans.len()],
             stats: vec![CrewStats::default(); plans.len()],
+            crew_index: (plans.iter().enumerate())
+                .map(|(crew, plan)| (plan.name.clone(), crew))
+                .collect(),
+            draining: BTreeSet::new(),
             plans,
             slice_us: slicer.slice_us(),
             slicer,
             max_wait,
             context_max_bytes: global.context_max_bytes,
-            look_back,
-            max_patch_delay,
-            window,
+            look_back: 0,
+            max_patch_delay: 0,
+            window: 0,
+            reorder,
             slice_cap: (global.max_events_per_slice, global.slice_overflow),
             stream_ids: HashMap::new(),
             streams: Vec::new(),
@@ -161,7 +165,119 @@ impl Core {
             holds: track_acks.then(Holds::default),
             slow_call: Duration::from_millis(global.slow_call_ms),
             out: Outbox::default(),
+        };
+        core.widen_reach();
+        core
+    }
+
+    /// Grows how far lanes look back and ahead, and how long patches are held, to cover
+    /// every plan; never shrinks them, so what a plan of before still holds stays.
+    fn widen_reach(&mut self) {
+        let offsets = || (self.plans.iter()).flat_map(|p| p.needs.iter().map(|n| n.offset));
+        let look_back = offsets().min().unwrap_or(0).min(0);
+        let look_ahead = offsets().max().unwrap_or(0).max(0);
+        let window = 16usize
+            .saturating_add(usize::try_from(self.max_wait + look_ahead - look_back).unwrap_or(0))
+            .saturating_add(self.reorder);
+        let max_patch_delay = self.plans.iter().map(|p| p.patch_delay).max().unwrap_or(0);
+        self.look_back = self.look_back.min(look_back);
+        self.window = self.window.max(window);
+        self.max_patch_delay = self.max_patch_delay.max(max_patch_delay);
+    }
+
+    /// Takes a new version of the crews folder (hot reload, SPEC §15) from here on. A
+    /// crew it keeps gets its new plan for the slices its lanes have not reached, with
+    /// its lanes (triggers taken, runs, outcomes) kept; a new crew starts at each
+    /// stream's next slice to close; a crew gone from it is retired: its waiting
+    /// triggers are dropped, and what it runs already finishes, commits and is emitted.
+    /// Crews keep their indexes for the whole run (a new one is appended, a returning
+    /// one takes its old place), so calls in flight and the order of output stay as
+    /// they were. Returns the streams that may move.
+    pub(super) fn reconfigure(&mut self, crews: &Crews) -> Vec<usize> {
+        let mut next = self.plans.len();
+        let index: HashMap<&str, usize> = (crews.as_slice().iter())
+            .map(|spec| {
+                let crew = self.crew_index.get(spec.name.as_str()).copied();
+                let crew = crew.unwrap_or_else(|| {
+                    next += 1;
+                    next - 1
+                });
+                (spec.name.as_str(), crew)
+            })
+            .collect();
+        for spec in crews.as_slice() {
+            let crew = index[spec.name.as_str()];
+            let plan = Plan::from_spec(spec, &index);
+            if crew == self.plans.len() {
+                self.add_crew(plan);
+            } else {
+                self.draining.remove(&crew);
+                self.plans[crew] = plan;
+            }
         }
+        for crew in 0..self.plans.len() {
+            if !index.contains_key(&*self.plans[crew].name) && !self.plans[crew].retired {
+                self.retire(crew);
+            }
+        }
+        self.widen_reach();
+        let any_writer = self.plans.iter().any(|plan| plan.writes);
+        for state in &mut self.streams {
+            if any_writer && state.committed_until == END {
+                // No crew wrote until now: every closed slice is committed as it is.
+                state.committed_until = state.watermark;
+            }
+        }
+        (0..self.streams.len()).collect()
+    }
+
+    fn add_crew(&mut self, plan: Plan) {
+        self.metrics.add_crew(&plan.name);
+        (self.metrics.metrics()).zero_errors(records::known_labels(&[&plan.name]));
+        for state in &mut self.streams {
+            state.lanes.push(Lane::new(state.watermark));
+        }
+        self.in_flight.push(0);
+        self.stats.push(CrewStats::default());
+        self.crew_index.insert(plan.name.clone(), self.plans.len());
+        self.plans.push(plan);
+    }
+
+    fn retire(&mut self, crew: usize) {
+        self.plans[crew].retire();
+        self.draining.insert(crew);
+        self.deadlines.retain(|&(_, _, c)| c != crew);
+        for state in &mut self.streams {
+            let lane = &mut state.lanes[crew];
+            let bundled = lane.bundle.take().map_or(0, |b| b.events.len());
+            let dropped = lane.pending_events.len() + bundled;
+            lane.pending_events.clear();
+            lane.pending_since = None;
+            if dropped > 0 {
+                tracing::info!(
+                    crew = %self.plans[crew].name,
+                    stream = %state.name,
+                    dropped,
+                    "hot reload: the crew is gone; {dropped} trigger events it had not run are dropped"
+                );
+            }
+        }
+    }
+
+    /// Retired crews whose last runs are done, each once: the pool may stop them.
+    pub(super) fn take_drained(&mut self) -> Vec<Arc<str>> {
+        let drained: Vec<usize> = (self.draining.iter().copied())
+            .filter(|&crew| {
+                self.in_flight[crew] == 0
+                    && (self.streams.iter()).all(|state| state.lanes[crew].unfinished.is_empty())
+            })
+            .collect();
+        for crew in &drained {
+            self.draining.remove(crew);
+        }
+        (drained.into_iter())
+            .map(|crew| self.plans[crew].name.clone())
+            .collect()
     }
 
     pub(super) fn crew_name(&self, crew: usize) -> &Arc<str> {
@@ -530,13 +646,13 @@ impl Core {
         let mut patches: BTreeMap<i64, Vec<(usize, JsonObject)>> = BTreeMap::new();
         for (crew, lane) in state.lanes.iter_mut().enumerate() {
             let delay = self.plans[crew].patch_delay;
-            let runs = state.committed_until.saturating_sub(delay)..frontier.saturating_sub(delay);
-            for (&slice, run) in lane.runs.range_mut(runs) {
+            // From the longest delay: a crew whose delay a hot reload shortened may hold
+            // a patch from before the usual start.
+            let from = state.committed_until.saturating_sub(self.max_patch_delay);
+            for (&slice, run) in lane.runs.range_mut(from..frontier.saturating_sub(delay)) {
                 if let Some(patch) = run.patch.take() {
-                    patches
-                        .entry(slice + delay)
-                        .or_default()
-                        .push((crew, patch));
+                    let at = (slice + delay).max(state.committed_until);
+                    patches.entry(at).or_default().push((crew, patch));
                 }
             }
         }

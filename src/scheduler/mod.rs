@@ -23,16 +23,17 @@ mod records;
 mod stream;
 pub mod wall_clock;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use self::core::{Completion, Core};
-use crate::config::{Crews, GlobalConfig};
+use crate::config::{CrewSpec, Crews, GlobalConfig};
 use crate::context::{ContextStore, StoreError, Stored, StreamCommit};
 use crate::model::{SharedEvent, Timestamp};
 use crate::ops::metrics::Metrics;
@@ -61,6 +62,17 @@ pub struct Ports<'a, P, S, Src, K, C> {
     pub clock: C,
     pub errors: ErrorSink,
     pub metrics: Arc<Metrics>,
+    /// New versions of the crews folder while the run goes on (hot reload).
+    pub reloads: Option<mpsc::UnboundedReceiver<NewCrews>>,
+}
+
+/// A new version of the crews folder, checked as `run` checks one (hot reload, SPEC
+/// §15): it replaces the crews the run has at the next slice boundary.
+pub struct NewCrews {
+    pub crews: Crews,
+    /// Crews whose folder changed (code or runtime file): their next runner starts from
+    /// the new version.
+    pub changed: BTreeSet<String>,
 }
 
 /// Runs the source to its end (or until `stop` resolves, which ends the input the same
@@ -90,6 +102,7 @@ where
         clock,
         mut errors,
         metrics,
+        reloads,
     } = ports;
     errors.count_into(metrics.clone());
     let core = Core::new(
@@ -114,6 +127,10 @@ where
         metrics: metrics.clone(),
         calls: JoinSet::new(),
         acked: 0,
+        reloads,
+        specs: (crews.as_slice().iter())
+            .map(|spec| (spec.name.clone(), spec.clone()))
+            .collect(),
     };
     shell.drive(stop).await?;
     let Shell {
@@ -153,6 +170,9 @@ struct Shell<'a, P, S, Src, K, C> {
     durable_each_step: bool,
     /// The source is acknowledged through this delivery.
     acked: u64,
+    reloads: Option<mpsc::UnboundedReceiver<NewCrews>>,
+    /// The versions of the crews running, by name.
+    specs: HashMap<String, CrewSpec>,
 }
 
 /// Whether a run goes on after its outputs were settled.
@@ -179,6 +199,10 @@ where
                 self.core.pump(stream, Instant::now());
             }
             self.send_calls();
+            for crew in self.core.take_drained() {
+                tracing::info!(crew = %crew, "hot reload: crew '{crew}' ran its last call and stops");
+                self.pool.unload(&crew);
+            }
             let actions = &mut self.actions;
             self.core.emit(&mut |action, id| actions.push(action, id));
             if let Settled::OutputClosed = self.settle().await? {
@@ -215,6 +239,9 @@ where
                     for due in self.clock.due(now) {
                         self.core.close_below(due.stream, due.upto, now - due.due, &mut dirty);
                     }
+                }
+                new = next_reload(&mut self.reloads) => {
+                    dirty.extend(self.reload(new));
                 }
                 () = &mut stop, if !input_done => {
                     input_done = true;
@@ -311,6 +338,42 @@ where
         }
     }
 
+    /// Takes a new version of the crews folder: the pool starts the new crews and hands
+    /// the changed ones their new version, then the core plans with it; the crews gone
+    /// from it stop once their last calls are done. Returns the streams that may move.
+    fn reload(&mut self, new: NewCrews) -> Vec<usize> {
+        let metrics = self.metrics.clone();
+        for spec in new.crews.as_slice() {
+            let (result, what) = match self.specs.get(&spec.name) {
+                None => ("added", "starts"),
+                Some(old) if old != spec || new.changed.contains(&spec.name) => {
+                    ("applied", "takes its new version at its next call")
+                }
+                Some(_) => continue,
+            };
+            match self.pool.load(spec) {
+                Ok(()) => {
+                    tracing::info!(crew = %spec.name, "hot reload: crew '{}' {what}", spec.name);
+                    metrics.crew_reloaded(&spec.name, result);
+                }
+                Err(why) => {
+                    tracing::error!(crew = %spec.name, "hot reload: {why}");
+                    metrics.crew_reloaded(&spec.name, "failed");
+                }
+            }
+        }
+        let gone = (self.specs.keys())
+            .filter(|name| !new.crews.as_slice().iter().any(|spec| &spec.name == *name));
+        for name in gone {
+            tracing::info!(crew = %name, "hot reload: crew '{name}' is gone from the folder; it stops after its last call");
+            metrics.crew_reloaded(name, "removed");
+        }
+        self.specs = (new.crews.as_slice().iter())
+            .map(|spec| (spec.name.clone(), spec.clone()))
+            .collect();
+        self.core.reconfigure(&new.crews)
+    }
+
     /// Carries out the rest of the core's outbox, in the commit order (module docs).
     async fn settle(&mut self) -> Result<Settled, RunError> {
         for record in std::mem::take(&mut self.core.out.records) {
@@ -405,6 +468,18 @@ async fn wait_for(clock: &impl SliceClock, at: Option<Instant>) {
         Some(at) => clock.wait_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// The next new version of the crews folder; pending forever without a watch, or once
+/// the watch has ended.
+async fn next_reload(reloads: &mut Option<mpsc::UnboundedReceiver<NewCrews>>) -> NewCrews {
+    if let Some(channel) = reloads
+        && let Some(new) = channel.recv().await
+    {
+        return new;
+    }
+    *reloads = None;
+    std::future::pending().await
 }
 
 async fn sleep_until(at: Option<Instant>) {

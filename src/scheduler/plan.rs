@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{BacklogPolicy, Crews, Need, Triggers, WaitPolicy};
+use crate::config::{BacklogPolicy, CrewSpec, Crews, Need, Triggers, WaitPolicy};
 use crate::context::KeySet;
 
 /// A crew as the scheduler uses it: needs resolved to crew indexes in run order.
@@ -24,6 +24,8 @@ pub(super) struct Plan {
     /// looks ahead really runs once those slices closed (and this breaks the loop of a
     /// look-ahead on a crew that waits for this crew's context).
     pub(super) patch_delay: i64,
+    /// Gone from the crews folder (hot reload).
+    pub(super) retired: bool,
 }
 
 pub(super) struct PlanNeed {
@@ -46,43 +48,55 @@ impl Plan {
             .enumerate()
             .map(|(i, c)| (c.name.as_str(), i))
             .collect();
-        crews
-            .as_slice()
-            .iter()
-            .map(|spec| Plan {
-                name: spec.name.as_str().into(),
-                triggers: spec.triggers.clone(),
-                needs: spec
+        (crews.as_slice().iter())
+            .map(|spec| Plan::from_spec(spec, &index))
+            .collect()
+    }
+
+    /// The plan of `spec`, whose needs name crews by their indexes in `index`.
+    pub(super) fn from_spec(spec: &CrewSpec, index: &HashMap<&str, usize>) -> Plan {
+        Plan {
+            name: spec.name.as_str().into(),
+            triggers: spec.triggers.clone(),
+            needs: spec
+                .needs
+                .iter()
+                .map(|need| PlanNeed {
+                    key: need.deps_key(),
+                    offset: need.offset(),
+                    target: match need {
+                        Need::Crew { crew, .. } => NeedTarget::Crew(index[crew.as_str()]),
+                        Need::Event { kind, .. } => NeedTarget::Event(kind.clone()),
+                    },
+                })
+                .collect(),
+            wait_policy: spec.wait_policy,
+            stride: i64::try_from(spec.slice_stride).unwrap_or(i64::MAX),
+            backlog: spec.backlog_policy,
+            timeout_ms: spec.timeout_ms,
+            read: spec.context.read.clone(),
+            write: spec.context.write.clone(),
+            reads: !spec.context.read.is_empty(),
+            writes: !spec.context.write.is_empty(),
+            patch_delay: match spec.wait_policy {
+                WaitPolicy::None => 0,
+                _ => spec
                     .needs
                     .iter()
-                    .map(|need| PlanNeed {
-                        key: need.deps_key(),
-                        offset: need.offset(),
-                        target: match need {
-                            Need::Crew { crew, .. } => NeedTarget::Crew(index[crew.as_str()]),
-                            Need::Event { kind, .. } => NeedTarget::Event(kind.clone()),
-                        },
-                    })
-                    .collect(),
-                wait_policy: spec.wait_policy,
-                stride: i64::try_from(spec.slice_stride).unwrap_or(i64::MAX),
-                backlog: spec.backlog_policy,
-                timeout_ms: spec.timeout_ms,
-                read: spec.context.read.clone(),
-                write: spec.context.write.clone(),
-                reads: !spec.context.read.is_empty(),
-                writes: !spec.context.write.is_empty(),
-                patch_delay: match spec.wait_policy {
-                    WaitPolicy::None => 0,
-                    _ => spec
-                        .needs
-                        .iter()
-                        .map(Need::offset)
-                        .max()
-                        .unwrap_or(0)
-                        .max(0),
-                },
-            })
-            .collect()
+                    .map(Need::offset)
+                    .max()
+                    .unwrap_or(0)
+                    .max(0),
+            },
+            retired: false,
+        }
+    }
+
+    /// The crew left the crews folder (hot reload): it takes no new trigger and nobody
+    /// needs it; what it runs already still finishes, commits and is emitted.
+    pub(super) fn retire(&mut self) {
+        self.triggers = Triggers::Kinds(Vec::new());
+        self.needs.clear();
+        self.retired = true;
     }
 }

@@ -80,6 +80,8 @@ struct FakePool {
     log: Arc<Mutex<Vec<Record>>>,
     /// `crew: reason` of every failure counted after a successful call.
     counted: Mutex<Vec<String>>,
+    /// `load <crew>` and `unload <crew>`, in order (hot reload).
+    lifecycle: Mutex<Vec<String>>,
     t0: Instant,
 }
 
@@ -96,6 +98,7 @@ impl FakePool {
                 .collect(),
             log: Default::default(),
             counted: Default::default(),
+            lifecycle: Default::default(),
             t0: Instant::now(),
         }
     }
@@ -150,6 +153,21 @@ impl CrewPool for FakePool {
             });
             outcome
         }
+    }
+
+    fn load(&self, spec: &crate::config::CrewSpec) -> Result<(), String> {
+        self.lifecycle
+            .lock()
+            .unwrap()
+            .push(format!("load {}", spec.name));
+        Ok(())
+    }
+
+    fn unload(&self, crew: &str) {
+        self.lifecycle
+            .lock()
+            .unwrap()
+            .push(format!("unload {crew}"));
     }
 
     fn count_failure(&self, crew: &str, failure: CallFailure) {
@@ -225,6 +243,7 @@ fn batch_ports<'a>(
         },
         errors: ErrorSink::new(Some((Box::new(errors.clone()), "<test>".into()))),
         metrics: Arc::new(Metrics::new(global.context_max_bytes, None)),
+        reloads: None,
     };
     (ports, actions, errors)
 }
@@ -284,6 +303,16 @@ async fn run_with(
     let summary = run(&crews, &global, ports, None, std::future::pending())
         .await
         .unwrap();
+    outcome(&pool, &actions, &errors, summary)
+}
+
+/// What a run left behind.
+fn outcome(
+    pool: &FakePool,
+    actions: &MemorySink,
+    errors: &SharedBuf,
+    summary: RunSummary,
+) -> Outcome {
     let raw_actions = actions.bytes();
     let calls = pool.log.lock().unwrap().clone();
     let counted = pool.counted.lock().unwrap().clone();
@@ -317,6 +346,74 @@ async fn run_default(
 }
 
 const ANY: &str = "triggers: ['*']\n";
+
+/// Hot reload: a new version of the crews folder takes effect from the next slice to
+/// close; a new crew starts there, a changed trigger applies there, and a removed crew
+/// runs no more, while what ran before stays in the output in its order.
+#[tokio::test(start_paused = true)]
+async fn a_new_crews_folder_applies_from_the_next_slice_to_close() {
+    let global = GlobalConfig::default();
+    let (before, after) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_crew(before.path(), "a", "triggers: [x]\n");
+    write_crew(before.path(), "b", "triggers: [x]\n");
+    write_crew(after.path(), "a", "triggers: [y]\n");
+    write_crew(after.path(), "c", "triggers: [x]\n");
+    let crews = Crews::load(before.path(), &global).unwrap();
+    let new = NewCrews {
+        crews: Crews::load(after.path(), &global).unwrap(),
+        changed: BTreeSet::new(),
+    };
+    let pool = FakePool::new(&[("a", echo(5)), ("b", echo(5)), ("c", echo(5))]);
+    let (input, source) = MemorySource::new(2);
+    let (reload, reloads) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let send = |events: Vec<Event>| {
+            let batch: Vec<InputItem> = events.into_iter().map(|e| Ok(Arc::new(e))).collect();
+            input.send(batch)
+        };
+        send(vec![ev("s", 0, "x"), ev("s", 500, "x"), ev("s", 1000, "x")]).await;
+        // Slices 0 and 1 closed and ran; slice 2 is open.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        reload.send(new).ok().unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let later = [(1500, "x"), (1600, "y"), (2000, "x"), (2100, "y")];
+        send(later.iter().map(|&(ms, kind)| ev("s", ms, kind)).collect()).await;
+    });
+    let store = MemoryStore::default();
+    let (mut ports, actions, errors) = batch_ports(&pool, &store, source.without_acks(), &global);
+    ports.reloads = Some(reloads);
+    let summary = run(&crews, &global, ports, None, std::future::pending())
+        .await
+        .unwrap();
+    let out = outcome(&pool, &actions, &errors, summary);
+    assert_eq!(
+        out.actions,
+        [
+            "a/0/x@0",
+            "b/0/x@0",
+            "a/1/x@500",
+            "b/1/x@500",
+            "c/2/x@1000",
+            "a/3/y@1600",
+            "c/3/x@1500",
+            "a/4/y@2100",
+            "c/4/x@2000"
+        ]
+    );
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    assert_eq!(
+        *pool.lifecycle.lock().unwrap(),
+        ["load a", "load c", "unload b"]
+    );
+    let calls: Vec<(&str, u64)> = (out.summary.crews.iter())
+        .map(|(name, stats)| (name.as_str(), stats.calls))
+        .collect();
+    assert_eq!(
+        calls,
+        [("a", 4), ("b", 2), ("c", 3)],
+        "a removed crew stays in the summary"
+    );
+}
 
 #[tokio::test(start_paused = true)]
 async fn triggers_select_event_kinds_and_star_takes_all() {
@@ -905,6 +1002,7 @@ mod live {
                     clock: WallClock::new(global.slice_ms, global.grace_ms),
                     errors: ErrorSink::new(Some((Box::new(error_file), "<test>".into()))),
                     metrics: ports_metrics,
+                    reloads: None,
                 };
                 run(&crews, &global, ports, None, std::future::pending())
                     .await
@@ -1215,6 +1313,7 @@ mod acknowledgements {
             clock: EventTime { reorder_slices: 0 },
             errors: ErrorSink::new(None),
             metrics: Arc::new(Metrics::new(global.context_max_bytes, None)),
+            reloads: None,
         };
         let result = run(&crews, &global, ports, None, std::future::pending()).await;
         let acks = acks.lock().unwrap().clone();
@@ -1345,6 +1444,7 @@ mod acknowledgements {
             clock: EventTime { reorder_slices: 0 },
             errors: ErrorSink::new(None),
             metrics: Arc::new(Metrics::new(global.context_max_bytes, None)),
+            reloads: None,
         };
         let result = run(&crews, &global, ports, None, std::future::pending()).await;
         assert!(matches!(result, Err(RunError::Context(_))), "{result:?}");
@@ -1399,6 +1499,7 @@ mod acknowledgements {
             clock: EventTime { reorder_slices: 0 },
             errors: ErrorSink::new(Some((Box::new(errors.clone()), "<test>".into()))),
             metrics: Arc::new(Metrics::new(global.context_max_bytes, None)),
+            reloads: None,
         };
         let events = |ms: i64| {
             vec![
@@ -1498,6 +1599,7 @@ mod acknowledgements {
                 clock: WallClock::new(global.slice_ms, global.grace_ms),
                 errors: ErrorSink::new(None),
                 metrics: Arc::new(Metrics::new(global.context_max_bytes, None)),
+                reloads: None,
             };
             run(&crews, &global, ports, None, std::future::pending())
                 .await

@@ -4,13 +4,14 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use live_crew_sandbox::{
     FsRules, Isolation, Launcher, Limits, Sandbox, SpawnSpec, StartMode, ZygoteLauncher,
 };
 
 use crate::config::{CrewSpec, RunnerSpec};
+use crate::ops::health::lock;
 
 /// How the bundled Python runner is started, with its folder on `PYTHONPATH`.
 const RUNNER_ENTRY: &str = "from live_crew_runner.serve import main; main()";
@@ -24,44 +25,44 @@ const ZYGOTE_ENTRY: &str = "from live_crew_runner.zygote import main; main()";
 /// `python` crew's `RLIMIT_AS` (twice its `memory_mb`) may be smaller than CrewAI's.
 pub(crate) struct Launchers {
     cold: Arc<dyn Launcher>,
-    zygotes: HashMap<ZygoteKey, Arc<ZygoteLauncher>>,
+    zygotes: Mutex<HashMap<ZygoteKey, Arc<ZygoteLauncher>>>,
+    sandbox: Arc<Sandbox>,
+    /// The global `zygote` switch.
+    zygote: bool,
+    bundled_python_path: PathBuf,
 }
 
 /// Which fork server a crew forks from: its interpreter, and whether it uses CrewAI.
 type ZygoteKey = (PathBuf, bool);
 
 impl Launchers {
-    /// The launchers for `crews`, whose spawn specs are `spawns`; starts the fork
-    /// servers now, so that their imports overlap with the host's start.
+    /// The launchers for `crews`, whose spawn specs are `spawns`; starts their fork
+    /// servers now, so that their imports overlap with the host's start. A crew added
+    /// later (hot reload) that needs another fork server starts it then.
     pub fn start(
-        sandbox: &Sandbox,
+        sandbox: &Arc<Sandbox>,
         crews: &[CrewSpec],
         spawns: &[SpawnSpec],
         zygote: bool,
         bundled_python_path: &Path,
     ) -> Self {
-        let mut zygotes = HashMap::new();
-        for (spec, spawn) in crews.iter().zip(spawns) {
-            let Some(key) = zygote_key(spec, spawn).filter(|_| zygote) else {
-                continue;
-            };
-            zygotes.entry(key).or_insert_with_key(|(python, crewai)| {
-                let server = zygote_spawn_spec(python, bundled_python_path, *crewai);
-                let launcher = Arc::new(ZygoteLauncher::new(sandbox, server));
-                launcher.prestart();
-                launcher
-            });
-        }
-        Launchers {
+        let launchers = Launchers {
             cold: Arc::new(sandbox.cold_launcher()),
-            zygotes,
+            zygotes: Mutex::new(HashMap::new()),
+            sandbox: sandbox.clone(),
+            zygote,
+            bundled_python_path: bundled_python_path.to_path_buf(),
+        };
+        for (spec, spawn) in crews.iter().zip(spawns) {
+            launchers.zygote_of(spec, spawn);
         }
+        launchers
     }
 
     /// The launcher for a crew started from `spawn`.
     pub fn for_crew(&self, spec: &CrewSpec, spawn: &SpawnSpec) -> Arc<dyn Launcher> {
         match self.zygote_of(spec, spawn) {
-            Some(zygote) => zygote.clone(),
+            Some(zygote) => zygote,
             None => self.cold.clone(),
         }
     }
@@ -75,8 +76,17 @@ impl Launchers {
         }
     }
 
-    fn zygote_of(&self, spec: &CrewSpec, spawn: &SpawnSpec) -> Option<&Arc<ZygoteLauncher>> {
-        self.zygotes.get(&zygote_key(spec, spawn)?)
+    /// The fork server of a crew that forks, started on first use.
+    fn zygote_of(&self, spec: &CrewSpec, spawn: &SpawnSpec) -> Option<Arc<ZygoteLauncher>> {
+        let key = zygote_key(spec, spawn).filter(|_| self.zygote)?;
+        let mut zygotes = lock(&self.zygotes);
+        let zygote = zygotes.entry(key).or_insert_with_key(|(python, crewai)| {
+            let server = zygote_spawn_spec(python, &self.bundled_python_path, *crewai);
+            let launcher = Arc::new(ZygoteLauncher::new(&self.sandbox, server));
+            launcher.prestart();
+            launcher
+        });
+        Some(zygote.clone())
     }
 }
 

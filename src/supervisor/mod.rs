@@ -13,7 +13,7 @@ mod status;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use live_crew_sandbox::{Sandbox, SpawnSpec};
@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::config::{CrewSpec, GlobalConfig, RunnerSpec, crew_version};
+use crate::ops::health::lock;
 use crate::pool::{CallFailure, CallOutcome, CrewPool, CrewState, FailureReason, StatusHandle};
 use crate::protocol::{Call, Hello, HostMessage, PROTOCOL_VERSION};
 use actor::{Backoff, CrewActor, Version};
@@ -43,16 +44,22 @@ struct CrewHandle {
     failures: mpsc::UnboundedSender<CallFailure>,
 }
 
-/// Handles to every crew's actor.
+/// Handles to every crew's actor. Crews can be added, given new versions and removed
+/// while the host runs (hot reload), so the handles sit behind locks that a call holds
+/// only to clone its crew's queue.
 pub struct Supervisor {
-    crews: HashMap<String, CrewHandle>,
-    monitors: Vec<Arc<CrewMonitor>>,
+    crews: RwLock<HashMap<String, CrewHandle>>,
+    monitors: Arc<RwLock<Vec<Arc<CrewMonitor>>>>,
     stop: watch::Sender<bool>,
-    actors: JoinSet<()>,
+    actors: Mutex<JoinSet<()>>,
     /// Kept alive while runners may still load from it; new versions start from it.
     runners: Arc<BundledRunners>,
     /// The LLM gateway; a new version of a crew brings its budget to it.
     gateway: Arc<crate::llm::Gateway>,
+    sandbox: Arc<Sandbox>,
+    launchers: launch::Launchers,
+    limits: RunnerLimits,
+    backoff: Backoff,
     heartbeat_ms: u64,
 }
 
@@ -75,15 +82,9 @@ impl Supervisor {
             initial: Duration::from_millis(global.restart_backoff_ms),
             max: Duration::from_millis(global.restart_backoff_max_ms),
         };
-        let (stop, stopped) = watch::channel(false);
-        let mut actors = JoinSet::new();
-        let mut handles = HashMap::new();
-        let mut monitors = Vec::new();
         let spawns: Vec<SpawnSpec> = crews
             .iter()
-            .map(|spec| {
-                launch::spawn_spec(spec, runners.python_path(), |name| std::env::var(name).ok())
-            })
+            .map(|spec| launch_spec(spec, runners.python_path()))
             .collect();
         let launchers = launch::Launchers::start(
             &sandbox,
@@ -96,96 +97,65 @@ impl Supervisor {
         let gateway = Arc::new(crate::llm::Gateway::new(&global.llm, |name| {
             std::env::var(name).ok()
         }));
-        for spec in crews {
-            gateway.set_budget(&spec.name, spec.budget.clone());
-        }
         for (spec, spawn) in crews.iter().zip(&spawns) {
-            let layers = sandbox.layers_for(spawn);
-            if let Some(missing) = spec
-                .sandbox
-                .require
-                .iter()
-                .find(|layer| !layers.contains(&layer.name()))
-            {
-                return Err(std::io::Error::other(format!(
-                    "crew '{}' ({}): sandbox.require lists '{missing}', which this crew does \
-                     not get here (hint: the host's log says whether the layer is unavailable \
-                     or switched off by sandbox.disable; netns is off for crews with \
-                     network: true, pid_namespace for pid_namespace: false)",
-                    spec.name,
-                    spec.file.display()
-                )));
-            }
+            required_layers(spec, &sandbox.layers_for(spawn)).map_err(std::io::Error::other)?;
         }
-        for (spec, spawn) in crews.iter().zip(spawns) {
-            let monitor = Arc::new(CrewMonitor::new(
-                &spec.name,
-                sandbox.layers_for(&spawn),
-                short_version(&spec.dir),
-            ));
-            monitors.push(monitor.clone());
-            let (calls, queue) = mpsc::channel(CALL_QUEUE);
-            let (failures, reported) = mpsc::unbounded_channel();
-            let (versions, new_versions) = mpsc::unbounded_channel();
-            let hello = hello_line(spec, global.heartbeat_ms);
-            let launcher = launchers.for_crew(spec, &spawn);
-            let actor = CrewActor {
-                crew: spec.name.as_str().into(),
-                monitor,
-                max_errors: spec.max_errors,
-                spawn,
-                hello,
-                sandbox: sandbox.clone(),
-                launcher,
-                gateway: gateway.clone(),
-                limits: RunnerLimits {
-                    startup_timeout: Duration::from_millis(spec.startup_timeout_ms),
-                    ..limits.clone()
-                },
-                backoff: backoff.clone(),
-            };
-            actors.spawn(actor.run(queue, reported, new_versions, stopped.clone()));
-            handles.insert(
-                spec.name.clone(),
-                CrewHandle {
-                    calls,
-                    versions,
-                    failures,
-                },
-            );
-        }
-        Ok(Supervisor {
-            crews: handles,
-            monitors,
-            stop,
-            actors,
+        let supervisor = Supervisor {
+            crews: RwLock::new(HashMap::new()),
+            monitors: Arc::new(RwLock::new(Vec::new())),
+            stop: watch::channel(false).0,
+            actors: Mutex::new(JoinSet::new()),
             runners,
             gateway,
+            sandbox,
+            launchers,
+            limits,
+            backoff,
             heartbeat_ms: global.heartbeat_ms,
-        })
+        };
+        for (spec, spawn) in crews.iter().zip(spawns) {
+            supervisor.start_actor(spec, spawn);
+        }
+        Ok(supervisor)
     }
 
-    /// Hands a crew a new version of itself (hot reload, SPEC §15): its runner answers
-    /// the call it has, stops, and the next one starts from `spec`. False for a crew this
-    /// supervisor does not run.
-    pub fn reload(&self, spec: &CrewSpec) -> bool {
-        let Some(handle) = self.crews.get(&spec.name) else {
-            return false;
-        };
-        let version = Version {
-            spawn: launch::spawn_spec(spec, self.runners.python_path(), |name| {
-                std::env::var(name).ok()
-            }),
-            hello: hello_line(spec, self.heartbeat_ms),
-            max_errors: spec.max_errors,
-            startup_timeout: Duration::from_millis(spec.startup_timeout_ms),
-        };
+    /// Starts the actor of a crew this supervisor does not run yet.
+    fn start_actor(&self, spec: &CrewSpec, spawn: SpawnSpec) {
         self.gateway.set_budget(&spec.name, spec.budget.clone());
-        let sent = handle.versions.send(version).is_ok();
-        if let Some(monitor) = self.monitors.iter().find(|m| m.crew() == spec.name) {
-            monitor.set_version(short_version(&spec.dir));
-        }
-        sent
+        let monitor = Arc::new(CrewMonitor::new(
+            &spec.name,
+            self.sandbox.layers_for(&spawn),
+            short_version(&spec.dir),
+        ));
+        write(&self.monitors).push(monitor.clone());
+        let (calls, queue) = mpsc::channel(CALL_QUEUE);
+        let (failures, reported) = mpsc::unbounded_channel();
+        let (versions, new_versions) = mpsc::unbounded_channel();
+        let actor = CrewActor {
+            crew: spec.name.as_str().into(),
+            monitor,
+            max_errors: spec.max_errors,
+            hello: hello_line(spec, self.heartbeat_ms),
+            sandbox: self.sandbox.clone(),
+            launcher: self.launchers.for_crew(spec, &spawn),
+            spawn,
+            gateway: self.gateway.clone(),
+            limits: RunnerLimits {
+                startup_timeout: Duration::from_millis(spec.startup_timeout_ms),
+                ..self.limits.clone()
+            },
+            backoff: self.backoff.clone(),
+        };
+        let stopped = self.stop.subscribe();
+        lock(&self.actors).spawn(actor.run(queue, reported, new_versions, stopped));
+        write(&self.crews).insert(
+            spec.name.clone(),
+            CrewHandle {
+                calls,
+                versions,
+                failures,
+            },
+        );
     }
 
     /// The LLM gateway of this supervisor's crews.
@@ -195,7 +165,11 @@ impl Supervisor {
 
     /// Waits until `crew` reaches `state`; returns at once for an unknown crew.
     pub async fn wait_for_state(&self, crew: &str, state: CrewState) {
-        if let Some(monitor) = self.monitors.iter().find(|m| m.crew() == crew) {
+        let monitor = read(&self.monitors)
+            .iter()
+            .find(|m| m.crew() == crew)
+            .cloned();
+        if let Some(monitor) = monitor {
             monitor.wait_for(state).await;
         }
     }
@@ -203,9 +177,13 @@ impl Supervisor {
     /// Shuts every runner down in protocol order and waits for all of them. A call in
     /// flight finishes first (bounded by its deadline).
     pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
-        self.crews.clear();
-        while self.actors.join_next().await.is_some() {}
+        self.stop.send_replace(true);
+        write(&self.crews).clear();
+        let actors = self
+            .actors
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        while actors.join_next().await.is_some() {}
     }
 }
 
@@ -236,7 +214,9 @@ async fn reap(pid: u32) {
 
 impl CrewPool for Supervisor {
     fn call(&self, crew: &str, call: Call) -> impl Future<Output = CallOutcome> + Send + 'static {
-        let queue = self.crews.get(crew).map(|handle| handle.calls.clone());
+        let queue = read(&self.crews)
+            .get(crew)
+            .map(|handle| handle.calls.clone());
         let crew = crew.to_owned();
         async move {
             let (reply, outcome) = oneshot::channel();
@@ -254,15 +234,81 @@ impl CrewPool for Supervisor {
     }
 
     fn count_failure(&self, crew: &str, failure: CallFailure) {
-        if let Some(handle) = self.crews.get(crew) {
+        if let Some(handle) = read(&self.crews).get(crew) {
             let _ = handle.failures.send(failure);
         }
     }
 
+    /// Hot reload (SPEC §15): starts `spec`'s crew if this supervisor does not run it,
+    /// else hands the crew its new version: its runner answers the call it has, stops,
+    /// and the next one starts from `spec`.
+    fn load(&self, spec: &CrewSpec) -> Result<(), String> {
+        let spawn = launch_spec(spec, self.runners.python_path());
+        required_layers(spec, &self.sandbox.layers_for(&spawn))?;
+        let versions = read(&self.crews)
+            .get(&spec.name)
+            .map(|handle| handle.versions.clone());
+        let Some(versions) = versions else {
+            self.start_actor(spec, spawn);
+            return Ok(());
+        };
+        let version = Version {
+            spawn,
+            hello: hello_line(spec, self.heartbeat_ms),
+            max_errors: spec.max_errors,
+            startup_timeout: Duration::from_millis(spec.startup_timeout_ms),
+        };
+        self.gateway.set_budget(&spec.name, spec.budget.clone());
+        versions
+            .send(version)
+            .map_err(|_| format!("crew '{}' has stopped", spec.name))?;
+        if let Some(monitor) = read(&self.monitors).iter().find(|m| m.crew() == spec.name) {
+            monitor.set_version(short_version(&spec.dir));
+        }
+        Ok(())
+    }
+
+    /// Stops a crew that has no call left (hot reload: its folder is gone): its runner
+    /// shuts down in protocol order, and health no longer lists it.
+    fn unload(&self, crew: &str) {
+        // Its queue closes, so its actor stops its runner and ends.
+        write(&self.crews).remove(crew);
+        write(&self.monitors).retain(|monitor| monitor.crew() != crew);
+    }
+
     fn status(&self) -> StatusHandle {
         let monitors = self.monitors.clone();
-        StatusHandle::new(move || monitors.iter().map(|m| m.snapshot()).collect())
+        StatusHandle::new(move || read(&monitors).iter().map(|m| m.snapshot()).collect())
     }
+}
+
+/// How a crew's runner is spawned: only `LIVE_CREW_PYTHON`, `LIVE_CREW_LLM` and the
+/// crew's `env_passthrough` names are read from the host's environment.
+fn launch_spec(spec: &CrewSpec, bundled_python_path: &std::path::Path) -> SpawnSpec {
+    launch::spawn_spec(spec, bundled_python_path, |name| std::env::var(name).ok())
+}
+
+/// A crew whose `sandbox.require` lists a layer it does not get here cannot start.
+fn required_layers(spec: &CrewSpec, layers: &[&str]) -> Result<(), String> {
+    match (spec.sandbox.require.iter()).find(|layer| !layers.contains(&layer.name())) {
+        Some(missing) => Err(format!(
+            "crew '{}' ({}): sandbox.require lists '{missing}', which this crew does \
+             not get here (hint: the host's log says whether the layer is unavailable \
+             or switched off by sandbox.disable; netns is off for crews with \
+             network: true, pid_namespace for pid_namespace: false)",
+            spec.name,
+            spec.file.display()
+        )),
+        None => Ok(()),
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A crew's version as health shows it: the first 12 hex digits of its folder's digest.
