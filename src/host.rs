@@ -397,17 +397,18 @@ impl Host {
             remote,
         };
         let status = pool.status();
+        let mut metrics = Metrics::new(global.context_max_bytes, Some(status.clone()));
+        if let Some(link) = broker.clone() {
+            metrics = metrics.watching(link);
+        }
+        let metrics = Arc::new(metrics);
         let state = HostState {
             crews: status.clone(),
             mode: options.mode.name(),
             started,
-            broker: broker.clone(),
+            broker,
+            calls: Some(metrics.recent_calls().clone()),
         };
-        let mut metrics = Metrics::new(global.context_max_bytes, Some(status.clone()));
-        if let Some(link) = broker {
-            metrics = metrics.watching(link);
-        }
-        let metrics = Arc::new(metrics);
         let counted = metrics.clone();
         pool.local
             .gateway()

@@ -8,6 +8,7 @@ use common::{
     Host, all_ready, event_now, health, lines, runner_pids, state_of, wait_all_gone,
     write_hostile_crew,
 };
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command};
@@ -258,12 +259,7 @@ fn metrics_scrape_has_every_metric_and_every_log_line_is_json() {
         ],
     );
     host.wait_health("ready", all_ready);
-    let addr = host
-        .log()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find_map(|l| l["addr"].as_str().map(str::to_owned))
-        .expect("the metrics address is logged");
+    let addr = logged_addr(&host);
     let first = event_now("tick", "{}");
     host.send(&first);
     // Slice 0 closes at 550 ms; the same event again at 700 ms is late.
@@ -462,12 +458,7 @@ fn the_web_page_shows_every_crew_and_their_calls_in_headless_chromium() {
         ],
     );
     host.wait_health("ready", all_ready);
-    let addr = host
-        .log()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find_map(|l| l["addr"].as_str().map(str::to_owned))
-        .expect("the metrics address is logged");
+    let addr = logged_addr(&host);
     host.send(&event_now("hello", r#"{"name": "Ada"}"#));
     let deadline = Instant::now() + Duration::from_secs(10);
     while lines(&output).is_empty() {
@@ -478,25 +469,7 @@ fn the_web_page_shows_every_crew_and_their_calls_in_headless_chromium() {
     assert_eq!(code, 200, "{state}");
     let state: serde_json::Value = serde_json::from_str(&state).unwrap();
     assert!(!state["calls"].as_array().unwrap().is_empty(), "{state}");
-    let chromium = |args: &[&str]| {
-        // Chromium must be there (scripts/test.sh installs Debian's).
-        assert!(
-            Command::new("chromium").arg("--version").output().is_ok(),
-            "the web page's test runs Debian's chromium; scripts/test.sh installs it"
-        );
-        let mut command = Command::new("chromium");
-        command
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--hide-scrollbars",
-            ])
-            .args(["--window-size=1280,700", "--virtual-time-budget=3000"])
-            .args(args)
-            .arg(format!("http://{addr}/"));
-        output_within(&mut command, Duration::from_secs(60))
-    };
+    let chromium = |args: &[&str]| chromium(&addr, args);
     let dom = chromium(&["--dump-dom"]);
     let dom = String::from_utf8_lossy(&dom.stdout);
     for crew in ["counter", "greeter", "shouter"] {
@@ -520,6 +493,128 @@ fn the_web_page_shows_every_crew_and_their_calls_in_headless_chromium() {
     );
     drop(host.child.stdin.take());
     assert_eq!(host.wait_exit(10), Some(0), "{}", host.log());
+}
+
+/// Runs Debian's headless Chromium (scripts/test.sh installs it) on the page at `addr`.
+fn chromium(addr: &str, args: &[&str]) -> std::process::Output {
+    assert!(
+        Command::new("chromium").arg("--version").output().is_ok(),
+        "the web page's test runs Debian's chromium; scripts/test.sh installs it"
+    );
+    let mut command = Command::new("chromium");
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .args(["--window-size=1280,700", "--virtual-time-budget=3000"])
+        .args(args)
+        .arg(format!("http://{addr}/"));
+    output_within(&mut command, Duration::from_secs(60))
+}
+
+/// The metrics address a host logged.
+fn logged_addr(host: &Host) -> String {
+    host.log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|l| l["addr"].as_str().map(str::to_owned))
+        .expect("the metrics address is logged")
+}
+
+/// A python crew `name` in `crews` whose handler body is `body` (indented, with
+/// `events`, `ctx` and `deps` in scope), with extra runtime-file lines.
+fn python_crew(crews: &Path, name: &str, extra: &str, body: &str) {
+    let folder = crews.join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    let runtime = format!(
+        "crew: {name}\ntriggers: ['*']\nrunner: {{kind: python, module: \"handlers:react\"}}\n{extra}"
+    );
+    std::fs::write(folder.join("runtime.yaml"), runtime).unwrap();
+    let handler = format!("import time\n\ndef react(events, ctx, deps):\n{body}\n");
+    std::fs::write(folder.join("handlers.py"), handler).unwrap();
+}
+
+/// The page's timeline tells each kind of call apart, and gives each stream's slice lag:
+/// a crew that keeps up ran, one slower than a slice is late, one that raises failed, and
+/// one whose needs never come is skipped; `/api/state` says the same.
+#[test]
+fn the_web_page_shows_late_failed_and_skipped_calls_and_the_slice_lag() {
+    let root = tempfile::tempdir().unwrap();
+    let crews = root.path().join("crews");
+    let answer = "    return [{'kind': 'ok', 'payload': {}}]";
+    python_crew(&crews, "steady", "", answer);
+    python_crew(
+        &crews,
+        "slow",
+        "",
+        &format!("    time.sleep(0.3)\n{answer}"),
+    );
+    python_crew(
+        &crews,
+        "broken",
+        "",
+        "    raise RuntimeError('broken on purpose')",
+    );
+    python_crew(
+        &crews,
+        "waiter",
+        "needs: [{type: event, event: never, offset: 0}]\n",
+        answer,
+    );
+    let mut host = Host::start(
+        root.path(),
+        &crews,
+        &[("LIVE_CREW_MAX_WAIT_SLICES", "1")],
+        &["--metrics-addr", "127.0.0.1:0", "--slice-ms", "100"],
+    );
+    host.wait_health("ready", all_ready);
+    let addr = logged_addr(&host);
+    host.send(&event_now("tick", "{}"));
+    let states = || -> BTreeMap<String, String> {
+        let (_, state) = http_get(&addr, "/api/state");
+        let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+        (state["calls"].as_array().unwrap().iter())
+            .map(|call| {
+                let crew = call["crew"].as_str().unwrap().to_owned();
+                (crew, call["state"].as_str().unwrap().to_owned())
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while states().len() < 4 {
+        assert!(Instant::now() < deadline, "{:?}\n{}", states(), host.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let expected = [
+        ("broken", "failed"),
+        ("slow", "late"),
+        ("steady", "ran"),
+        ("waiter", "skipped"),
+    ];
+    let expected: BTreeMap<String, String> = (expected.iter())
+        .map(|(crew, state)| (crew.to_string(), state.to_string()))
+        .collect();
+    assert_eq!(states(), expected);
+    let dom = chromium(&addr, &["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    for state in ["ran", "late", "failed", "skipped"] {
+        assert!(
+            dom.contains(&format!("class=\"cell {state}\"")),
+            "no {state} call in the timeline:\n{dom}"
+        );
+    }
+    let lag = (dom.split("data-lag=").nth(1))
+        .and_then(|rest| rest.split('<').next())
+        .unwrap_or_else(|| panic!("no slice lag line:\n{dom}"));
+    assert!(
+        lag.contains("slice lag: last ") && lag.contains(" ms"),
+        "{lag}"
+    );
+    drop(host.child.stdin.take());
+    host.wait_exit(10);
 }
 
 /// `live-crew monitor --socket S` under a pseudo-terminal: its output so far, read on a
@@ -604,8 +699,9 @@ impl Drop for Monitor {
     }
 }
 
-/// `monitor` shows every crew of the running host, refreshes, leaves on `q` with the
-/// terminal restored, and stops with a word when the host goes away.
+/// `monitor` shows every crew of the running host and the timeline of its last slices
+/// with their lag, refreshes, leaves on `q` with the terminal restored, and stops with a
+/// word when the host goes away.
 #[test]
 fn monitor_shows_the_running_host_and_leaves_on_q_or_when_the_host_goes() {
     let root = tempfile::tempdir().unwrap();
@@ -619,8 +715,12 @@ fn monitor_shows_the_running_host_and_leaves_on_q_or_when_the_host_goes() {
         "shouter",
         "ready",
         "healthy",
+        "no calls yet",
         "q to quit",
     ]);
+    host.send(&event_now("hello", r#"{"name": "Ada"}"#));
+    // The calls reach the timeline at a later refresh, with the stream's lag.
+    monitor.wait_for(&["slice lag: last "]);
     monitor.master.write_all(b"q").unwrap();
     assert_eq!(monitor.wait_exit(), Some(0), "{}", monitor.screen());
     // Left the alternate screen it drew on.

@@ -182,6 +182,7 @@ async fn serve_control(
         mode: "worker",
         started,
         broker: Some(connection.link.clone()),
+        calls: None,
     };
     let socket: Option<&Path> = global.control_socket.as_deref();
     Ok(control::serve_configured(socket, state)

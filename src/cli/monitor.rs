@@ -1,7 +1,9 @@
 //! `live-crew monitor`: the running host's state in the terminal, refreshing, over the
-//! control socket (the view `status` prints once). `q`, Esc or Ctrl-C leave it; so does
-//! the host going away, with a word about it.
+//! control socket: what `status` prints once, and the web page's timeline of the last
+//! slices with each stream's slice lag. `q`, Esc or Ctrl-C leave it; so does the host
+//! going away, with a word about it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::Path;
 use std::time::Duration;
@@ -32,7 +34,7 @@ enum Ended {
 
 pub async fn monitor(socket: &Path) -> io::Result<Status> {
     // Before the screen is taken: a host that is not there is said plainly.
-    let first = match control::query(socket, "status", None).await {
+    let first = match control::query(socket, "state", None).await {
         Ok(report) => report,
         Err(err) => return Ok(super::unreachable(socket, &err)),
     };
@@ -63,7 +65,7 @@ async fn watch(terminal: &mut DefaultTerminal, socket: &Path, first: Value) -> i
             tokio::time::sleep(KEY_POLL).await;
             waited += KEY_POLL;
         }
-        report = match control::query(socket, "status", None).await {
+        report = match control::query(socket, "state", None).await {
             Ok(report) => report,
             Err(err) => return Ok(Ended::HostGone(err)),
         };
@@ -79,15 +81,22 @@ fn quit_key(event: Event) -> bool {
             || (key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL)))
 }
 
-fn draw(frame: &mut Frame, socket: &Path, report: &Value) {
-    let [header, crews, footer] = Layout::vertical([
+/// `state`: the health report (`health`) and the last calls (`calls`), as the web
+/// page's `/api/state` has them.
+fn draw(frame: &mut Frame, socket: &Path, state: &Value) {
+    let report = &state["health"];
+    let crew_rows = report["crews"].as_array().map_or(0, Vec::len) as u16;
+    let [header, crews, timeline, footer] = Layout::vertical([
         Constraint::Length(4),
+        Constraint::Length(crew_rows + 3),
         Constraint::Min(3),
         Constraint::Length(1),
     ])
     .areas(frame.area());
     frame.render_widget(host_lines(report), header);
     frame.render_widget(crew_table(report), crews);
+    let slices = usize::from(timeline.width.saturating_sub(4)).saturating_sub(NAME_WIDTH);
+    frame.render_widget(timeline_lines(state, slices), timeline);
     frame.render_widget(
         Paragraph::new(format!("{}  ·  q to quit", socket.display()))
             .style(Style::new().fg(Color::DarkGray)),
@@ -196,4 +205,95 @@ fn crew_table(report: &Value) -> Table<'static> {
         .style(Style::new().fg(Color::DarkGray)),
     )
     .block(Block::bordered().title(" crews "))
+}
+
+/// The width of the crew names before the timeline's cells.
+const NAME_WIDTH: usize = 16;
+
+/// Per stream, its slice lag and a row per crew with a cell per slice, newest on the
+/// right, as the web page draws them: ran, late, failed, skipped or no call.
+fn timeline_lines(state: &Value, max_slices: usize) -> Paragraph<'static> {
+    let calls = state["calls"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let crews: Vec<&str> = (state["health"]["crews"].as_array().into_iter().flatten())
+        .filter_map(|crew| crew["crew"].as_str())
+        .collect();
+    let mut streams: BTreeMap<&str, BTreeMap<(&str, i64), &Value>> = BTreeMap::new();
+    for call in calls {
+        let (Some(stream), Some(crew), Some(slice)) = (
+            call["stream"].as_str(),
+            call["crew"].as_str(),
+            call["slice"].as_i64(),
+        ) else {
+            continue;
+        };
+        streams
+            .entry(stream)
+            .or_default()
+            .insert((crew, slice), call);
+    }
+    let mut lines = Vec::new();
+    for (stream, cells) in &streams {
+        let slices: BTreeSet<i64> = cells.keys().map(|&(_, slice)| slice).collect();
+        let shown: Vec<i64> = slices
+            .iter()
+            .rev()
+            .take(max_slices)
+            .rev()
+            .copied()
+            .collect();
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("{stream} "),
+                Style::new().add_modifier(Modifier::BOLD),
+            ),
+            Span::styled(lag_text(cells, &shown), Style::new().fg(Color::DarkGray)),
+        ]));
+        for crew in &crews {
+            let mut spans = vec![Span::raw(format!("{crew:<NAME_WIDTH$.NAME_WIDTH$}"))];
+            spans.extend(shown.iter().map(|&slice| {
+                let state = cells
+                    .get(&(*crew, slice))
+                    .and_then(|call| call["state"].as_str());
+                let (cell, color) = match state {
+                    Some("ran") => ("█", Color::Green),
+                    Some("late") => ("█", Color::Yellow),
+                    Some("failed") => ("█", Color::Red),
+                    Some("skipped") => ("░", Color::Gray),
+                    _ => ("·", Color::DarkGray),
+                };
+                Span::styled(cell, Style::new().fg(color))
+            }));
+            lines.push(Line::from(spans));
+        }
+    }
+    if lines.is_empty() {
+        lines.push(Line::styled(
+            "no calls yet",
+            Style::new().fg(Color::DarkGray),
+        ));
+    }
+    let title = " last slices: █ ran  █ late  █ failed  ░ skipped ";
+    Paragraph::new(lines).block(Block::bordered().title(title))
+}
+
+/// A stream's slice lag over the slices shown: from each slice's close to its slowest
+/// call's answer (live mode only).
+fn lag_text(cells: &BTreeMap<(&str, i64), &Value>, shown: &[i64]) -> String {
+    let mut lags: BTreeMap<i64, f64> = BTreeMap::new();
+    for (&(_, slice), call) in cells {
+        if let Some(lag) = call["lag_ms"].as_f64().filter(|_| shown.contains(&slice)) {
+            let slowest = lags.entry(slice).or_insert(lag);
+            *slowest = slowest.max(lag);
+        }
+    }
+    match lags.last_key_value() {
+        Some((_, last)) => {
+            let max = lags.values().copied().fold(0.0, f64::max);
+            format!("slice lag: last {last:.1} ms, max {max:.1} ms")
+        }
+        None => "slice lag: – (batch input)".to_owned(),
+    }
 }

@@ -149,6 +149,8 @@ async fn answer(stream: Stream, state: &HostState) -> io::Result<()> {
             let max_age = request.max_age_ms.map(Duration::from_millis);
             serde_json::to_string(&state.report(max_age)).expect("reports serialise")
         }
+        // What the web page's /api/state serves, for `monitor`.
+        Ok(request) if request.command == "state" => state.state().to_string(),
         Ok(request) => {
             serde_json::json!({"error": format!("unknown command '{}'", request.command)})
                 .to_string()

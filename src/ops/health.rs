@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::recent::RecentCalls;
 use crate::pool::{CrewState, CrewStatus, StatusHandle};
 
 /// The default socket: `$XDG_RUNTIME_DIR/live-crew.sock`, else `/tmp/live-crew-<uid>.sock`.
@@ -133,6 +134,8 @@ pub struct HostState {
     pub started: Instant,
     /// Distributed mode: the link to NATS.
     pub broker: Option<Arc<BrokerLink>>,
+    /// The last calls the scheduler finished (none on a worker host).
+    pub calls: Option<Arc<RecentCalls>>,
 }
 
 impl HostState {
@@ -164,6 +167,17 @@ impl HostState {
             },
             crews,
         }
+    }
+}
+
+impl HostState {
+    /// The web page's and `monitor`'s data: the health report and the last calls.
+    pub fn state(&self) -> serde_json::Value {
+        let calls = self.calls.as_ref().map(|calls| calls.snapshot());
+        serde_json::json!({
+            "health": self.report(None),
+            "calls": calls.unwrap_or_default(),
+        })
     }
 }
 

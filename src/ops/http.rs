@@ -75,13 +75,7 @@ fn respond(
         ),
         "/healthz" => text(StatusCode::OK, PLAIN, "ok\n".into()),
         "/" => text(StatusCode::OK, "text/html; charset=utf-8", PAGE.into()),
-        "/api/state" => {
-            let state = serde_json::json!({
-                "health": host.report(None),
-                "calls": metrics.recent_calls().snapshot(),
-            });
-            text(StatusCode::OK, "application/json", state.to_string())
-        }
+        "/api/state" => text(StatusCode::OK, "application/json", host.state().to_string()),
         "/readyz" => {
             let report = host.report(None);
             let status = if report.healthy {

@@ -103,7 +103,7 @@ pub struct Metrics {
     llm_cost: Family<ModelLabels, Counter<f64, AtomicU64>>,
     llm_request: Histogram,
     /// The last calls, for the web page.
-    recent: RecentCalls,
+    recent: Arc<RecentCalls>,
 }
 
 impl fmt::Debug for Metrics {
@@ -252,7 +252,7 @@ impl Metrics {
             llm_tokens,
             llm_cost,
             llm_request,
-            recent: RecentCalls::default(),
+            recent: Arc::default(),
         }
     }
 
@@ -361,7 +361,7 @@ impl Metrics {
     }
 
     /// The last calls the scheduler finished.
-    pub fn recent_calls(&self) -> &RecentCalls {
+    pub fn recent_calls(&self) -> &Arc<RecentCalls> {
         &self.recent
     }
 

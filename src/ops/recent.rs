@@ -11,16 +11,35 @@ use super::health::lock;
 /// How many calls the ring keeps.
 const KEPT: usize = 2000;
 
-/// One finished call.
+/// What became of a crew's call in a slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallState {
+    Ran,
+    /// Ran, but answered more than a slice after its slice closed (live mode): the crew
+    /// does not keep up with the stream.
+    Late,
+    Failed,
+    /// Triggered, but never sent: its needs were not met, a newer slice's run took its
+    /// events (`backlog_policy: latest`), or its budget was spent.
+    Skipped,
+}
+
+/// One finished (or skipped) call.
 #[derive(Debug, Clone, Serialize)]
 pub struct CallRecord {
     pub stream: Arc<str>,
     pub slice: i64,
     pub crew: Arc<str>,
+    pub state: CallState,
+    /// From dispatch to outcome; 0 for a skipped call.
     pub t_ms: f64,
-    /// `None` when the call succeeded, else the failure's reason.
+    /// Live mode: from the slice's close to the outcome.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub failed: Option<&'static str>,
+    pub lag_ms: Option<f64>,
+    /// Why it failed or was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
     /// Tokens and USD of the call's LLM requests, if it made any (SPEC §14).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub llm_tokens: Option<u64>,
@@ -58,8 +77,10 @@ mod tests {
                 stream: "s".into(),
                 slice,
                 crew: "c".into(),
+                state: CallState::Ran,
                 t_ms: 1.0,
-                failed: None,
+                lag_ms: None,
+                reason: None,
                 llm_tokens: None,
                 llm_cost_usd: None,
             });

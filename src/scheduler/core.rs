@@ -27,9 +27,9 @@ use crate::config::{BacklogPolicy, Crews, GlobalConfig, OverflowPolicy, WaitPoli
 use crate::context::{self, Patch};
 use crate::model::{Action, ActionId, JsonObject, SharedAction, SharedEvent, Timestamp};
 use crate::ops::metrics::Metrics;
-use crate::ops::recent::CallRecord;
+use crate::ops::recent::{CallRecord, CallState};
 use crate::ops::run_metrics::RunMetrics;
-use crate::pool::{CallFailure, CallOutcome};
+use crate::pool::{CallFailure, CallOutcome, FailureReason};
 use crate::protocol::{Call, call_id};
 use crate::sink::{CrewStats, ErrorRecord, RunSummary};
 use crate::slicer::{END, Sliced, Slicer, slice_start};
@@ -577,6 +577,8 @@ impl Core {
                     && let Some(&older) = lane.queued.back()
                 {
                     // Collapse the queued run into this one: it did not run after all.
+                    let superseded = skipped(&state.name, &plan.name, older, "superseded");
+                    self.metrics.metrics().recent_calls().push(superseded);
                     lane.queued.pop_back();
                     lane.unfinished.remove(&older);
                     if let Some((_, older_since)) = lane.holding.pop_back() {
@@ -624,6 +626,8 @@ impl Core {
                     ts: slice_start(state.epoch0, self.slice_us, slice.saturating_add(1)),
                 };
                 let record = records::needs_not_met(at, slice, &needs, self.max_wait, dropped);
+                let call = skipped(&state.name, &plan.name, trigger, record.reason);
+                self.metrics.metrics().recent_calls().push(call);
                 self.out.records.push(record);
                 true
             }
@@ -806,7 +810,15 @@ impl Core {
                 (tokens.sum::<u64>(), cost.sum::<f64>())
             })
         });
-        self.log_call(stream, crew, slice, elapsed, outcome.as_ref().err(), llm);
+        self.log_call(
+            stream,
+            crew,
+            slice,
+            elapsed,
+            lag,
+            outcome.as_ref().err(),
+            llm,
+        );
         let runner_time = outcome.as_ref().ok().map(|output| output.runner_time);
         self.metrics.call_done(crew, elapsed, runner_time, lag);
         if let Some((tokens, cost)) = llm {
@@ -882,25 +894,37 @@ impl Core {
     }
 
     /// One record per finished call (SPEC §8): at info when it failed or was slow; with
-    /// the tokens and USD its LLM requests used (`llm`), if it made any.
+    /// the tokens and USD its LLM requests used (`llm`), if it made any. In live mode,
+    /// a call that answers more than a slice after its slice closed (`lag`) is late.
+    #[allow(clippy::too_many_arguments)]
     fn log_call(
         &self,
         stream: usize,
         crew: usize,
         slice: i64,
         took: Duration,
+        lag: Option<Duration>,
         failure: Option<&CallFailure>,
         llm: Option<(u64, f64)>,
     ) {
         let (stream, crew) = (&self.streams[stream].name, &self.plans[crew].name);
         let t_ms = took.as_secs_f64() * 1000.0;
         let (llm_tokens, llm_cost_usd) = (llm.map(|(t, _)| t), llm.map(|(_, c)| c));
+        let slice_length = Duration::from_micros(self.slice_us.unsigned_abs());
+        let state = match failure.map(|failure| failure.reason) {
+            Some(FailureReason::Budget) => CallState::Skipped,
+            Some(_) => CallState::Failed,
+            None if lag.is_some_and(|lag| lag > slice_length) => CallState::Late,
+            None => CallState::Ran,
+        };
         self.metrics.metrics().recent_calls().push(CallRecord {
             stream: stream.clone(),
             slice,
             crew: crew.clone(),
+            state,
             t_ms,
-            failed: failure.map(|failure| failure.reason.as_str()),
+            lag_ms: lag.map(|lag| lag.as_secs_f64() * 1000.0),
+            reason: failure.map(|failure| failure.reason.as_str()),
             llm_tokens,
             llm_cost_usd,
         });
@@ -1072,6 +1096,9 @@ impl Core {
                     ts: self.slice_end(stream, slice),
                 };
                 let record = records::needs_unmet_at_end(at, bundle.events.len());
+                let (stream, crew) = (&self.streams[stream].name, &self.plans[crew].name);
+                let call = skipped(stream, crew, bundle.slice, record.reason);
+                self.metrics.metrics().recent_calls().push(call);
                 self.out.records.push(record);
             }
         }
@@ -1089,5 +1116,20 @@ impl Core {
             .zip(self.stats)
             .collect();
         summary
+    }
+}
+
+/// A triggered call that was never sent, for the web page's timeline.
+fn skipped(stream: &Arc<str>, crew: &Arc<str>, slice: i64, reason: &'static str) -> CallRecord {
+    CallRecord {
+        stream: stream.clone(),
+        slice,
+        crew: crew.clone(),
+        state: CallState::Skipped,
+        t_ms: 0.0,
+        lag_ms: None,
+        reason: Some(reason),
+        llm_tokens: None,
+        llm_cost_usd: None,
     }
 }
