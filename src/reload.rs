@@ -1,6 +1,7 @@
-//! Hot reload (SPEC §15, `run --watch` or `hot_reload: true`): the crews folder is looked
-//! at twice a second; a change that has settled (two looks alike, so an editor's burst of
-//! writes counts once) is validated as `run` validates, and a valid folder goes to the
+//! Hot reload (SPEC §15, `run --watch` or `hot_reload: true`): the crews folder's files
+//! are looked at (their size and modification time) ten times a second; a change that
+//! has settled (two looks alike, so an editor's burst of writes counts once) and changes
+//! what a crew folder holds is validated as `run` validates, and a valid folder goes to the
 //! scheduler, which takes it at its next slice boundary: new crews start, changed ones
 //! get their new version (their runner answers the call it has first), crews whose
 //! scheduling changed are planned anew, and removed ones stop after their last call,
@@ -9,19 +10,23 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
-use crate::config::{Crews, GlobalConfig, crew_version};
+use crate::config::{Crews, GlobalConfig, crew_files, crew_version};
 use crate::ops::metrics::Metrics;
 use crate::scheduler::NewCrews;
 
-/// How often the folder is looked at.
-const LOOK_EVERY: Duration = Duration::from_millis(500);
+/// How often the folder is looked at: a saved change is seen within two looks.
+const LOOK_EVERY: Duration = Duration::from_millis(100);
 
 /// Each crew folder's digest, by folder.
 type Digests = BTreeMap<PathBuf, String>;
+
+/// What a look sees without reading a file: every file's path, size and modification
+/// time.
+type Stamps = Vec<(PathBuf, u64, Option<SystemTime>)>;
 
 /// The crews folder as the host runs it, and as it last looked.
 pub struct CrewsWatch {
@@ -29,17 +34,20 @@ pub struct CrewsWatch {
     global: GlobalConfig,
     /// What the folder held when the running versions were taken.
     applied: Digests,
+    /// The stamps the last digests were taken at.
+    digested: Stamps,
     /// The last look, for the debounce.
-    last: Digests,
+    last: Stamps,
 }
 
 impl CrewsWatch {
     pub fn new(dir: &Path, global: &GlobalConfig) -> CrewsWatch {
-        let now = digests(dir);
+        let now = stamps(dir);
         CrewsWatch {
             dir: dir.to_path_buf(),
             global: global.clone(),
-            applied: now.clone(),
+            applied: digests(dir),
+            digested: now.clone(),
             last: now,
         }
     }
@@ -58,10 +66,16 @@ impl CrewsWatch {
     }
 
     fn look(&mut self, metrics: &Metrics) -> Option<NewCrews> {
+        let stamps = stamps(&self.dir);
+        let settled = stamps == self.last;
+        self.last = stamps.clone();
+        if !settled || stamps == self.digested {
+            return None;
+        }
+        self.digested = stamps;
         let now = digests(&self.dir);
-        let settled = now == self.last;
-        self.last = now.clone();
-        if !settled || now == self.applied {
+        if now == self.applied {
+            // Touched, or saved unchanged.
             return None;
         }
         let applied = std::mem::replace(&mut self.applied, now.clone());
@@ -90,13 +104,37 @@ fn absolute(folder: &Path) -> PathBuf {
     std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf())
 }
 
+/// Every crew folder under `dir`, sorted.
+fn crew_folders(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut folders: Vec<PathBuf> = (entries.filter_map(Result::ok).map(|entry| entry.path()))
+        .filter(|folder| folder.is_dir())
+        .collect();
+    folders.sort();
+    folders
+}
+
 /// Every crew folder under `dir` and its version.
 fn digests(dir: &Path) -> Digests {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Digests::new();
-    };
-    (entries.filter_map(Result::ok).map(|entry| entry.path()))
-        .filter(|folder| folder.is_dir())
+    (crew_folders(dir).into_iter())
         .map(|folder| (absolute(&folder), crew_version(&folder)))
+        .collect()
+}
+
+/// The files of every crew folder under `dir`, as a look sees them.
+fn stamps(dir: &Path) -> Stamps {
+    let files = crew_folders(dir).into_iter().flat_map(|folder| {
+        // An empty folder counts too: a crew folder made before its files.
+        std::iter::once(folder.clone()).chain(crew_files(&folder))
+    });
+    files
+        .map(|file| {
+            let meta = std::fs::metadata(&file).ok();
+            let size = meta.as_ref().map_or(0, std::fs::Metadata::len);
+            let modified = meta.and_then(|meta| meta.modified().ok());
+            (file, size, modified)
+        })
         .collect()
 }

@@ -22,7 +22,7 @@ pub use nats::{NatsSettings, Secret, TlsSettings};
 pub use types::{
     BacklogPolicy, ContextAcl, CrewSpec, Need, RunnerSpec, SandboxSettings, Triggers, WaitPolicy,
 };
-pub use version::crew_version;
+pub use version::{crew_files, crew_version};
 
 /// One problem in a configuration file, located by file and field.
 #[derive(Debug, Clone, PartialEq, Eq)]

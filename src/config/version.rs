@@ -8,11 +8,8 @@ use sha2::{Digest, Sha256};
 /// SHA-256 (hex) over the names and contents of the files under the crew folder `dir`;
 /// Python's bytecode caches are left out, since the crews write them.
 pub fn crew_version(dir: &Path) -> String {
-    let mut files = Vec::new();
-    collect_files(dir, &mut files);
-    files.sort();
     let mut hash = Sha256::new();
-    for file in files {
+    for file in crew_files(dir) {
         hash.update(
             file.strip_prefix(dir)
                 .unwrap_or(&file)
@@ -22,6 +19,14 @@ pub fn crew_version(dir: &Path) -> String {
         hash.update(std::fs::read(&file).unwrap_or_default());
     }
     format!("{:x}", hash.finalize())
+}
+
+/// The files a crew's version is made of, sorted.
+pub fn crew_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    collect_files(dir, &mut files);
+    files.sort();
+    files
 }
 
 fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) {
