@@ -4,13 +4,15 @@
     cargo build --release --bin live-crew --example echo_runner
     python3 benches/web_state.py
 
-A live host (`--events -`, `slice_ms` 100) with 20 compiled echo crews is fed 200 events
-a second for SECONDS; each run is done twice, interleaved: once with a browser's load (the
-page and `/api/state` fetched every second, as the page does) and once without. Reported:
-the host's CPU time per run (utime + stime of the host process, from /proc) as a share of
-one core, with and without the page, and, at the end of the runs with the page, the
-latency of `/api/state` over 200 requests with the full call history (2000 calls, about
-100 slices of 20 crews) in it.
+A live host (`--events -`, 10 ms slices, so that a run of SECONDS fills the host's call
+history of 1000 slices) with 20 compiled echo crews is fed 200 events a second; each run
+is done twice, interleaved: once with a browser's load (the page and `/api/state`
+fetched every second, as the page does) and once without. Reported: the host's CPU time
+per run (utime + stime of the host process, from /proc) as a share of one core, with and
+without the page, and, at the end of the runs with the page, the latency of
+`/api/state` (what the page asks for: the last 60 slices of each stream) over 200
+requests with the whole history held, and of one answer with all of it
+(`/api/state?slices=1000`).
 """
 
 import argparse
@@ -51,13 +53,14 @@ def get(url: str) -> bytes:
         return response.read()
 
 
-def run(binary: str, crews: str, seconds: float, rate: int, with_page: bool, scratch: str):
+def run(binary: str, crews: str, seconds: float, rate: int, slice_ms: int, with_page: bool,
+        scratch: str):
     """One live run; returns (host CPU share of one core, /api/state latencies in ms)."""
     addr = f"127.0.0.1:{free_port()}"
     env = dict(os.environ, LIVE_CREW_LOG="error",
                LIVE_CREW_CONTROL_SOCKET=os.path.join(scratch, f"c{time.time_ns()}.sock"))
     host = subprocess.Popen(
-        [binary, "run", "--crews", crews, "--events", "-", "--slice-ms", "100",
+        [binary, "run", "--crews", crews, "--events", "-", "--slice-ms", str(slice_ms),
          "--metrics-addr", addr, "--output", os.devnull],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env=env, text=True,
@@ -100,8 +103,13 @@ def run(binary: str, crews: str, seconds: float, rate: int, with_page: bool, scr
             begun = time.perf_counter()
             body = get(f"http://{addr}/api/state")
             latencies.append((time.perf_counter() - begun) * 1000)
-        calls = len(json.loads(body)["calls"])
-        print(f"  /api/state with {calls} calls in its history", file=sys.stderr)
+        shown = len(json.loads(body)["calls"])
+        begun = time.perf_counter()
+        history = json.loads(get(f"http://{addr}/api/state?slices=1000"))["calls"]
+        whole = (time.perf_counter() - begun) * 1000
+        slices = len({call["slice"] for call in history})
+        print(f"  history: {len(history)} calls over {slices} slices; /api/state gives "
+              f"{shown} calls; all of it in one answer took {whole:.1f} ms", file=sys.stderr)
     host.stdin.close()
     host.wait(timeout=30)
     return share, latencies
@@ -114,6 +122,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=12)
     parser.add_argument("--rate", type=int, default=200)
+    parser.add_argument("--slice-ms", type=int, default=10)
     args = parser.parse_args()
     scratch = tempfile.mkdtemp(prefix="live-crew-web-bench-")
     crews = echo_crews(scratch, os.path.join(os.path.dirname(args.bin), "examples", "echo_runner"),
@@ -123,7 +132,8 @@ def main() -> None:
     try:
         for _ in range(args.runs):
             for with_page in (True, False):
-                share, lat = run(args.bin, crews, args.seconds, args.rate, with_page, scratch)
+                share, lat = run(args.bin, crews, args.seconds, args.rate, args.slice_ms,
+                                 with_page, scratch)
                 shares[with_page].append(share)
                 latencies.extend(lat)
     finally:

@@ -22,6 +22,9 @@ use super::health::{self, HostState};
 
 /// How long a client waits for the host, and the host for a client's request.
 const TIMEOUT: Duration = Duration::from_secs(3);
+/// How many slices of calls `state` gives: as many as `monitor` can draw on a wide
+/// terminal.
+const MONITOR_SLICES: usize = 200;
 /// Longest request line the host reads.
 const MAX_REQUEST_BYTES: u64 = 4096;
 
@@ -150,7 +153,7 @@ async fn answer(stream: Stream, state: &HostState) -> io::Result<()> {
             serde_json::to_string(&state.report(max_age)).expect("reports serialise")
         }
         // What the web page's /api/state serves, for `monitor`.
-        Ok(request) if request.command == "state" => state.state().to_string(),
+        Ok(request) if request.command == "state" => state.state(MONITOR_SLICES).to_string(),
         Ok(request) => {
             serde_json::json!({"error": format!("unknown command '{}'", request.command)})
                 .to_string()

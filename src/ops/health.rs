@@ -170,10 +170,14 @@ impl HostState {
     }
 }
 
+/// How many slices of calls `/api/state` gives unless asked: what the page draws.
+pub const PAGE_SLICES: usize = 30;
+
 impl HostState {
-    /// The web page's and `monitor`'s data: the health report and the last calls.
-    pub fn state(&self) -> serde_json::Value {
-        let calls = self.calls.as_ref().map(|calls| calls.snapshot());
+    /// The web page's and `monitor`'s data: the health report and the calls of each
+    /// stream's last `slices` slices.
+    pub fn state(&self, slices: usize) -> serde_json::Value {
+        let calls = self.calls.as_ref().map(|calls| calls.snapshot(slices));
         serde_json::json!({
             "health": self.report(None),
             "calls": calls.unwrap_or_default(),

@@ -11,7 +11,7 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::health::HostState;
+use super::health::{HostState, PAGE_SLICES};
 
 /// The web page of the running host (SPEC §16): one self-contained file, no assets.
 const PAGE: &str = include_str!("page.html");
@@ -75,7 +75,18 @@ fn respond(
         ),
         "/healthz" => text(StatusCode::OK, PLAIN, "ok\n".into()),
         "/" => text(StatusCode::OK, "text/html; charset=utf-8", PAGE.into()),
-        "/api/state" => text(StatusCode::OK, "application/json", host.state().to_string()),
+        "/api/state" => {
+            // `?slices=N`: more (or less) of the history than the page needs.
+            let slices = (request.uri().query().unwrap_or_default().split('&'))
+                .find_map(|pair| pair.strip_prefix("slices="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(PAGE_SLICES);
+            text(
+                StatusCode::OK,
+                "application/json",
+                host.state(slices).to_string(),
+            )
+        }
         "/readyz" => {
             let report = host.report(None);
             let status = if report.healthy {

@@ -1,15 +1,15 @@
 //! The last calls the scheduler finished, for the web page's timeline (SPEC §16): a
 //! bounded ring, so a long run costs no more memory than a short one.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
 use super::health::lock;
 
-/// How many calls the ring keeps.
-const KEPT: usize = 2000;
+/// How many calls the ring keeps: 1000 slices of 20 crews.
+const KEPT: usize = 20_000;
 
 /// What became of a crew's call in a slice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -60,8 +60,19 @@ impl RecentCalls {
         calls.push_back(record);
     }
 
-    pub fn snapshot(&self) -> Vec<CallRecord> {
-        lock(&self.0).iter().cloned().collect()
+    /// The calls of each stream's last `slices` slices, oldest first.
+    pub fn snapshot(&self, slices: usize) -> Vec<CallRecord> {
+        let calls = lock(&self.0);
+        let mut newest: HashMap<&str, i64> = HashMap::new();
+        for call in calls.iter() {
+            let slice = newest.entry(&call.stream).or_insert(call.slice);
+            *slice = (*slice).max(call.slice);
+        }
+        let span = i64::try_from(slices).unwrap_or(i64::MAX);
+        (calls.iter())
+            .filter(|call| newest[&*call.stream].saturating_sub(call.slice) < span)
+            .cloned()
+            .collect()
     }
 }
 
@@ -85,9 +96,12 @@ mod tests {
                 llm_cost_usd: None,
             });
         }
-        let calls = recent.snapshot();
+        let calls = recent.snapshot(usize::MAX);
         assert_eq!(calls.len(), KEPT);
         assert_eq!(calls[0].slice, 5);
         assert_eq!(calls.last().unwrap().slice, KEPT as i64 + 4);
+        let last = recent.snapshot(3);
+        let slices: Vec<i64> = last.iter().map(|call| call.slice).collect();
+        assert_eq!(slices, [KEPT as i64 + 2, KEPT as i64 + 3, KEPT as i64 + 4]);
     }
 }
