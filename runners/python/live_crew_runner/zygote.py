@@ -76,6 +76,16 @@ _RUNNER_MODULES = (
     "live_crew_runner.kinds.prompt",
 )
 
+#: What a CrewAI crew's build (the gateway LLM, through ``crewai_setup``) and its first
+#: kickoff would import lazily: imported here, their pages are shared, not copied into
+#: every crew. A module a later CrewAI no longer has is left out.
+_CREWAI_LAZY_MODULES = (
+    "live_crew_runner.gateway_llm",
+    "crewai.hooks.contexts",
+    "crewai.llms.cache",
+    "crewai.skills.tool",
+)
+
 #: The biggest message and the most fds a spawn request carries.
 _MAX_MESSAGE = 1 << 20
 _MAX_FDS = 8
@@ -298,6 +308,9 @@ def _preload(crewai: bool) -> str | None:
     """Imports what crews would import; the error of a CrewAI preload that failed."""
     for name in _RUNNER_MODULES:
         __import__(name)
+    # CPython sets its compiler up on the first compile, about 2 ms that every crew would
+    # pay again to compile its own module (its folder is read-only: no bytecode cache).
+    compile("pass", "<live-crew-zygote>", "exec")
     if not crewai:
         return None
     try:
@@ -306,12 +319,66 @@ def _preload(crewai: bool) -> str | None:
         from crewai import Agent, Crew, Process, Task  # noqa: F401
 
         import live_crew_runner.fake_llm  # noqa: F401
+
+        _warm_crewai()
     except CrewError as exc:
         return str(exc)
     except Exception as exc:
         print_traceback(exc)
         return f"cannot import crewai: {describe(exc)}"
     return None
+
+
+def _warm_crewai() -> None:
+    """Does here what each crew's first build and kickoff would do in its own copy of the
+    zygote's pages. None of it builds a Crew, emits an event or starts a thread."""
+    for name in _CREWAI_LAZY_MODULES:
+        with contextlib.suppress(ImportError):
+            __import__(name)
+    from pydantic import BaseModel
+
+    # Models CrewAI leaves incomplete at import (the agent execution events, the
+    # delegation tools): pydantic would complete each on first use, in every crew.
+    for name, module in list(sys.modules.items()):
+        if name.split(".", 1)[0] != "crewai":
+            continue
+        for value in list(vars(module).values()):
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseModel)
+                and value.__module__ == name
+                and value.__dict__.get("__pydantic_complete__") is False
+            ):
+                value.model_rebuild(raise_errors=False)
+    _remember_builtin_factories()
+
+
+def _remember_builtin_factories() -> None:
+    """Answers pydantic's question about a builtin ``default_factory`` (``list``, ``dict``
+    ...) from what it answered here. It asks for every such field of a model it defines,
+    and CrewAI defines models in every kickoff; the answer goes through
+    ``inspect.signature``, which for a builtin copies ``sys.modules`` and so writes the
+    refcount of every module object: about 2 MB of the zygote's pages copied into each
+    crew. The answer for a builtin type never changes. Without the pydantic internals
+    this relies on, it does nothing."""
+    try:
+        from pydantic._internal import _fields, _generate_schema
+    except ImportError:
+        return
+    original = getattr(_fields, "takes_validated_data_argument", None)
+    imported = getattr(_generate_schema, "takes_validated_data_argument", None)
+    if original is None or imported is not original:
+        return
+    answers = {factory: original(factory) for factory in (list, dict, set, tuple, frozenset)}
+
+    def takes_validated_data_argument(default_factory):  # type: ignore[no-untyped-def]
+        # Only a plain class is looked up, so an unhashable callable never is.
+        if type(default_factory) is type and default_factory in answers:
+            return answers[default_factory]
+        return original(default_factory)
+
+    _fields.takes_validated_data_argument = takes_validated_data_argument
+    _generate_schema.takes_validated_data_argument = takes_validated_data_argument
 
 
 def _serve(sock: socket.socket, pid_ns: int) -> int:

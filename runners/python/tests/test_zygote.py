@@ -528,3 +528,46 @@ def test_reset_inherited_state_recomputes_each_item_for_the_new_home(tmp_path):
         "onnx": f"{new}/.cache/chroma/onnx_models/all-MiniLM-L6-v2",
     }
     assert state["user_site"].startswith(f"{userbase}/lib/python")
+
+
+WARM_PROBE = """
+import json, sys, threading
+from live_crew_runner import zygote
+error = zygote._preload(True)
+from pydantic import BaseModel
+from pydantic._internal import _fields, _generate_schema
+incomplete = sorted(
+    f"{name}.{value.__name__}"
+    for name, module in list(sys.modules.items()) if name.split(".")[0] == "crewai"
+    for value in list(vars(module).values())
+    if isinstance(value, type) and issubclass(value, BaseModel) and value.__module__ == name
+    and value.__dict__.get("__pydantic_complete__") is False
+)
+ask = _fields.takes_validated_data_argument
+print(json.dumps({
+    "error": error,
+    "lazy_imported": [m for m in zygote._CREWAI_LAZY_MODULES if m not in sys.modules],
+    "incomplete": incomplete,
+    "threads": threading.active_count(),
+    "same_function": ask is _generate_schema.takes_validated_data_argument,
+    "asked_from": ask.__module__,
+    "answers": [ask(list), ask(dict), ask(lambda data: data), ask(lambda: 1), ask(dict.fromkeys)],
+}))
+"""
+
+
+@pytest.mark.skipif(not HAS_CREWAI, reason="preloading needs the crewai package")
+def test_the_crewai_preload_does_ahead_what_every_crews_first_kickoff_would():
+    env = {"PYTHONPATH": str(RUNNERS_PYTHON), "PATH": os.environ.get("PATH", "")}
+    out = subprocess.run([PYTHON, "-c", WARM_PROBE], env=env, capture_output=True, text=True,
+                         timeout=PRELOAD_TIMEOUT_S)
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["error"] is None
+    assert found["lazy_imported"] == [], "each lazily imported module is imported"
+    assert found["incomplete"] == [], "no CrewAI model is left for each crew to complete"
+    assert found["threads"] == 1
+    assert found["asked_from"] == "live_crew_runner.zygote"
+    assert found["same_function"], "pydantic asks the remembered answers in both places"
+    # The remembered answers for builtins, and pydantic's own for the rest.
+    assert found["answers"] == [False, False, True, False, False]
