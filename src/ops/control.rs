@@ -153,7 +153,7 @@ async fn answer(stream: Stream, state: &HostState) -> io::Result<()> {
             serde_json::to_string(&state.report(max_age)).expect("reports serialise")
         }
         // What the web page's /api/state serves, for `monitor`.
-        Ok(request) if request.command == "state" => state.state(MONITOR_SLICES).to_string(),
+        Ok(request) if request.command == "state" => state.state(MONITOR_SLICES),
         Ok(request) => {
             serde_json::json!({"error": format!("unknown command '{}'", request.command)})
                 .to_string()

@@ -176,12 +176,18 @@ pub const PAGE_SLICES: usize = 30;
 impl HostState {
     /// The web page's and `monitor`'s data: the health report and the calls of each
     /// stream's last `slices` slices.
-    pub fn state(&self, slices: usize) -> serde_json::Value {
+    pub fn state(&self, slices: usize) -> String {
+        #[derive(Serialize)]
+        struct State {
+            health: HealthReport,
+            calls: Vec<super::recent::CallRecord>,
+        }
         let calls = self.calls.as_ref().map(|calls| calls.snapshot(slices));
-        serde_json::json!({
-            "health": self.report(None),
-            "calls": calls.unwrap_or_default(),
-        })
+        let state = State {
+            health: self.report(None),
+            calls: calls.unwrap_or_default(),
+        };
+        serde_json::to_string(&state).expect("the state serialises")
     }
 }
 

@@ -81,11 +81,7 @@ fn respond(
                 .find_map(|pair| pair.strip_prefix("slices="))
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(PAGE_SLICES);
-            text(
-                StatusCode::OK,
-                "application/json",
-                host.state(slices).to_string(),
-            )
+            text(StatusCode::OK, "application/json", host.state(slices))
         }
         "/readyz" => {
             let report = host.report(None);

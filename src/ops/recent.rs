@@ -1,7 +1,7 @@
 //! The last calls the scheduler finished, for the web page's timeline (SPEC §16): a
 //! bounded ring, so a long run costs no more memory than a short one.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -47,32 +47,68 @@ pub struct CallRecord {
     pub llm_cost_usd: Option<f64>,
 }
 
-/// The last [`KEPT`] calls, oldest first.
+/// The last [`KEPT`] calls, by stream and slice, so that an answer costs what it
+/// holds, not what the history holds.
 #[derive(Debug, Default)]
-pub struct RecentCalls(Mutex<VecDeque<CallRecord>>);
+pub struct RecentCalls(Mutex<Ring>);
+
+#[derive(Debug, Default)]
+struct Ring {
+    streams: HashMap<Arc<str>, BTreeMap<i64, Vec<CallRecord>>>,
+    /// Where each call went, oldest first: the order calls leave in.
+    order: VecDeque<(Arc<str>, i64)>,
+}
 
 impl RecentCalls {
     pub fn push(&self, record: CallRecord) {
-        let mut calls = lock(&self.0);
-        if calls.len() == KEPT {
-            calls.pop_front();
+        let mut ring = lock(&self.0);
+        if ring.order.len() == KEPT
+            && let Some((stream, slice)) = ring.order.pop_front()
+        {
+            ring.forget_oldest(&stream, slice);
         }
-        calls.push_back(record);
+        ring.order.push_back((record.stream.clone(), record.slice));
+        let slices = ring.streams.entry(record.stream.clone()).or_default();
+        slices.entry(record.slice).or_default().push(record);
     }
 
-    /// The calls of each stream's last `slices` slices, oldest first.
+    /// The calls of each stream's last `slices` slices, by stream, then slice.
     pub fn snapshot(&self, slices: usize) -> Vec<CallRecord> {
-        let calls = lock(&self.0);
-        let mut newest: HashMap<&str, i64> = HashMap::new();
-        for call in calls.iter() {
-            let slice = newest.entry(&call.stream).or_insert(call.slice);
-            *slice = (*slice).max(call.slice);
-        }
+        let ring = lock(&self.0);
         let span = i64::try_from(slices).unwrap_or(i64::MAX);
-        (calls.iter())
-            .filter(|call| newest[&*call.stream].saturating_sub(call.slice) < span)
-            .cloned()
-            .collect()
+        let mut streams: Vec<_> = ring.streams.iter().collect();
+        streams.sort_by_key(|(name, _)| *name);
+        let mut calls = Vec::new();
+        for (_, by_slice) in streams {
+            let Some((&newest, _)) = by_slice.last_key_value() else {
+                continue;
+            };
+            let from = newest.saturating_sub(span).saturating_add(1);
+            calls.extend(
+                by_slice
+                    .range(from..)
+                    .flat_map(|(_, calls)| calls.iter().cloned()),
+            );
+        }
+        calls
+    }
+}
+
+impl Ring {
+    /// Drops the oldest call filed under `stream` and `slice`.
+    fn forget_oldest(&mut self, stream: &str, slice: i64) {
+        let Some(by_slice) = self.streams.get_mut(stream) else {
+            return;
+        };
+        if let Some(calls) = by_slice.get_mut(&slice) {
+            calls.remove(0);
+            if calls.is_empty() {
+                by_slice.remove(&slice);
+            }
+        }
+        if by_slice.is_empty() {
+            self.streams.remove(stream);
+        }
     }
 }
 
@@ -80,21 +116,25 @@ impl RecentCalls {
 mod tests {
     use super::*;
 
+    fn call(stream: &str, slice: i64, crew: &str) -> CallRecord {
+        CallRecord {
+            stream: stream.into(),
+            slice,
+            crew: crew.into(),
+            state: CallState::Ran,
+            t_ms: 1.0,
+            lag_ms: None,
+            reason: None,
+            llm_tokens: None,
+            llm_cost_usd: None,
+        }
+    }
+
     #[test]
     fn the_ring_keeps_the_newest_calls() {
         let recent = RecentCalls::default();
         for slice in 0..(KEPT as i64 + 5) {
-            recent.push(CallRecord {
-                stream: "s".into(),
-                slice,
-                crew: "c".into(),
-                state: CallState::Ran,
-                t_ms: 1.0,
-                lag_ms: None,
-                reason: None,
-                llm_tokens: None,
-                llm_cost_usd: None,
-            });
+            recent.push(call("s", slice, "c"));
         }
         let calls = recent.snapshot(usize::MAX);
         assert_eq!(calls.len(), KEPT);
@@ -103,5 +143,25 @@ mod tests {
         let last = recent.snapshot(3);
         let slices: Vec<i64> = last.iter().map(|call| call.slice).collect();
         assert_eq!(slices, [KEPT as i64 + 2, KEPT as i64 + 3, KEPT as i64 + 4]);
+    }
+
+    #[test]
+    fn a_snapshot_takes_each_streams_own_last_slices_whatever_the_order_calls_came_in() {
+        let recent = RecentCalls::default();
+        for (stream, slice, crew) in [
+            ("b", 7, "x"),
+            ("a", 1, "x"),
+            ("a", 2, "x"),
+            ("b", 9, "x"),
+            ("a", 2, "y"),
+            // A slow call of an older slice finishes last.
+            ("b", 8, "y"),
+        ] {
+            recent.push(call(stream, slice, crew));
+        }
+        let last_two: Vec<String> = (recent.snapshot(2).iter())
+            .map(|c| format!("{}{}{}", c.stream, c.slice, c.crew))
+            .collect();
+        assert_eq!(last_two, ["a1x", "a2x", "a2y", "b8y", "b9x"]);
     }
 }
