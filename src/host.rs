@@ -28,7 +28,7 @@ use crate::protocol::Call;
 use crate::reload::CrewsWatch;
 use crate::scheduler::clock::{CatchUp, Clock, EventTime};
 use crate::scheduler::wall_clock::{Anchor, WallClock};
-use crate::scheduler::{self, Ports, RunError};
+use crate::scheduler::{self, LoadCrews, Ports, RunError};
 use crate::sink::{
     ActionSink, ErrorRecord, ErrorSink, JsonLinesSink, OutputError, RunSummary, SinkError,
     create_private,
@@ -170,6 +170,22 @@ impl HostPool {
     }
 }
 
+impl LoadCrews for HostPool {
+    fn load(&self, spec: &CrewSpec) -> Result<(), String> {
+        match self.remote_for(&spec.name) {
+            Some(_) => Err(format!(
+                "crew '{}' runs on worker hosts: restart them to give it a new version",
+                spec.name
+            )),
+            None => self.local.load(spec),
+        }
+    }
+
+    fn unload(&self, crew: &str) {
+        self.local.unload(crew);
+    }
+}
+
 impl CrewPool for HostPool {
     fn call(&self, crew: &str, call: Call) -> impl Future<Output = CallOutcome> + Send + 'static {
         match self.remote_for(crew) {
@@ -183,20 +199,6 @@ impl CrewPool for HostPool {
             Some(remote) => remote.count_failure(crew, failure),
             None => self.local.count_failure(crew, failure),
         }
-    }
-
-    fn load(&self, spec: &CrewSpec) -> Result<(), String> {
-        match self.remote_for(&spec.name) {
-            Some(_) => Err(format!(
-                "crew '{}' runs on worker hosts: restart them to give it a new version",
-                spec.name
-            )),
-            None => self.local.load(spec),
-        }
-    }
-
-    fn unload(&self, crew: &str) {
-        self.local.unload(crew);
     }
 
     fn status(&self) -> StatusHandle {

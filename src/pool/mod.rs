@@ -12,7 +12,6 @@ pub use status::{CrewState, CrewStatus, StatusHandle};
 
 use std::future::Future;
 
-use crate::config::CrewSpec;
 use crate::protocol::Call;
 
 /// Runs calls on named crews. One call per crew is in flight at a time; a pool queues
@@ -27,19 +26,4 @@ pub trait CrewPool: Send + Sync + 'static {
     /// A live view of every crew's state, for health, metrics and heartbeats. It stays
     /// readable after the pool is gone, so a hard stop can still find the runners to reap.
     fn status(&self) -> StatusHandle;
-
-    /// Hot reload (SPEC §15): runs `spec`'s crew from now on, started if the pool does
-    /// not run it, else in its new version from its next call. A pool that cannot says
-    /// why.
-    fn load(&self, spec: &CrewSpec) -> Result<(), String> {
-        Err(format!(
-            "crew '{}': this pool cannot load a crew while it runs",
-            spec.name
-        ))
-    }
-
-    /// Stops a crew that has no call left (hot reload: its folder is gone).
-    fn unload(&self, crew: &str) {
-        let _ = crew;
-    }
 }

@@ -66,6 +66,16 @@ pub struct Ports<'a, P, S, Src, K, C> {
     pub reloads: Option<mpsc::UnboundedReceiver<NewCrews>>,
 }
 
+/// What a run asks of its pool when the crews folder changes (hot reload, SPEC §15).
+pub trait LoadCrews {
+    /// Runs `spec`'s crew from now on: started if the pool does not run it, else in its
+    /// new version from its next call. A pool that cannot says why.
+    fn load(&self, spec: &CrewSpec) -> Result<(), String>;
+
+    /// Stops a crew that has no call left (its folder is gone).
+    fn unload(&self, crew: &str);
+}
+
 /// A new version of the crews folder, checked as `run` checks one (hot reload, SPEC
 /// §15): it replaces the crews the run has at the next slice boundary.
 pub struct NewCrews {
@@ -87,7 +97,7 @@ pub async fn run<P, S, Src, K, C>(
     stop: impl Future<Output = ()>,
 ) -> Result<RunSummary, RunError>
 where
-    P: CrewPool,
+    P: CrewPool + LoadCrews,
     S: ContextStore,
     Src: EventSource,
     K: ActionSink,
@@ -184,7 +194,7 @@ enum Settled {
 
 impl<P, S, Src, K, C> Shell<'_, P, S, Src, K, C>
 where
-    P: CrewPool,
+    P: CrewPool + LoadCrews,
     S: ContextStore,
     Src: EventSource,
     K: ActionSink,

@@ -114,6 +114,23 @@ fn texts<T: serde::Serialize>(items: &[Arc<T>]) -> Vec<String> {
         .collect()
 }
 
+impl LoadCrews for FakePool {
+    fn load(&self, spec: &crate::config::CrewSpec) -> Result<(), String> {
+        self.lifecycle
+            .lock()
+            .unwrap()
+            .push(format!("load {}", spec.name));
+        Ok(())
+    }
+
+    fn unload(&self, crew: &str) {
+        self.lifecycle
+            .lock()
+            .unwrap()
+            .push(format!("unload {crew}"));
+    }
+}
+
 impl CrewPool for FakePool {
     fn call(&self, crew: &str, call: Call) -> impl Future<Output = CallOutcome> + Send + 'static {
         let behaviour = self.behaviours[crew].clone();
@@ -153,21 +170,6 @@ impl CrewPool for FakePool {
             });
             outcome
         }
-    }
-
-    fn load(&self, spec: &crate::config::CrewSpec) -> Result<(), String> {
-        self.lifecycle
-            .lock()
-            .unwrap()
-            .push(format!("load {}", spec.name));
-        Ok(())
-    }
-
-    fn unload(&self, crew: &str) {
-        self.lifecycle
-            .lock()
-            .unwrap()
-            .push(format!("unload {crew}"));
     }
 
     fn count_failure(&self, crew: &str, failure: CallFailure) {

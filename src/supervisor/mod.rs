@@ -158,6 +158,43 @@ impl Supervisor {
         );
     }
 
+    /// Hot reload (SPEC §15): starts `spec`'s crew if this supervisor does not run it,
+    /// else hands the crew its new version: its runner answers the call it has, stops,
+    /// and the next one starts from `spec`.
+    pub fn load(&self, spec: &CrewSpec) -> Result<(), String> {
+        let spawn = launch_spec(spec, self.runners.python_path());
+        required_layers(spec, &self.sandbox.layers_for(&spawn))?;
+        let versions = read(&self.crews)
+            .get(&spec.name)
+            .map(|handle| handle.versions.clone());
+        let Some(versions) = versions else {
+            self.start_actor(spec, spawn);
+            return Ok(());
+        };
+        let version = Version {
+            spawn,
+            hello: hello_line(spec, self.heartbeat_ms),
+            max_errors: spec.max_errors,
+            startup_timeout: Duration::from_millis(spec.startup_timeout_ms),
+        };
+        self.gateway.set_budget(&spec.name, spec.budget.clone());
+        versions
+            .send(version)
+            .map_err(|_| format!("crew '{}' has stopped", spec.name))?;
+        if let Some(monitor) = read(&self.monitors).iter().find(|m| m.crew() == spec.name) {
+            monitor.set_version(short_version(&spec.dir));
+        }
+        Ok(())
+    }
+
+    /// Stops a crew that has no call left (hot reload: its folder is gone): its runner
+    /// shuts down in protocol order, and health no longer lists it.
+    pub fn unload(&self, crew: &str) {
+        // Its queue closes, so its actor stops its runner and ends.
+        write(&self.crews).remove(crew);
+        write(&self.monitors).retain(|monitor| monitor.crew() != crew);
+    }
+
     /// The LLM gateway of this supervisor's crews.
     pub fn gateway(&self) -> &Arc<crate::llm::Gateway> {
         &self.gateway
@@ -237,43 +274,6 @@ impl CrewPool for Supervisor {
         if let Some(handle) = read(&self.crews).get(crew) {
             let _ = handle.failures.send(failure);
         }
-    }
-
-    /// Hot reload (SPEC §15): starts `spec`'s crew if this supervisor does not run it,
-    /// else hands the crew its new version: its runner answers the call it has, stops,
-    /// and the next one starts from `spec`.
-    fn load(&self, spec: &CrewSpec) -> Result<(), String> {
-        let spawn = launch_spec(spec, self.runners.python_path());
-        required_layers(spec, &self.sandbox.layers_for(&spawn))?;
-        let versions = read(&self.crews)
-            .get(&spec.name)
-            .map(|handle| handle.versions.clone());
-        let Some(versions) = versions else {
-            self.start_actor(spec, spawn);
-            return Ok(());
-        };
-        let version = Version {
-            spawn,
-            hello: hello_line(spec, self.heartbeat_ms),
-            max_errors: spec.max_errors,
-            startup_timeout: Duration::from_millis(spec.startup_timeout_ms),
-        };
-        self.gateway.set_budget(&spec.name, spec.budget.clone());
-        versions
-            .send(version)
-            .map_err(|_| format!("crew '{}' has stopped", spec.name))?;
-        if let Some(monitor) = read(&self.monitors).iter().find(|m| m.crew() == spec.name) {
-            monitor.set_version(short_version(&spec.dir));
-        }
-        Ok(())
-    }
-
-    /// Stops a crew that has no call left (hot reload: its folder is gone): its runner
-    /// shuts down in protocol order, and health no longer lists it.
-    fn unload(&self, crew: &str) {
-        // Its queue closes, so its actor stops its runner and ends.
-        write(&self.crews).remove(crew);
-        write(&self.monitors).retain(|monitor| monitor.crew() != crew);
     }
 
     fn status(&self) -> StatusHandle {
