@@ -439,6 +439,9 @@ impl Host {
         ));
         let watch = (global.hot_reload && !matches!(options.mode, RunMode::ReplayFrom(_)))
             .then(|| CrewsWatch::new(&options.crews, &global));
+        if watch.is_some() {
+            metrics.zero_reloads(crews.as_slice().iter().map(|spec| spec.name.as_str()));
+        }
         Ok(Host {
             store,
             caught_up,

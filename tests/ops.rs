@@ -864,6 +864,8 @@ fn crews_added_rescheduled_and_removed_while_the_host_runs() {
         &[],
         &[
             "--watch",
+            "--metrics-addr",
+            "127.0.0.1:0",
             "--output",
             output.to_str().unwrap(),
             "--errors",
@@ -871,6 +873,19 @@ fn crews_added_rescheduled_and_removed_while_the_host_runs() {
         ],
     );
     host.wait_health("ready", all_ready);
+    let addr = logged_addr(&host);
+    let reloads = |crew: &str, result: &str| -> Option<u64> {
+        let (_, text) = http_get(&addr, "/metrics");
+        let sample = format!("crew_reloads_total{{crew=\"{crew}\",result=\"{result}\"}} ");
+        let line = text.lines().find(|line| line.starts_with(&sample))?;
+        line[sample.len()..].parse().ok()
+    };
+    assert_eq!(
+        reloads("counter", "applied"),
+        Some(0),
+        "exported at 0 from the start"
+    );
+    assert_eq!(reloads("", "invalid"), Some(0));
     // Sends an event and returns `crew:kind` of the actions it brought, once `count`
     // actions are out in all.
     let answered = |host: &mut Host, kind: &str, count: usize| -> Vec<String> {
@@ -931,6 +946,10 @@ fn crews_added_rescheduled_and_removed_while_the_host_runs() {
         report["crews"].as_array().unwrap().len() == 1
     });
     assert_eq!(answered(&mut host, "goal", 1), [r#"counter:{"n":4}"#]);
+    assert_eq!(reloads("echo", "added"), Some(1));
+    assert_eq!(reloads("echo", "removed"), Some(1));
+    assert_eq!(reloads("echo", "failed"), Some(0));
+    assert_eq!(reloads("counter", "applied"), Some(1));
     host.send(&event_now("tick", "{}"));
     drop(host.child.stdin.take());
     assert_eq!(host.wait_exit(10), Some(0), "{}", host.log());

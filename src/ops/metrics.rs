@@ -352,6 +352,21 @@ impl Metrics {
         self.llm_request.observe(usage.seconds);
     }
 
+    /// Exports `crew_reloads_total` at 0 for `crews` and every result of theirs, and for
+    /// an invalid folder (crew `""`).
+    pub fn zero_reloads<'a>(&self, crews: impl IntoIterator<Item = &'a str>) {
+        let folder = std::iter::once(("", "invalid"));
+        let of_crews = crews.into_iter().flat_map(|crew| {
+            ["added", "applied", "removed", "failed"].map(|result| (crew, result))
+        });
+        for (crew, result) in folder.chain(of_crews) {
+            let _ = self.reloads.get_or_create(&ReloadLabels {
+                crew: crew.into(),
+                result: result.into(),
+            });
+        }
+    }
+
     pub fn crew_reloaded(&self, crew: &str, result: &str) {
         let label = ReloadLabels {
             crew: crew.into(),

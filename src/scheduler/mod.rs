@@ -361,6 +361,9 @@ where
                 }
                 Some(_) => continue,
             };
+            if result == "added" {
+                metrics.zero_reloads([spec.name.as_str()]);
+            }
             match self.pool.load(spec) {
                 Ok(()) => {
                     tracing::info!(crew = %spec.name, "hot reload: crew '{}' {what}", spec.name);
