@@ -53,7 +53,8 @@ pub enum Command {
     /// A worker host (distributed mode): run the calls of the crews --selector matches,
     /// which a `run --nats --selector` scheduler publishes to NATS.
     Worker(WorkerArgs),
-    /// The running host's state in the terminal, refreshing (q to quit).
+    /// The running host's crews and its timeline of the last slices in the terminal,
+    /// refreshing (q to quit).
     Monitor(SocketArgs),
     /// Check a production config against this machine (sandbox layers, cgroup
     /// delegation, NATS, metrics address, control socket folder) and print what is
@@ -150,8 +151,8 @@ pub struct RunArgs {
     /// live.
     #[arg(long)]
     pub live: bool,
-    /// Hot reload: watch the crews folder; a changed crew takes its new version at its
-    /// next call, with the context kept (also `hot_reload: true`).
+    /// Hot reload: watch the crews folder; changed, added and removed crews take effect
+    /// at the next slice to close, with the context kept (also `hot_reload: true`).
     #[arg(long)]
     pub watch: bool,
     /// Serve Prometheus metrics on /metrics (and /healthz, /readyz) at this address,
