@@ -354,40 +354,19 @@ const ANY: &str = "triggers: ['*']\n";
 /// runs no more, while what ran before stays in the output in its order.
 #[tokio::test(start_paused = true)]
 async fn a_new_crews_folder_applies_from_the_next_slice_to_close() {
-    let global = GlobalConfig::default();
-    let (before, after) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    write_crew(before.path(), "a", "triggers: [x]\n");
-    write_crew(before.path(), "b", "triggers: [x]\n");
-    write_crew(after.path(), "a", "triggers: [y]\n");
-    write_crew(after.path(), "c", "triggers: [x]\n");
-    let crews = Crews::load(before.path(), &global).unwrap();
-    let new = NewCrews {
-        crews: Crews::load(after.path(), &global).unwrap(),
-        changed: BTreeSet::new(),
-    };
-    let pool = FakePool::new(&[("a", echo(5)), ("b", echo(5)), ("c", echo(5))]);
-    let (input, source) = MemorySource::new(2);
-    let (reload, reloads) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let send = |events: Vec<Event>| {
-            let batch: Vec<InputItem> = events.into_iter().map(|e| Ok(Arc::new(e))).collect();
-            input.send(batch)
-        };
-        send(vec![ev("s", 0, "x"), ev("s", 500, "x"), ev("s", 1000, "x")]).await;
-        // Slices 0 and 1 closed and ran; slice 2 is open.
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        reload.send(new).ok().unwrap();
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let later = [(1500, "x"), (1600, "y"), (2000, "x"), (2100, "y")];
-        send(later.iter().map(|&(ms, kind)| ev("s", ms, kind)).collect()).await;
-    });
-    let store = MemoryStore::default();
-    let (mut ports, actions, errors) = batch_ports(&pool, &store, source.without_acks(), &global);
-    ports.reloads = Some(reloads);
-    let summary = run(&crews, &global, ports, None, std::future::pending())
-        .await
-        .unwrap();
-    let out = outcome(&pool, &actions, &errors, summary);
+    let (out, lifecycle) = run_with_reload(
+        &[("a", "triggers: [x]\n"), ("b", "triggers: [x]\n")],
+        &[("a", "triggers: [y]\n"), ("c", "triggers: [x]\n")],
+        &[("a", echo(5)), ("b", echo(5)), ("c", echo(5))],
+        vec![ev("s", 0, "x"), ev("s", 500, "x"), ev("s", 1000, "x")],
+        vec![
+            ev("s", 1500, "x"),
+            ev("s", 1600, "y"),
+            ev("s", 2000, "x"),
+            ev("s", 2100, "y"),
+        ],
+    )
+    .await;
     assert_eq!(
         out.actions,
         [
@@ -403,10 +382,7 @@ async fn a_new_crews_folder_applies_from_the_next_slice_to_close() {
         ]
     );
     assert!(out.errors.is_empty(), "{:?}", out.errors);
-    assert_eq!(
-        *pool.lifecycle.lock().unwrap(),
-        ["load a", "load c", "unload b"]
-    );
+    assert_eq!(lifecycle, ["load a", "load c", "unload b"]);
     let calls: Vec<(&str, u64)> = (out.summary.crews.iter())
         .map(|(name, stats)| (name.as_str(), stats.calls))
         .collect();
@@ -415,6 +391,92 @@ async fn a_new_crews_folder_applies_from_the_next_slice_to_close() {
         [("a", 4), ("b", 2), ("c", 3)],
         "a removed crew stays in the summary"
     );
+}
+
+/// Hot reload: a crew added with a need on a running crew gets that crew's actions of
+/// the same slice as its dependency data, from its first slice on; the running crew's
+/// calls are untouched.
+#[tokio::test(start_paused = true)]
+async fn a_crew_added_with_a_need_gets_its_dependency_from_its_first_slice() {
+    let (out, lifecycle) = run_with_reload(
+        &[("a", "triggers: [x]\n")],
+        &[
+            ("a", "triggers: [x]\n"),
+            (
+                "c",
+                "triggers: [x]\nneeds: [{type: crew, crew: a, offset: 0}]\n",
+            ),
+        ],
+        &[("a", echo(5)), ("c", echo(5))],
+        vec![ev("s", 0, "x"), ev("s", 500, "x")],
+        vec![ev("s", 1000, "x"), ev("s", 1500, "x")],
+    )
+    .await;
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    assert_eq!(lifecycle, ["load c"], "a is unchanged: it keeps its runner");
+    let deps: Vec<(i64, Vec<String>)> = (out.calls_of("c").iter())
+        .map(|call| (call.slice, call.deps["crew:a@0"].clone()))
+        .collect();
+    let expected: Vec<(i64, Vec<String>)> = [(1, "x@500"), (2, "x@1000"), (3, "x@1500")]
+        .map(|(slice, action)| (slice, vec![action.to_owned()]))
+        .into();
+    assert_eq!(deps, expected, "slice 1 was still open at the reload");
+    let a_slices: Vec<i64> = out.calls_of("a").iter().map(|call| call.slice).collect();
+    assert_eq!(a_slices, [0, 1, 2, 3]);
+}
+
+/// Runs `first` through the crews `before`, sends the folder `after` to the run once
+/// those events' slices ran, then runs `then`. Returns the outcome and the pool's
+/// `load`/`unload` calls.
+async fn run_with_reload(
+    before: &[(&str, &str)],
+    after: &[(&str, &str)],
+    behaviours: &[(&str, Behaviour)],
+    first: Vec<Event>,
+    then: Vec<Event>,
+) -> (Outcome, Vec<String>) {
+    let global = GlobalConfig::default();
+    let folder = tempfile::tempdir().unwrap();
+    for (name, yaml) in before {
+        write_crew(folder.path(), name, yaml);
+    }
+    let crews = Crews::load(folder.path(), &global).unwrap();
+    // The same folder edited, as the watch sees it.
+    for (name, _) in before {
+        if !after.iter().any(|(kept, _)| kept == name) {
+            std::fs::remove_dir_all(folder.path().join(name)).unwrap();
+        }
+    }
+    for (name, yaml) in after {
+        write_crew(folder.path(), name, yaml);
+    }
+    let new = NewCrews {
+        crews: Crews::load(folder.path(), &global).unwrap(),
+        changed: BTreeSet::new(),
+    };
+    let pool = FakePool::new(behaviours);
+    let (input, source) = MemorySource::new(2);
+    let (reload, reloads) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let send = |events: Vec<Event>| {
+            let batch: Vec<InputItem> = events.into_iter().map(|e| Ok(Arc::new(e))).collect();
+            input.send(batch)
+        };
+        send(first).await;
+        // The slices `first` closed ran; its last slice is still open.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        reload.send(new).ok().unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        send(then).await;
+    });
+    let store = MemoryStore::default();
+    let (mut ports, actions, errors) = batch_ports(&pool, &store, source.without_acks(), &global);
+    ports.reloads = Some(reloads);
+    let summary = run(&crews, &global, ports, None, std::future::pending())
+        .await
+        .unwrap();
+    let lifecycle = pool.lifecycle.lock().unwrap().clone();
+    (outcome(&pool, &actions, &errors, summary), lifecycle)
 }
 
 #[tokio::test(start_paused = true)]
