@@ -78,15 +78,18 @@ impl CrewsWatch {
             // Touched, or saved unchanged.
             return None;
         }
-        let applied = std::mem::replace(&mut self.applied, now.clone());
         match Crews::load(&self.dir, &self.global) {
             Ok(crews) => {
+                // Against the versions running: a crew edited while another's folder
+                // was invalid is still new here.
                 let changed = (crews.as_slice().iter())
                     .filter(|spec| {
-                        now.get(&absolute(&spec.dir)) != applied.get(&absolute(&spec.dir))
+                        let folder = absolute(&spec.dir);
+                        now.get(&folder) != self.applied.get(&folder)
                     })
                     .map(|spec| spec.name.clone())
                     .collect::<BTreeSet<String>>();
+                self.applied = now;
                 Some(NewCrews { crews, changed })
             }
             Err(errors) => {
@@ -137,4 +140,38 @@ fn stamps(dir: &Path) -> Stamps {
             (file, size, modified)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::crews_dir::tests::write_crew;
+
+    /// Two looks, so that the change counts as settled.
+    fn settled_look(watch: &mut CrewsWatch, metrics: &Metrics) -> Option<NewCrews> {
+        assert!(
+            watch.look(metrics).is_none(),
+            "a first look only notes the change"
+        );
+        watch.look(metrics)
+    }
+
+    #[test]
+    fn a_crew_edited_while_another_is_invalid_is_reloaded_once_the_folder_is_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let (global, metrics) = (GlobalConfig::default(), Metrics::new(4096, None));
+        write_crew(dir.path(), "a", "triggers: ['*']\n");
+        let b = write_crew(dir.path(), "b", "triggers: ['*']\n");
+        let mut watch = CrewsWatch::new(dir.path(), &global);
+        std::fs::write(dir.path().join("a/handler.py"), "version = 2\n").unwrap();
+        std::fs::write(&b, "crew: b\ntrigers: ['*']\n").unwrap();
+        assert!(settled_look(&mut watch, &metrics).is_none(), "b is invalid");
+        write_crew(dir.path(), "b", "triggers: ['*']\n");
+        let new = settled_look(&mut watch, &metrics).expect("a valid folder again");
+        assert!(new.changed.contains("a"), "{:?}", new.changed);
+        assert!(
+            settled_look(&mut watch, &metrics).is_none(),
+            "nothing new after"
+        );
+    }
 }
