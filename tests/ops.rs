@@ -799,14 +799,7 @@ fn a_crew_edited_while_the_host_runs_takes_its_new_version_with_the_context_kept
     };
     let before = version(&host);
     save("handlers.py", &handler(2));
-    let wait_log = |host: &Host, text: &str| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !host.log().contains(text) {
-            assert!(Instant::now() < deadline, "no {text:?} in:\n{}", host.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    wait_log(&host, "takes its new version");
+    host.wait_log("takes its new version");
     assert_ne!(version(&host), before, "health shows the new version");
     assert_eq!(
         answered(&mut host, 2),
@@ -814,7 +807,7 @@ fn a_crew_edited_while_the_host_runs_takes_its_new_version_with_the_context_kept
         "the new version, on the context the old one left"
     );
     save("runtime.yaml", &format!("{runtime}trigers: [x]\n"));
-    wait_log(&host, "did you mean `triggers`");
+    host.wait_log("did you mean `triggers`");
     assert!(
         host.log().contains("the running versions stay"),
         "{}",
@@ -904,13 +897,6 @@ fn crews_added_rescheduled_and_removed_while_the_host_runs() {
             .map(|a| format!("{}:{}", a["crew"].as_str().unwrap(), a["payload"]))
             .collect()
     };
-    let wait_log = |host: &Host, text: &str| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !host.log().contains(text) {
-            assert!(Instant::now() < deadline, "no {text:?} in:\n{}", host.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
     assert_eq!(answered(&mut host, "tick", 1), [r#"counter:{"n":1}"#]);
 
     write_crew(
@@ -918,7 +904,7 @@ fn crews_added_rescheduled_and_removed_while_the_host_runs() {
         "crew: echo\ntriggers: [tick]\nrunner: {kind: python, module: \"handlers:react\"}\n",
         "def react(events, ctx, deps):\n    return [{'kind': 'echo', 'payload': {'echoed': len(events)}}]\n",
     );
-    wait_log(&host, "crew 'echo' starts");
+    host.wait_log("crew 'echo' starts");
     host.wait_health("echo ready", |report| {
         all_ready(report) && report["crews"].as_array().unwrap().len() == 2
     });
@@ -927,7 +913,7 @@ fn crews_added_rescheduled_and_removed_while_the_host_runs() {
     assert_eq!(both, [r#"counter:{"n":2}"#, r#"echo:{"echoed":1}"#]);
 
     write_crew("counter", &counter("[goal]"), counting);
-    wait_log(&host, "crew 'counter' takes its new version");
+    host.wait_log("crew 'counter' takes its new version");
     host.wait_health("ready", all_ready);
     assert_eq!(
         answered(&mut host, "tick", 1),
@@ -941,7 +927,7 @@ fn crews_added_rescheduled_and_removed_while_the_host_runs() {
     );
 
     std::fs::remove_dir_all(crews.join("echo")).unwrap();
-    wait_log(&host, "crew 'echo' ran its last call and stops");
+    host.wait_log("crew 'echo' ran its last call and stops");
     host.wait_health("echo gone", |report| {
         report["crews"].as_array().unwrap().len() == 1
     });

@@ -138,9 +138,7 @@ where
         calls: JoinSet::new(),
         acked: 0,
         reloads,
-        specs: (crews.as_slice().iter())
-            .map(|spec| (spec.name.clone(), spec.clone()))
-            .collect(),
+        specs: by_name(crews),
     };
     shell.drive(stop).await?;
     let Shell {
@@ -355,15 +353,15 @@ where
         let metrics = self.metrics.clone();
         for spec in new.crews.as_slice() {
             let (result, what) = match self.specs.get(&spec.name) {
-                None => ("added", "starts"),
+                None => {
+                    metrics.zero_reloads([spec.name.as_str()]);
+                    ("added", "starts")
+                }
                 Some(old) if old != spec || new.changed.contains(&spec.name) => {
                     ("applied", "takes its new version at its next call")
                 }
                 Some(_) => continue,
             };
-            if result == "added" {
-                metrics.zero_reloads([spec.name.as_str()]);
-            }
             match self.pool.load(spec) {
                 Ok(()) => {
                     tracing::info!(crew = %spec.name, "hot reload: crew '{}' {what}", spec.name);
@@ -381,9 +379,7 @@ where
             tracing::info!(crew = %name, "hot reload: crew '{name}' is gone from the folder; it stops after its last call");
             metrics.crew_reloaded(name, "removed");
         }
-        self.specs = (new.crews.as_slice().iter())
-            .map(|spec| (spec.name.clone(), spec.clone()))
-            .collect();
+        self.specs = by_name(&new.crews);
         self.core.reconfigure(&new.crews)
     }
 
@@ -481,6 +477,12 @@ async fn wait_for(clock: &impl SliceClock, at: Option<Instant>) {
         Some(at) => clock.wait_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+fn by_name(crews: &Crews) -> HashMap<String, CrewSpec> {
+    (crews.as_slice().iter())
+        .map(|spec| (spec.name.clone(), spec.clone()))
+        .collect()
 }
 
 /// The next new version of the crews folder; pending forever without a watch, or once
